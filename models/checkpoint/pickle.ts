@@ -87,7 +87,8 @@ export function isTuple(v: unknown): v is readonly PyValue[] {
   return Array.isArray(v) && Object.isFrozen(v);
 }
 
-export function tuple(items: PyValue[]): readonly PyValue[] {
+/** Make a Python tuple (a frozen array) from `items` (frozen in place). */
+export function tuple<T>(items: T[]): readonly T[] {
   return Object.freeze(items);
 }
 

@@ -133,7 +133,8 @@ export class ZipReader {
     return new ZipReader(fh, fileSize, entries);
   }
 
-  private async dataOffset(entry: ZipEntry): Promise<number> {
+  /** Absolute file offset of the entry's (stored) data. */
+  async dataOffset(entry: ZipEntry): Promise<number> {
     const cached = this.dataOffsets.get(entry.name);
     if (cached !== undefined) return cached;
     const h = await readAt(this.fh, entry.localHeaderOffset, 30, `local header of ${entry.name}`, this.fileSize);
