@@ -1,0 +1,346 @@
+/**
+ * FaRL's visual encoder: OpenAI CLIP's `VisionTransformer` at ViT-B/16 (FALCO builds it with
+ * `clip.load("ViT-B/16")` and loads the FaRL `state_dict` into it, so the activation is CLIP's
+ * QuickGELU), truncated where FALCO's attribute loss reads it: the 197×width tokens after the
+ * transformer, before `ln_post`.
+ *
+ * Design notes (why the graph looks the way it does):
+ * - Tokens are kept as a 2-D [197, width] matrix (batch 1): every projection is then a plain 2-D GEMM
+ *   against a constant weight, the fastest path of onnxruntime's CPU and CUDA kernels.
+ * - Projections are our own `dense` op: forward is ONNX Gemm with transB=1 on the weight exactly as
+ *   stored ([out, in]), and its input-VJP is a MatMul with that same stored weight. The forward and
+ *   backward thus share one initializer and no Transpose of a weight appears anywhere.
+ * - The attention scale 1/√64 = 1/8 is a power of two, so folding it into the Q rows of the fused
+ *   in-projection is bit-exact (scaling by 2^-3 commutes with float rounding) and saves a Mul.
+ * - Constants are cached per (graph, weights), so building the encoder twice in one graph (FALCO runs
+ *   it on the real and the generated image) shares every initializer.
+ */
+import * as E from '../engine/index.js';
+import { ShapeError, defineOp, type Graph, type Tensor } from '../engine/index.js';
+import { toFloat32, type Tensor as WeightTensor } from '../checkpoint/tensor.js';
+
+// ------------------------------------------------------------------------------------------ config
+
+export interface FarlConfig {
+  /** Input side in pixels (224). */
+  resolution: number;
+  /** Patch side (16). */
+  patch: number;
+  /** Token width (768). */
+  width: number;
+  /** Residual attention blocks (12). */
+  layers: number;
+  /** Attention heads (12: CLIP uses width / 64). */
+  heads: number;
+  /** CLIP's output projection width (512); only shape-checked, the tokens never use it. */
+  outputDim: number;
+}
+
+export const FARL_VITB16: Readonly<FarlConfig> = Object.freeze({
+  resolution: 224,
+  patch: 16,
+  width: 768,
+  layers: 12,
+  heads: 12,
+  outputDim: 512,
+});
+
+/** Number of tokens: one class token plus one per patch (197 at ViT-B/16, 224 px). */
+export const farlTokens = (c: FarlConfig): number => (c.resolution / c.patch) ** 2 + 1;
+
+/** The weights the encoder needs (plus the unused ln_post/proj, accepted and shape-checked). */
+function expectedShapes(c: FarlConfig): Map<string, { shape: number[]; required: boolean }> {
+  const w = c.width;
+  const m = new Map<string, { shape: number[]; required: boolean }>();
+  const put = (k: string, shape: number[], required = true) => m.set(k, { shape, required });
+  put('class_embedding', [w]);
+  put('positional_embedding', [farlTokens(c), w]);
+  put('conv1.weight', [w, 3, c.patch, c.patch]);
+  put('ln_pre.weight', [w]);
+  put('ln_pre.bias', [w]);
+  for (let i = 0; i < c.layers; i++) {
+    const p = `transformer.resblocks.${i}.`;
+    put(`${p}attn.in_proj_weight`, [3 * w, w]);
+    put(`${p}attn.in_proj_bias`, [3 * w]);
+    put(`${p}attn.out_proj.weight`, [w, w]);
+    put(`${p}attn.out_proj.bias`, [w]);
+    put(`${p}ln_1.weight`, [w]);
+    put(`${p}ln_1.bias`, [w]);
+    put(`${p}mlp.c_fc.weight`, [4 * w, w]);
+    put(`${p}mlp.c_fc.bias`, [4 * w]);
+    put(`${p}mlp.c_proj.weight`, [w, 4 * w]);
+    put(`${p}mlp.c_proj.bias`, [w]);
+    put(`${p}ln_2.weight`, [w]);
+    put(`${p}ln_2.bias`, [w]);
+  }
+  // Not on the path to the pre-ln_post tokens: a checkpoint may lack them without harm.
+  put('ln_post.weight', [w], false);
+  put('ln_post.bias', [w], false);
+  put('proj', [w, c.outputDim], false);
+  return m;
+}
+
+// ------------------------------------------------------------------------------------------ loading
+
+/** The weight map does not fit the encoder; lists every problem at once. */
+export class FarlWeightsError extends Error {
+  constructor(
+    message: string,
+    readonly missing: readonly string[],
+    readonly unexpected: readonly string[],
+    readonly badShapes: readonly string[],
+  ) {
+    super(message);
+    this.name = 'FarlWeightsError';
+  }
+}
+
+/** Validated encoder weights: float32 values keyed by the CLIP name without the `visual.` prefix. */
+export interface FarlWeights {
+  readonly config: Readonly<FarlConfig>;
+  readonly tensors: ReadonlyMap<string, { shape: readonly number[]; data: Float32Array }>;
+  /** `visual.*` keys of the source that the encoder does not know (kept out; see `strict`). */
+  readonly ignored: readonly string[];
+}
+
+export interface LoadFarlOptions {
+  config?: FarlConfig;
+  /**
+   * Fail on unknown `visual.*` keys too. Off by default because FALCO loads the FaRL state dict with
+   * `strict=False` (so upstream silently ignores extras); unknown keys are still reported in `ignored`.
+   */
+  strict?: boolean;
+}
+
+const LIST_MAX = 12;
+const list = (xs: readonly string[]): string =>
+  xs.slice(0, LIST_MAX).join(', ') + (xs.length > LIST_MAX ? `, … (${xs.length} in all)` : '');
+
+/**
+ * Take the encoder's weights out of a name → tensor map, from either
+ * - a real FaRL checkpoint: `stateDict(ckpt)` (keys `state_dict.visual.*`), `stateDict(ckpt, 'state_dict.')`
+ *   (keys `visual.*`), optionally with a DataParallel `module.` prefix; text-tower keys are ignored; or
+ * - a fixture spec (`visual.*` keys), or a map already stripped of `visual.`.
+ * float16/bfloat16/float64 weights are converted to float32 (FALCO calls `.float()` on the model).
+ * Throws `FarlWeightsError` naming every missing key, unexpected key (strict) and wrong shape.
+ */
+export function loadFarlWeights(map: ReadonlyMap<string, WeightTensor>, opts: LoadFarlOptions = {}): FarlWeights {
+  const config = opts.config ?? FARL_VITB16;
+  if (config.width % config.heads !== 0 || config.resolution % config.patch !== 0)
+    throw new FarlWeightsError(`bad FaRL config ${JSON.stringify(config)}`, [], [], []);
+  const expected = expectedShapes(config);
+
+  const strip = (k: string): string | undefined => {
+    let s = k;
+    if (s.startsWith('state_dict.')) s = s.slice('state_dict.'.length);
+    if (s.startsWith('module.')) s = s.slice('module.'.length);
+    return s.startsWith('visual.') ? s.slice('visual.'.length) : undefined;
+  };
+  const visual = new Map<string, { from: string; t: WeightTensor }>();
+  const add = (name: string, from: string, t: WeightTensor) => {
+    const prev = visual.get(name);
+    if (prev) throw new FarlWeightsError(`keys ${prev.from} and ${from} both give FaRL weight visual.${name}`, [], [], []);
+    visual.set(name, { from, t });
+  };
+  for (const [k, t] of map) {
+    const name = strip(k);
+    if (name !== undefined) add(name, k, t);
+  }
+  // A map already stripped of `visual.` (e.g. stateDict(ckpt, 'state_dict.visual.')).
+  if (visual.size === 0) for (const [k, t] of map) if (expected.has(k)) add(k, k, t);
+  if (visual.size === 0) {
+    const some = [...map.keys()].slice(0, 8);
+    throw new FarlWeightsError(
+      `no FaRL visual-encoder weights found: expected keys like visual.conv1.weight (optionally under state_dict. / module.); got ${map.size} keys${some.length ? ` such as ${some.join(', ')}` : ''}`,
+      [...expected.keys()].filter((k) => expected.get(k)!.required).map((k) => `visual.${k}`),
+      [],
+      [],
+    );
+  }
+
+  const missing: string[] = [];
+  const badShapes: string[] = [];
+  const unexpected: string[] = [];
+  const tensors = new Map<string, { shape: readonly number[]; data: Float32Array }>();
+  for (const [k, { shape, required }] of expected) {
+    const hit = visual.get(k);
+    if (!hit) {
+      if (required) missing.push(`visual.${k}`);
+      continue;
+    }
+    if (hit.t.shape.join() !== shape.join()) {
+      badShapes.push(`${hit.from}: expected [${shape.join(', ')}], got [${hit.t.shape.join(', ')}]`);
+      continue;
+    }
+    if (!['float32', 'float16', 'bfloat16', 'float64'].includes(hit.t.dtype)) {
+      badShapes.push(`${hit.from}: expected a floating-point tensor, got ${hit.t.dtype}`);
+      continue;
+    }
+    tensors.set(k, { shape, data: toFloat32(hit.t) });
+  }
+  for (const [k, { from }] of visual) if (!expected.has(k)) unexpected.push(from);
+
+  if (missing.length || badShapes.length || (opts.strict && unexpected.length)) {
+    const parts: string[] = [];
+    if (missing.length) parts.push(`missing ${missing.length} key(s): ${list(missing)}`);
+    if (badShapes.length) parts.push(`wrong shape/dtype for ${badShapes.length} key(s): ${list(badShapes)}`);
+    if (opts.strict && unexpected.length) parts.push(`unexpected ${unexpected.length} key(s): ${list(unexpected)}`);
+    throw new FarlWeightsError(
+      `FaRL ViT (width ${config.width}, ${config.layers} layers, patch ${config.patch}) weights do not fit: ${parts.join('; ')}`,
+      missing,
+      unexpected,
+      badShapes,
+    );
+  }
+  return { config: Object.freeze({ ...config }), tensors, ignored: unexpected };
+}
+
+// ------------------------------------------------------------------------------------------ ops
+
+/**
+ * y = x·Wᵀ + b for a 2-D activation x [n, in] and a constant W [out, in] as stored. One Gemm forward;
+ * the input-VJP is gy·W (a MatMul on the same initializer).
+ */
+const denseOp = defineOp<null>({
+  name: 'Dense',
+  forward(g, [x, w, b]) {
+    return [g.node1('Gemm', [x!, w!, b!], [x!.shape[0]!, w!.shape[0]!], 'float32', { transB: 1 })];
+  },
+  vjp({ inputs: [, w], needs }, [gy]) {
+    if (needs[1] || needs[2]) throw new ShapeError('farl dense: weights are frozen (no weight gradients)');
+    return [needs[0] ? E.matmul(gy!, w!) : null, null, null];
+  },
+});
+
+function dense(x: Tensor, w: Tensor, b: Tensor): Tensor {
+  if (x.rank !== 2 || w.rank !== 2 || x.shape[1] !== w.shape[1] || b.rank !== 1 || b.shape[0] !== w.shape[0])
+    throw new ShapeError(`farl dense: ${x} does not match weight ${w} / bias ${b}`);
+  return denseOp([x, w, b], null)[0]!;
+}
+
+// ------------------------------------------------------------------------------------------ graph
+
+interface Consts {
+  get(key: string): Tensor;
+  /** The fused in-projection with the Q third pre-scaled by 1/√headDim. */
+  inProj(layer: number): { w: Tensor; b: Tensor };
+  /** class_embedding + positional_embedding[0], as a [1, width] row. */
+  clsRow(): Tensor;
+  /** positional_embedding[1:], [patches, width]. */
+  posPatches(): Tensor;
+}
+
+const constCache = new WeakMap<Graph, WeakMap<FarlWeights, Consts>>();
+
+function constsFor(g: Graph, weights: FarlWeights): Consts {
+  let perGraph = constCache.get(g);
+  if (!perGraph) constCache.set(g, (perGraph = new WeakMap()));
+  const hit = perGraph.get(weights);
+  if (hit) return hit;
+  const made = new Map<string, Tensor>();
+  const memo = (key: string, mk: () => Tensor): Tensor => {
+    let t = made.get(key);
+    if (!t) made.set(key, (t = mk()));
+    return t;
+  };
+  const raw = (key: string) => {
+    const t = weights.tensors.get(key);
+    if (!t) throw new FarlWeightsError(`FaRL weight visual.${key} is missing`, [`visual.${key}`], [], []);
+    return t;
+  };
+  const c = weights.config;
+  const w = c.width;
+  const consts: Consts = {
+    get: (key) => memo(key, () => {
+      const t = raw(key);
+      return g.constant(t.data, t.shape, `farl.${key}`);
+    }),
+    inProj: (i) => {
+      const p = `transformer.resblocks.${i}.attn.`;
+      const scale = 1 / Math.sqrt(w / c.heads);
+      const wt = memo(`${p}in_proj_weight/scaled`, () => {
+        const src = raw(`${p}in_proj_weight`).data;
+        const out = Float32Array.from(src);
+        for (let j = 0; j < w * w; j++) out[j] = src[j]! * scale;
+        return g.constant(out, [3 * w, w], `farl.${p}in_proj_weight_qscaled`);
+      });
+      const bt = memo(`${p}in_proj_bias/scaled`, () => {
+        const src = raw(`${p}in_proj_bias`).data;
+        const out = Float32Array.from(src);
+        for (let j = 0; j < w; j++) out[j] = src[j]! * scale;
+        return g.constant(out, [3 * w], `farl.${p}in_proj_bias_qscaled`);
+      });
+      return { w: wt, b: bt };
+    },
+    clsRow: () => memo('cls+pos0', () => {
+      // Rounded once in float32, as PyTorch's (cls + 0) + pos[0].
+      const cls = raw('class_embedding').data;
+      const pos = raw('positional_embedding').data;
+      const out = new Float32Array(w);
+      for (let j = 0; j < w; j++) out[j] = Math.fround(cls[j]! + pos[j]!);
+      return g.constant(out, [1, w], 'farl.cls_plus_pos0');
+    }),
+    posPatches: () => memo('pos[1:]', () => {
+      const pos = raw('positional_embedding').data;
+      return g.constant(pos.subarray(w), [farlTokens(c) - 1, w], 'farl.pos_patches');
+    }),
+  };
+  perGraph.set(weights, consts);
+  return consts;
+}
+
+function attention(x: Tensor, k: Consts, i: number, c: FarlConfig): Tensor {
+  const n = x.shape[0]!;
+  const w = c.width;
+  const h = c.heads;
+  const d = w / h;
+  const p = `transformer.resblocks.${i}.attn.`;
+  const { w: wIn, b: bIn } = k.inProj(i);
+  const qkv = dense(x, wIn, bIn); // [n, 3w], columns = (q | k | v), each head-major
+  // One layout change for all three: [n, 3, h, d] → [3, h, n, d].
+  const heads = E.transpose(E.reshape(qkv, [n, 3, h, d]), [1, 2, 0, 3]);
+  const part = (j: number) => E.reshape(E.slice(heads, [j], [j + 1], [0]), [h, n, d]);
+  const q = part(0);
+  const kk = part(1);
+  const v = part(2);
+  const scores = E.matmul(q, E.transpose(kk, [0, 2, 1])); // [h, n, n], already scaled via Q
+  const attn = E.softmax(scores, -1);
+  const ctx = E.matmul(attn, v); // [h, n, d]
+  const merged = E.reshape(E.transpose(ctx, [1, 0, 2]), [n, w]);
+  return dense(merged, k.get(`${p}out_proj.weight`), k.get(`${p}out_proj.bias`));
+}
+
+/**
+ * Build the encoder into `g` on `input` ([1, 3, 224, 224], the output of FALCO's farl224 transform,
+ * values as given: FALCO applies no CLIP normalisation) and return the tokens [1, 197, 768] after the
+ * transformer, before ln_post. Differentiable w.r.t. `input`. Weight constants are shared between calls
+ * on the same graph with the same `weights`.
+ */
+export function buildFarl(g: Graph, weights: FarlWeights, input: Tensor): Tensor {
+  const c = weights.config;
+  const want = [1, 3, c.resolution, c.resolution];
+  if (input.graph !== g) throw new ShapeError(`buildFarl: input ${input} belongs to another graph`);
+  if (input.shape.join() !== want.join() || input.dtype !== 'float32')
+    throw new ShapeError(`buildFarl: input ${input} must be float32 [${want.join(', ')}]`);
+  const k = constsFor(g, weights);
+  const w = c.width;
+  const patches = farlTokens(c) - 1;
+  return g.scope('farl', () => {
+    // Patch embedding: a stride-16 conv without bias, then [w, grid²] → [grid², w] tokens.
+    const emb = E.conv2d(input, k.get('conv1.weight'), undefined, { stride: c.patch });
+    const tokens = E.transpose(E.reshape(emb, [w, patches]), [1, 0]);
+    let x = E.concat([k.clsRow(), E.add(tokens, k.posPatches())], 0); // [197, w]
+    x = E.layerNorm(x, k.get('ln_pre.weight'), k.get('ln_pre.bias'), 1e-5);
+    for (let i = 0; i < c.layers; i++) {
+      const p = `transformer.resblocks.${i}.`;
+      x = g.scope(`block${i}`, () => {
+        const a = attention(E.layerNorm(x, k.get(`${p}ln_1.weight`), k.get(`${p}ln_1.bias`), 1e-5), k, i, c);
+        const y = E.add(x, a);
+        const hdn = dense(E.layerNorm(y, k.get(`${p}ln_2.weight`), k.get(`${p}ln_2.bias`), 1e-5), k.get(`${p}mlp.c_fc.weight`), k.get(`${p}mlp.c_fc.bias`));
+        const m = dense(E.quickGelu(hdn), k.get(`${p}mlp.c_proj.weight`), k.get(`${p}mlp.c_proj.bias`));
+        return E.add(y, m);
+      });
+    }
+    return E.reshape(x, [1, patches + 1, w]);
+  });
+}
