@@ -1,0 +1,145 @@
+/**
+ * Parity handler for kind `stylegan2`: G(wp) of FALCO's genforce generator on a pattern W+ code, and
+ * d(Σ image·R)/d wp with R = the case's probe pattern (shape of the image). Expectations:
+ * `image` (full), `image_subN` (image[:, :, ::N, ::N]), `image_stats` ([mean, std, min, max]) and
+ * `grad_wp`.
+ */
+import { join } from 'node:path';
+import * as E from '../../engine/index.js';
+import { FixtureFormatError } from '../../checkpoint/errors.js';
+import { readNpy } from '../../fixtures/npy.js';
+import { pattern } from '../../fixtures/pattern.js';
+import { loadSpec } from '../../fixtures/spec.js';
+import { W_DIM, arch, buildSynthesis, loadStyleGAN2Weights, type StyleGAN2Weights } from '../../networks/stylegan2/index.js';
+import { checkGradient, checkOutput } from '../../networks/stylegan2/standins.js';
+import type { ParityCase, ParityCheck, ParityContext, ParityHandler } from '../types.js';
+
+interface PatternRef {
+  pattern: string;
+  shape?: number[];
+  lo: number;
+  hi: number;
+}
+
+function patternRef(c: ParityCase, field: string): PatternRef {
+  const v = c[field] as Partial<PatternRef> | undefined;
+  if (!v || typeof v.pattern !== 'string' || typeof v.lo !== 'number' || typeof v.hi !== 'number')
+    throw new FixtureFormatError(`case ${c.name}: "${field}" must be {pattern, shape?, lo, hi}`);
+  if (v.shape !== undefined && (!Array.isArray(v.shape) || v.shape.some((d) => !Number.isInteger(d) || d <= 0)))
+    throw new FixtureFormatError(`case ${c.name}: "${field}.shape" must be a list of positive integers`);
+  return v as PatternRef;
+}
+
+const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
+
+export interface GeneratorRun {
+  image: Float32Array;
+  gradWp?: Float32Array;
+}
+
+/** Build G (and optionally the probe gradient) into a fresh graph, run it once on CPU. */
+export async function runGenerator(
+  weights: StyleGAN2Weights,
+  wp: Float32Array,
+  probe?: Float32Array,
+  opts: { threads?: number } = {},
+): Promise<GeneratorRun> {
+  const a = arch(weights.resolution);
+  const g = new E.Graph(`stylegan2_${a.resolution}`);
+  const x = g.input('wp', [1, a.numWLayers, W_DIM]);
+  const image = buildSynthesis(g, weights, x);
+  g.output(image, 'image');
+  if (probe) {
+    // VJP seeded with R directly: the same as differentiating Σ image·R, one op less.
+    g.output(E.grad(image, [x], g.constant(probe, image.shape, 'probe'))[0]!, 'grad_wp');
+  }
+  const s = await E.Session.create(E.toBytes(g), { provider: 'cpu', ...(opts.threads ? { threads: opts.threads } : {}) });
+  try {
+    const out = await s.run({ wp });
+    return { image: out['image']!.data, ...(probe ? { gradWp: out['grad_wp']!.data } : {}) };
+  } finally {
+    await s.release();
+  }
+}
+
+/** image[:, :, ::n, ::n] of an [1, C, R, R] image. */
+export function subsample(img: Float32Array, c: number, r: number, n: number): Float32Array {
+  const ro = Math.ceil(r / n);
+  const out = new Float32Array(c * ro * ro);
+  let k = 0;
+  for (let ch = 0; ch < c; ch++)
+    for (let y = 0; y < r; y += n) for (let x = 0; x < r; x += n) out[k++] = img[(ch * r + y) * r + x]!;
+  return out;
+}
+
+/** [mean, std (unbiased, torch's default), min, max] in float64. */
+export function imageStats(img: Float32Array): Float64Array {
+  let sum = 0;
+  let min = Infinity;
+  let max = -Infinity;
+  for (const v of img) {
+    sum += v;
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
+  const mean = sum / img.length;
+  let ss = 0;
+  for (const v of img) ss += (v - mean) * (v - mean);
+  return Float64Array.of(mean, Math.sqrt(ss / (img.length - 1)), min, max);
+}
+
+const stylegan2Handler: ParityHandler = async (c: ParityCase, ctx: ParityContext): Promise<ParityCheck[]> => {
+  const res = c['resolution'];
+  if (typeof res !== 'number') throw new FixtureFormatError(`case ${c.name}: "resolution" must be a number`);
+  if (typeof c['weights'] !== 'string') throw new FixtureFormatError(`case ${c.name}: "weights" must be a spec file name`);
+  const expect = c['expect'] as Record<string, unknown> | undefined;
+  if (!expect || typeof expect !== 'object') throw new FixtureFormatError(`case ${c.name}: "expect" missing`);
+  for (const [k, v] of Object.entries(expect)) {
+    if (!/^(image|image_sub\d+|image_stats|grad_wp)$/.test(k))
+      throw new FixtureFormatError(`case ${c.name}: unknown stylegan2 expectation "${k}" (known: image, image_subN, image_stats, grad_wp)`);
+    if (typeof v !== 'string') throw new FixtureFormatError(`case ${c.name}: expectation "${k}" must be a .npy file name`);
+  }
+
+  const weights = loadStyleGAN2Weights(loadSpec(join(ctx.dir, c['weights'])), res);
+  const a = arch(res);
+  const inRef = patternRef(c, 'input');
+  const wpShape = [1, a.numWLayers, W_DIM];
+  if (inRef.shape && !sameShape(inRef.shape, wpShape))
+    throw new FixtureFormatError(`case ${c.name}: input shape [${inRef.shape}] but the ${res}px generator takes [${wpShape}]`);
+  const imgShape = [1, 3, res, res];
+  let probe: Float32Array | undefined;
+  if (expect['grad_wp'] !== undefined) {
+    const pr = patternRef(c, 'probe');
+    if (pr.shape && !sameShape(pr.shape, imgShape))
+      throw new FixtureFormatError(`case ${c.name}: probe shape [${pr.shape}] but the image is [${imgShape}]`);
+    probe = pattern(pr.pattern, imgShape, pr.lo, pr.hi);
+  }
+  const wp = pattern(inRef.pattern, wpShape, inRef.lo, inRef.hi);
+
+  const t0 = performance.now();
+  const out = await runGenerator(weights, wp, probe);
+  ctx.log(`${c.name}: G${res} forward${probe ? '+backward' : ''} built and run in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+
+  const load = (k: string, shape: number[]) => {
+    const npy = readNpy(join(ctx.dir, expect[k] as string));
+    if (!sameShape(npy.shape, shape))
+      throw new FixtureFormatError(`case ${c.name}: ${expect[k]} has shape [${npy.shape}], expected [${shape}]`);
+    if (npy.dtype !== 'float32' && npy.dtype !== 'float64') throw new FixtureFormatError(`case ${c.name}: ${expect[k]} is ${npy.dtype}`);
+    return npy.data as Float32Array | Float64Array;
+  };
+  const checks: ParityCheck[] = [];
+  for (const k of Object.keys(expect)) {
+    if (k === 'image') checks.push(checkOutput(k, out.image, load(k, imgShape)));
+    else if (k === 'image_stats') checks.push(checkOutput(k, imageStats(out.image), load(k, [4])));
+    else if (k === 'grad_wp') checks.push(checkGradient(k, out.gradWp!, load(k, wpShape)));
+    else {
+      const n = Number(k.slice('image_sub'.length));
+      if (!(n >= 1)) throw new FixtureFormatError(`case ${c.name}: bad subsampling factor in "${k}"`);
+      const ro = Math.ceil(res / n);
+      checks.push(checkOutput(k, subsample(out.image, 3, res, n), load(k, [1, 3, ro, ro])));
+    }
+  }
+  return checks;
+};
+
+export default stylegan2Handler;
