@@ -14,7 +14,7 @@
  * Every BatchNorm runs in inference mode and is folded into a per-channel scale and shift.
  */
 import * as E from '../../engine/index.js';
-import { type KeySpec, type WeightMap, f32 } from './weights.js';
+import { type KeySpec, type WeightMap, f32, tensorF32 } from './weights.js';
 
 export interface UnitDef {
   inC: number;
@@ -77,18 +77,18 @@ export interface Ctx {
 }
 
 /**
- * Constants already made per graph, keyed by source array + role. FALCO's step runs ArcFace twice in
- * one graph (generated and original face); sharing the initializers keeps one copy (~175 MB) instead
- * of two, and lets the conv VJP's flipped-kernel cache hit.
+ * Constants already made per graph, keyed by weight map + key + role. FALCO's step runs ArcFace twice
+ * in one graph (generated and original face); sharing the initializers keeps one copy (~175 MB) instead
+ * of two, lets the conv VJP's flipped-kernel cache hit, and reads each weight from a lazy map once.
  */
-const constCache = new WeakMap<E.Graph, WeakMap<object, Map<string, E.Tensor>>>();
+const constCache = new WeakMap<E.Graph, WeakMap<WeightMap, Map<string, E.Tensor>>>();
 
-/** Memoise a constant derived from `src` (a weight array) under `role` in graph `g`. */
-export function cachedConstant(g: E.Graph, src: object, role: string, make: () => E.Tensor): E.Tensor {
-  let bySrc = constCache.get(g);
-  if (!bySrc) constCache.set(g, (bySrc = new WeakMap()));
-  let roles = bySrc.get(src);
-  if (!roles) bySrc.set(src, (roles = new Map()));
+/** Memoise a constant derived from weight map `w` under `role` (which names the key) in graph `g`. */
+export function cachedConstant(g: E.Graph, w: WeightMap, role: string, make: () => E.Tensor): E.Tensor {
+  let byMap = constCache.get(g);
+  if (!byMap) constCache.set(g, (byMap = new WeakMap()));
+  let roles = byMap.get(w);
+  if (!roles) byMap.set(w, (roles = new Map()));
   let t = roles.get(role);
   if (!t) roles.set(role, (t = make()));
   return t;
@@ -97,9 +97,10 @@ export function cachedConstant(g: E.Graph, src: object, role: string, make: () =
 /** A frozen weight as a graph constant, named after its state-dict key (readable graphs, errors). */
 export function param(c: Ctx, key: string, shape?: readonly number[]): E.Tensor {
   const full = c.prefix + key;
-  const data = f32(c.w, full);
-  const sh = shape ?? c.w.get(full)!.shape;
-  return cachedConstant(c.g, data, `param[${sh.join(',')}]`, () => c.g.constant(data, sh, full));
+  return cachedConstant(c.g, c.w, `${full}[${shape?.join(',') ?? ''}]`, () => {
+    const t = tensorF32(c.w, full);
+    return c.g.constant(t.data, shape ?? t.shape, full);
+  });
 }
 
 /**
@@ -108,24 +109,43 @@ export function param(c: Ctx, key: string, shape?: readonly number[]): E.Tensor 
  */
 export function linear(c: Ctx, x: E.Tensor, key: string, scale = 1, bias = true): E.Tensor {
   const full = c.prefix + key;
-  const w = f32(c.w, `${full}.weight`);
-  const [out, inp] = c.w.get(`${full}.weight`)!.shape as [number, number];
-  const wt = cachedConstant(c.g, w, `linearT*${scale}`, () => {
+  const wt = cachedConstant(c.g, c.w, `${full}.weight^T*${scale}`, () => {
+    const { shape, data: w } = tensorF32(c.w, `${full}.weight`);
+    const [out, inp] = shape as [number, number];
     const t = new Float32Array(out * inp);
-    for (let o = 0; o < out; o++) for (let i = 0; i < inp; i++) t[i * out + o] = scale === 1 ? w[o * inp + i]! : Math.fround(w[o * inp + i]! * scale);
+    for (let o = 0; o < out; o++)
+      for (let i = 0; i < inp; i++) t[i * out + o] = scale === 1 ? w[o * inp + i]! : Math.fround(w[o * inp + i]! * scale);
     return c.g.constant(t, [inp, out], `${full}.weight_T`);
   });
   const y = E.matmul(x, wt);
   return bias ? E.add(y, param(c, `${key}.bias`)) : y;
 }
 
+/**
+ * BatchNorm (inference) folded to y = x·scale + shift, like the engine's `batchNorm` (float64 fold,
+ * float32 constants), with the constants memoised per graph so repeated use of a network shares them.
+ */
 export function bn(c: Ctx, x: E.Tensor, key: string): E.Tensor {
   const k = c.prefix + key;
-  return E.batchNorm(
-    x,
-    { weight: f32(c.w, `${k}.weight`), bias: f32(c.w, `${k}.bias`), mean: f32(c.w, `${k}.running_mean`), var: f32(c.w, `${k}.running_var`) },
-    BN_EPS,
-  );
+  const C = x.shape[1]!;
+  const bshape = [C, ...Array<number>(x.rank - 2).fill(1)];
+  const fold = (which: 'scale' | 'shift'): E.Tensor =>
+    cachedConstant(c.g, c.w, `${k}#bn-${which}[${bshape.join(',')}]`, () => {
+      const [w, b, m, v] = ['weight', 'bias', 'running_mean', 'running_var'].map((s) => f32(c.w, `${k}.${s}`)) as [
+        Float32Array,
+        Float32Array,
+        Float32Array,
+        Float32Array,
+      ];
+      if (m.length !== C) throw new E.ShapeError(`${k}: BatchNorm over ${m.length} channels applied to ${x}`);
+      const out = new Float32Array(C);
+      for (let i = 0; i < C; i++) {
+        const s = w[i]! / Math.sqrt(v[i]! + BN_EPS);
+        out[i] = which === 'scale' ? s : b[i]! - m[i]! * s;
+      }
+      return c.g.constant(out, bshape, `${k}.${which}`);
+    });
+  return E.add(E.mul(x, fold('scale')), fold('shift'));
 }
 
 function prelu(c: Ctx, x: E.Tensor, key: string): E.Tensor {

@@ -44,7 +44,7 @@ export function checkWeights(
   const missing: string[] = [];
   const wrongShape: string[] = [];
   for (const [k, shape] of spec) {
-    const t = weights.get(k);
+    const t = meta(weights, k);
     if (!t) missing.push(k);
     else if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]))
       wrongShape.push(`${k} [${t.shape.join(', ')}] (expected [${shape.join(', ')}])`);
@@ -66,16 +66,31 @@ export function checkWeights(
   throw new WeightsError(`${what}: weights do not match the architecture: ${parts.join('; ')}${hint}`, missing, unexpected, wrongShape);
 }
 
-function isFloat(t: WeightTensor): boolean {
+/**
+ * Shape and dtype of `key` without materialising it where the map can say (the fixtures' lazy spec
+ * maps generate a tensor on every `get`; a full e4e spec is ~1 GB).
+ */
+function meta(weights: WeightMap, key: string): Pick<WeightTensor, 'shape' | 'dtype'> | undefined {
+  const lazy = weights as WeightMap & { shapeOf?: (k: string) => readonly number[] | undefined };
+  if (typeof lazy.shapeOf === 'function') {
+    const shape = lazy.shapeOf(key);
+    return shape ? { shape, dtype: 'float32' } : undefined;
+  }
+  return weights.get(key);
+}
+
+function isFloat(t: Pick<WeightTensor, 'dtype'>): boolean {
   return t.dtype === 'float32' || t.dtype === 'float16' || t.dtype === 'bfloat16' || t.dtype === 'float64';
 }
 
-/** A validated tensor's values as float32 (no copy for float32 data). */
-export function f32(weights: WeightMap, key: string): Float32Array {
+/** A validated tensor (its shape and its values as float32; no copy for float32 data). */
+export function tensorF32(weights: WeightMap, key: string): { shape: readonly number[]; data: Float32Array } {
   const t = weights.get(key);
   if (!t) throw new WeightsError(`weight ${key} is missing`, [key]);
-  return toFloat32(t);
+  return { shape: t.shape, data: toFloat32(t) };
 }
+
+export const f32 = (weights: WeightMap, key: string): Float32Array => tensorF32(weights, key).data;
 
 /** Select `prefix`-ed keys and strip the prefix (e.g. "encoder." of an e4e state dict). */
 export function stripPrefix(weights: WeightMap, prefix: string): Map<string, WeightTensor> {
