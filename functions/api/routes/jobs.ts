@@ -1,0 +1,369 @@
+/** Job routes. Every lookup is scoped to the caller's tenant; another tenant's job is indistinguishable from none (404). */
+import { createHash } from 'node:crypto';
+import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
+import { SendMessageBatchCommand } from '@aws-sdk/client-sqs';
+import type { Context } from 'hono';
+import type { ServiceContext } from '../../shared/context.js';
+import { isId, newImageId, newJobId } from '../../shared/ids.js';
+import { inputKey, reportKey, uploadKey } from '../../shared/layout.js';
+import { ProblemError } from '../../shared/problem.js';
+import { jobPk, tenantGsi, imageSk, type IdempotencyItem, type ImageItem, type ImageMessage, type JobItem } from '../../shared/records.js';
+import {
+  claimIdempotencyKey,
+  deleteImageItems,
+  getJobWithImages,
+  listJobs,
+  markJobDeleted,
+  putJob,
+  releaseIdempotencyKey,
+} from '../../shared/jobs-repo.js';
+import { failImage } from '../../shared/lifecycle.js';
+import { deleteObject, deletePrefix, getObjectBytes, putObject } from '../../shared/storage.js';
+import { CONTENT_TYPES } from '../../shared/layout.js';
+import { checkWebhookUrl } from '../../webhooks/ssrf.js';
+import type { AnonymizeOptions } from '../../pipeline/types.js';
+import type { ApiEnv } from '../auth.js';
+import { validateImage, type ValidatedImage } from '../validate.js';
+import { jobSummary, jobView } from '../job-view.js';
+import {
+  CreateJobJsonSchema,
+  CreateJobMultipartSchema,
+  JobIdParam,
+  JobListSchema,
+  JobSchema,
+  ListQuery,
+  OptionsSchema,
+  problemResponses,
+} from '../schemas.js';
+
+interface IncomingImage {
+  source: { kind: 'inline'; bytes: Uint8Array } | { kind: 'upload'; uploadId: string };
+  filename?: string;
+  /** Stable content identity for the idempotency hash. */
+  identity: string;
+}
+
+interface ParsedCreate {
+  images: IncomingImage[];
+  options: AnonymizeOptions;
+  webhook?: string;
+}
+
+const sha256 = (data: Uint8Array | string) => createHash('sha256').update(data).digest('hex');
+
+function zodProblem(err: z.ZodError, where: string): ProblemError {
+  const errors = err.issues.map((i) => ({ path: [where, ...i.path.map(String)].join('.'), message: i.message }));
+  return new ProblemError(422, 'invalid-request', errors.map((e) => `${e.path}: ${e.message}`).join('; '), { errors });
+}
+
+async function parseCreate(c: Context<ApiEnv>, ctx: ServiceContext): Promise<ParsedCreate> {
+  const type = (c.req.header('content-type') ?? '').toLowerCase();
+  const limits = ctx.cfg.limits;
+  if (type.startsWith('application/json')) {
+    let raw: unknown;
+    try {
+      raw = await c.req.json();
+    } catch {
+      throw new ProblemError(400, 'malformed-json', 'request body is not valid JSON');
+    }
+    const parsed = CreateJobJsonSchema.safeParse(raw);
+    if (!parsed.success) throw zodProblem(parsed.error, 'body');
+    return {
+      images: parsed.data.images.map((i) => ({ source: { kind: 'upload' as const, uploadId: i.uploadId }, identity: `upload:${i.uploadId}` })),
+      options: parsed.data.options ?? {},
+      webhook: parsed.data.webhook,
+    };
+  }
+  if (type.startsWith('multipart/form-data')) {
+    let form: Record<string, string | File | (string | File)[]>;
+    try {
+      form = await c.req.parseBody({ all: true });
+    } catch (err) {
+      throw new ProblemError(400, 'malformed-multipart', `multipart body cannot be parsed: ${(err as Error).message}`);
+    }
+    const unknown = Object.keys(form).filter((k) => !['image', 'options', 'webhook'].includes(k));
+    if (unknown.length) throw new ProblemError(422, 'invalid-request', `unknown multipart field(s): ${unknown.join(', ')}; expected image, options, webhook`);
+    const files = ([] as (string | File)[]).concat(form.image ?? []);
+    if (files.length === 0) throw new ProblemError(422, 'invalid-request', 'multipart body has no "image" file field');
+    const images: IncomingImage[] = [];
+    let total = 0;
+    for (const [n, f] of files.entries()) {
+      if (typeof f === 'string') throw new ProblemError(422, 'invalid-request', `image ${n + 1} must be a file part, not a text field`);
+      if (f.size > limits.maxInlineBytes) {
+        throw new ProblemError(413, 'image-too-large', `image ${n + 1} is ${f.size} bytes; inline images are limited to ${limits.maxInlineBytes} bytes (use POST /v1/uploads for larger files)`);
+      }
+      total += f.size;
+      const bytes = new Uint8Array(await f.arrayBuffer());
+      images.push({ source: { kind: 'inline', bytes }, filename: f.name?.slice(0, 200) || undefined, identity: `sha256:${sha256(bytes)}` });
+    }
+    if (total > limits.maxInlineTotalBytes) throw new ProblemError(413, 'request-too-large', `inline images total ${total} bytes; the limit is ${limits.maxInlineTotalBytes} bytes`);
+    let options: AnonymizeOptions = {};
+    if (form.options !== undefined) {
+      if (typeof form.options !== 'string') throw new ProblemError(422, 'invalid-request', 'options must be a JSON text field');
+      let raw: unknown;
+      try {
+        raw = JSON.parse(form.options);
+      } catch {
+        throw new ProblemError(422, 'invalid-request', 'options field is not valid JSON');
+      }
+      const parsed = OptionsSchema.safeParse(raw);
+      if (!parsed.success) throw zodProblem(parsed.error, 'options');
+      options = parsed.data;
+    }
+    if (form.webhook !== undefined && typeof form.webhook !== 'string') throw new ProblemError(422, 'invalid-request', 'webhook must be a text field');
+    return { images, options, webhook: (form.webhook as string | undefined) || undefined };
+  }
+  throw new ProblemError(415, 'unsupported-content-type', `Content-Type must be application/json or multipart/form-data, got "${type || 'none'}"`);
+}
+
+function canonicalHash(p: ParsedCreate): string {
+  const sortKeys = (o: object) => Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b)));
+  return sha256(JSON.stringify({ images: p.images.map((i) => i.identity), options: sortKeys(p.options), webhook: p.webhook ?? null }));
+}
+
+const createDoc = createRoute({
+  method: 'post',
+  path: '/v1/jobs',
+  tags: ['Jobs'],
+  summary: 'Create an anonymization job',
+  description:
+    'Images are given either by upload id (JSON) or inline (multipart/form-data, small images). Each image is checked by content ' +
+    '(magic bytes, byte and pixel limits, a full decode) before anything is stored or queued. With an `Idempotency-Key` header, ' +
+    'repeating the same request returns the same job; reusing the key with a different body is a 409.',
+  security: [{ bearer: [] }],
+  request: {
+    headers: z.object({ 'idempotency-key': z.string().max(255).optional().openapi({ param: { name: 'Idempotency-Key', in: 'header' } }) }),
+    body: {
+      required: true,
+      content: { 'application/json': { schema: CreateJobJsonSchema }, 'multipart/form-data': { schema: CreateJobMultipartSchema } },
+    },
+  },
+  responses: {
+    202: { description: 'Job accepted', content: { 'application/json': { schema: JobSchema } } },
+    ...problemResponses(400, 401, 404, 409, 413, 415, 422, 429),
+  },
+});
+
+const getRoute = createRoute({
+  method: 'get',
+  path: '/v1/jobs/{id}',
+  tags: ['Jobs'],
+  summary: 'Get a job',
+  description: 'Status, per-image progress, results as short-lived presigned URLs, and per-face reports.',
+  security: [{ bearer: [] }],
+  request: { params: JobIdParam },
+  responses: { 200: { description: 'Job', content: { 'application/json': { schema: JobSchema } } }, ...problemResponses(401, 404, 429) },
+});
+
+const listRoute = createRoute({
+  method: 'get',
+  path: '/v1/jobs',
+  tags: ['Jobs'],
+  summary: 'List jobs, newest first',
+  security: [{ bearer: [] }],
+  request: { query: ListQuery },
+  responses: { 200: { description: 'A page of jobs', content: { 'application/json': { schema: JobListSchema } } }, ...problemResponses(400, 401, 429) },
+});
+
+const deleteRoute = createRoute({
+  method: 'delete',
+  path: '/v1/jobs/{id}',
+  tags: ['Jobs'],
+  summary: 'Erase a job now',
+  description: 'Deletes inputs, results and reports immediately. Usage already billed stays on the invoice.',
+  security: [{ bearer: [] }],
+  request: { params: JobIdParam },
+  responses: { 204: { description: 'Erased' }, ...problemResponses(401, 404, 429) },
+});
+
+async function loadOwnedJob(ctx: ServiceContext, tenant: string, id: string) {
+  if (!isId('job', id)) throw new ProblemError(404, 'not-found', `job ${id} not found`);
+  const data = await getJobWithImages(ctx, id);
+  if (!data || data.job.tenant !== tenant || data.job.status === 'deleted') throw new ProblemError(404, 'not-found', `job ${id} not found`);
+  return data;
+}
+
+function encodeCursor(key: Record<string, unknown>): string {
+  return Buffer.from(JSON.stringify(key)).toString('base64url');
+}
+
+function decodeCursor(cursor: string, tenant: string): Record<string, unknown> {
+  let key: Record<string, unknown>;
+  try {
+    key = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as Record<string, unknown>;
+  } catch {
+    throw new ProblemError(400, 'invalid-cursor', 'cursor is not one returned by this API');
+  }
+  const ok =
+    key && typeof key === 'object' && key.gsi1pk === tenantGsi(tenant) && typeof key.gsi1sk === 'string' && typeof key.pk === 'string' && key.sk === 'JOB' && Object.keys(key).length === 4;
+  if (!ok) throw new ProblemError(400, 'invalid-cursor', 'cursor is not one returned by this API for this key');
+  return key;
+}
+
+export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): void {
+  app.openAPIRegistry.registerPath(createDoc);
+
+  app.post('/v1/jobs', async (c) => {
+    const tenant = c.get('tenant');
+    const parsed = await parseCreate(c, ctx);
+    const limits = ctx.cfg.limits;
+    if (parsed.images.length > limits.maxImagesPerJob) {
+      throw new ProblemError(422, 'too-many-images', `a job holds at most ${limits.maxImagesPerJob} images; got ${parsed.images.length}`);
+    }
+    if (parsed.webhook) {
+      const why = checkWebhookUrl(parsed.webhook, ctx.cfg.local);
+      if (why) throw new ProblemError(422, 'invalid-webhook', why);
+    }
+    const bodyHash = canonicalHash(parsed);
+    const idemKey = c.req.header('idempotency-key');
+    if (idemKey !== undefined && (idemKey.length === 0 || idemKey.length > 255)) throw new ProblemError(400, 'invalid-idempotency-key', 'Idempotency-Key must be 1-255 characters');
+    const idemPk = idemKey ? `IDEM#${tenant}#${sha256(idemKey)}` : undefined;
+    const now = ctx.now();
+    const jobId = newJobId(now);
+
+    const replay = async (existing: IdempotencyItem) => {
+      if (existing.bodyHash !== bodyHash) {
+        throw new ProblemError(409, 'idempotency-key-reused', 'this Idempotency-Key was already used with a different request body');
+      }
+      const data = await getJobWithImages(ctx, existing.jobId);
+      if (!data || data.job.status === 'deleted') throw new ProblemError(409, 'idempotency-in-progress', 'a request with this Idempotency-Key is still being processed; retry shortly');
+      c.header('Idempotent-Replayed', 'true');
+      c.header('Location', `/v1/jobs/${existing.jobId}`);
+      return c.json(await jobView(ctx, data.job, data.images), 202);
+    };
+    if (idemPk) {
+      const existing = await claimIdempotencyKey(ctx, {
+        pk: idemPk,
+        sk: 'IDEM',
+        tenant,
+        bodyHash,
+        jobId,
+        createdAt: new Date(now).toISOString(),
+        ttl: Math.floor(now / 1000) + ctx.cfg.idempotencyHours * 3600,
+      });
+      if (existing) return replay(existing);
+    }
+
+    try {
+      // 1. Validate everything before storing or queueing anything.
+      const validated: Array<{ img: IncomingImage; bytes: Uint8Array; info: ValidatedImage }> = [];
+      for (const [n, img] of parsed.images.entries()) {
+        const label = `image ${n + 1}${img.filename ? ` (${img.filename})` : ''}`;
+        let bytes: Uint8Array;
+        if (img.source.kind === 'inline') bytes = img.source.bytes;
+        else {
+          const got = await getObjectBytes(ctx, ctx.cfg.uploadsBucket, uploadKey(tenant, img.source.uploadId), limits.maxUploadBytes);
+          if (!got) throw new ProblemError(404, 'upload-not-found', `${label}: upload ${img.source.uploadId} not found (not uploaded yet, expired, or already used)`);
+          bytes = got;
+        }
+        const info = await validateImage(bytes, { maxBytes: img.source.kind === 'inline' ? limits.maxInlineBytes : limits.maxUploadBytes, maxPixels: limits.maxPixels }, label);
+        validated.push({ img, bytes, info });
+      }
+
+      // 2. Store inputs, then items, then enqueue.
+      const ttl = Math.floor(now / 1000) + ctx.cfg.retentionDays * 86400;
+      const iso = new Date(now).toISOString();
+      const items: ImageItem[] = [];
+      for (const [index, v] of validated.entries()) {
+        const imageId = newImageId();
+        const key = inputKey(tenant, jobId, imageId);
+        await putObject(ctx, ctx.cfg.uploadsBucket, key, v.bytes, CONTENT_TYPES[v.info.format]);
+        if (v.img.source.kind === 'upload') await deleteObject(ctx, ctx.cfg.uploadsBucket, uploadKey(tenant, v.img.source.uploadId));
+        items.push({
+          pk: jobPk(jobId),
+          sk: imageSk(imageId),
+          jobId,
+          imageId,
+          tenant,
+          index,
+          status: 'queued',
+          progress: 0,
+          filename: v.img.filename,
+          inputKey: key,
+          inputBytes: v.info.bytes,
+          inputFormat: v.info.format,
+          width: v.info.width,
+          height: v.info.height,
+          outputFormat: parsed.options.format ?? v.info.format,
+          updatedAt: iso,
+          ttl,
+        });
+      }
+      const job: JobItem = {
+        pk: jobPk(jobId),
+        sk: 'JOB',
+        gsi1pk: tenantGsi(tenant),
+        gsi1sk: jobId,
+        jobId,
+        tenant,
+        status: 'queued',
+        createdAt: iso,
+        updatedAt: iso,
+        billingMonth: iso.slice(0, 7),
+        imageCount: items.length,
+        options: parsed.options,
+        webhookUrl: parsed.webhook,
+        webhookStatus: parsed.webhook ? 'pending' : 'none',
+        idempotencyKeyHash: idemKey ? sha256(idemKey) : undefined,
+        ttl,
+      };
+      await putJob(ctx, job, items);
+      await enqueueImages(ctx, job, items);
+      ctx.log.info('job created', { jobId, tenant, images: items.length, inline: parsed.images[0]?.source.kind === 'inline' });
+      c.header('Location', `/v1/jobs/${jobId}`);
+      return c.json(await jobView(ctx, job, items), 202);
+    } catch (err) {
+      // The key did not produce a job: free it so a corrected request can reuse it.
+      if (idemPk) await releaseIdempotencyKey(ctx, idemPk).catch(() => undefined);
+      throw err;
+    }
+  });
+
+  app.openapi(getRoute, async (c) => {
+    const { job, images } = await loadOwnedJob(ctx, c.get('tenant'), c.req.valid('param').id);
+    return c.json(await jobView(ctx, job, images), 200);
+  });
+
+  app.openapi(listRoute, async (c) => {
+    const q = c.req.valid('query');
+    const tenant = c.get('tenant');
+    const page = await listJobs(ctx, tenant, q.limit ?? 20, q.cursor ? decodeCursor(q.cursor, tenant) : undefined);
+    return c.json({ data: page.jobs.map(jobSummary), nextCursor: page.nextKey ? encodeCursor(page.nextKey) : null }, 200);
+  });
+
+  app.openapi(deleteRoute, async (c) => {
+    const tenant = c.get('tenant');
+    const { job, images } = await loadOwnedJob(ctx, tenant, c.req.valid('param').id);
+    // Tombstone first so a worker or completion racing with us discards what it produces.
+    await markJobDeleted(ctx, job.jobId);
+    await deletePrefix(ctx, ctx.cfg.uploadsBucket, `inputs/${tenant}/${job.jobId}/`);
+    await deletePrefix(ctx, ctx.cfg.resultsBucket, `results/${tenant}/${job.jobId}/`);
+    for (const i of images) await deleteObject(ctx, ctx.cfg.resultsBucket, reportKey(tenant, job.jobId, i.imageId));
+    await deleteImageItems(ctx, job.jobId, images.map((i) => i.imageId));
+    ctx.log.info('job erased', { jobId: job.jobId, tenant });
+    return c.body(null, 204);
+  });
+}
+
+async function enqueueImages(ctx: ServiceContext, job: JobItem, items: ImageItem[]): Promise<void> {
+  for (let i = 0; i < items.length; i += 10) {
+    const chunk = items.slice(i, i + 10);
+    const entries = chunk.map((img) => {
+      const msg: ImageMessage = { v: 1, tenant: job.tenant, jobId: job.jobId, imageId: img.imageId, inputKey: img.inputKey, options: job.options, outputFormat: img.outputFormat };
+      return { Id: String(img.index), MessageBody: JSON.stringify(msg) };
+    });
+    let failed: string[] = [];
+    try {
+      const out = await ctx.clients.sqs.send(new SendMessageBatchCommand({ QueueUrl: ctx.cfg.jobsQueueUrl, Entries: entries }));
+      failed = (out.Failed ?? []).map((f) => f.Id!);
+    } catch (err) {
+      ctx.log.error('enqueue failed', { jobId: job.jobId, error: (err as Error).message });
+      failed = entries.map((e) => e.Id);
+    }
+    // An image that could not be queued would stay "queued" forever: fail it now (not billed).
+    for (const id of failed) {
+      const img = chunk.find((x) => String(x.index) === id)!;
+      await failImage(ctx, img, 'enqueue-failed', 'the image could not be queued for processing; please resubmit');
+    }
+  }
+}

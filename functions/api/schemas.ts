@@ -1,0 +1,178 @@
+/** Request/response schemas: the single source for validation and for the generated OpenAPI document. */
+import { z } from '@hono/zod-openapi';
+
+export const ProblemSchema = z
+  .object({
+    type: z.string().openapi({ example: 'https://falco.dev/problems/too-many-pixels' }),
+    title: z.string().openapi({ example: 'Unprocessable Content' }),
+    status: z.number().int().openapi({ example: 422 }),
+    detail: z.string().openapi({ example: 'image 1: 10000×10000 = 100.0 MP exceeds the 40.0 MP limit' }),
+    instance: z.string().optional(),
+    errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+  })
+  .openapi('Problem');
+
+export const OutputFormatSchema = z.enum(['jpeg', 'png', 'webp']);
+
+export const OptionsSchema = z
+  .object({
+    idMargin: z.number().min(-1).max(1).optional().openapi({ description: 'ArcFace cosine margin m (FALCO default 0.0).', example: 0 }),
+    steps: z.number().int().min(1).max(500).optional().openapi({ description: 'Optimization steps per face (default 50).', example: 50 }),
+    lambdaId: z.number().min(0).max(1000).optional().openapi({ description: 'Identity loss weight λ_id (default 10).', example: 10 }),
+    lambdaAttr: z.number().min(0).max(1000).optional().openapi({ description: 'Attribute loss weight λ_attr (default 0.1).' }),
+    layers: z
+      .tuple([z.number().int().min(0).max(18), z.number().int().min(1).max(18)])
+      .refine(([a, b]) => a < b, { message: 'layer range [start, end) needs start < end' })
+      .optional()
+      .openapi({ description: 'Trainable W+ layer range [start, end) (default [3, 8]).', example: [3, 8] }),
+    lr: z.number().positive().max(1).optional().openapi({ description: 'Adam learning rate (default 0.01).' }),
+    seed: z.number().int().min(0).max(2 ** 31 - 1).optional().openapi({ example: 42 }),
+    format: OutputFormatSchema.optional().openapi({ description: 'Output encoding; defaults to the input format.' }),
+  })
+  .strict()
+  .openapi('Options');
+
+export const CreateJobJsonSchema = z
+  .object({
+    images: z
+      .array(z.object({ uploadId: z.string().openapi({ example: 'upl_01JD2S5X7Z9QK3M4N5P6R7S8T9' }) }).strict())
+      .min(1)
+      .openapi({ description: 'Images previously uploaded with POST /v1/uploads.' }),
+    options: OptionsSchema.optional(),
+    webhook: z.string().max(2048).optional().openapi({ description: 'HTTPS URL that receives job.completed / job.failed (Standard Webhooks signed).', example: 'https://example.com/hooks/falco' }),
+  })
+  .strict()
+  .openapi('CreateJobJson');
+
+export const CreateJobMultipartSchema = z
+  .object({
+    image: z.array(z.any().openapi({ type: 'string', format: 'binary' })).openapi({ description: 'One or more image files (JPEG, PNG, WebP), each ≤ 4 MiB, ≤ 4.5 MiB in total.' }),
+    options: z.string().optional().openapi({ description: 'Options as a JSON string.', example: '{"steps":50,"seed":42}' }),
+    webhook: z.string().optional(),
+  })
+  .openapi('CreateJobMultipart');
+
+export const CreateUploadSchema = z
+  .object({
+    contentType: z.enum(['image/jpeg', 'image/png', 'image/webp']),
+    bytes: z.number().int().min(1).optional().openapi({ description: 'Expected size; refused early when above the limit.' }),
+  })
+  .strict()
+  .openapi('CreateUpload');
+
+export const UploadSchema = z
+  .object({
+    id: z.string(),
+    method: z.literal('POST'),
+    url: z.string().openapi({ description: 'Presigned S3 POST target: send `fields` then the file as `file` (multipart/form-data).' }),
+    fields: z.record(z.string(), z.string()),
+    maxBytes: z.number().int(),
+    expiresAt: z.string(),
+  })
+  .openapi('Upload');
+
+const FaceSchema = z
+  .object({
+    index: z.number().int(),
+    box: z.object({ x: z.number(), y: z.number(), width: z.number(), height: z.number() }),
+    score: z.number(),
+    losses: z.array(z.array(z.number())),
+    identityDistance: z.number(),
+    reidentified: z.boolean(),
+    attempts: z.number().int(),
+    timingsMs: z.record(z.string(), z.number()),
+  })
+  .openapi('FaceReport');
+
+export const ReportSchema = z
+  .object({
+    width: z.number().int(),
+    height: z.number().int(),
+    format: OutputFormatSchema,
+    faces: z.array(FaceSchema),
+    outcome: z.enum(['ok', 'no_faces']),
+    bundle: z.object({ id: z.string(), demo: z.boolean() }),
+    timingsMs: z.record(z.string(), z.number()),
+  })
+  .openapi('ImageReport');
+
+export const ImageSchema = z
+  .object({
+    id: z.string(),
+    index: z.number().int(),
+    filename: z.string().nullable(),
+    status: z.enum(['queued', 'processing', 'done', 'failed']),
+    progress: z.number().openapi({ description: '0..1' }),
+    stage: z.string().nullable(),
+    input: z.object({ format: OutputFormatSchema, width: z.number().int(), height: z.number().int(), bytes: z.number().int() }),
+    result: z.object({ url: z.string(), contentType: z.string(), expiresAt: z.string() }).nullable(),
+    reportUrl: z.string().nullable(),
+    report: ReportSchema.nullable(),
+    error: z.object({ code: z.string(), detail: z.string() }).nullable(),
+  })
+  .openapi('Image');
+
+const CountsSchema = z.object({
+  total: z.number().int(),
+  queued: z.number().int(),
+  processing: z.number().int(),
+  done: z.number().int(),
+  failed: z.number().int(),
+});
+
+export const JobSchema = z
+  .object({
+    id: z.string(),
+    object: z.literal('job'),
+    status: z.enum(['queued', 'running', 'completed', 'failed']),
+    createdAt: z.string(),
+    updatedAt: z.string(),
+    completedAt: z.string().nullable(),
+    options: OptionsSchema,
+    webhook: z.object({ url: z.string(), status: z.string(), attempts: z.number().int() }).nullable(),
+    counts: CountsSchema,
+    progress: z.number().openapi({ description: 'Mean image progress, 0..1.' }),
+    images: z.array(ImageSchema),
+  })
+  .openapi('Job');
+
+export const JobSummarySchema = z
+  .object({
+    id: z.string(),
+    object: z.literal('job'),
+    status: z.enum(['queued', 'running', 'completed', 'failed']),
+    createdAt: z.string(),
+    completedAt: z.string().nullable(),
+    imageCount: z.number().int(),
+  })
+  .openapi('JobSummary');
+
+export const JobListSchema = z
+  .object({ data: z.array(JobSummarySchema), nextCursor: z.string().nullable() })
+  .openapi('JobList');
+
+export const UsageSchema = z
+  .object({ month: z.string().openapi({ example: '2026-11' }), billableImages: z.number().int() })
+  .openapi('Usage');
+
+export const JobIdParam = z.object({
+  id: z.string().openapi({ param: { name: 'id', in: 'path' }, example: 'job_01JD2S5X7Z9QK3M4N5P6R7S8T9' }),
+});
+
+export const ListQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(100).optional().openapi({ param: { name: 'limit', in: 'query' }, example: 20 }),
+  cursor: z.string().max(2048).optional().openapi({ param: { name: 'cursor', in: 'query' } }),
+});
+
+export const UsageQuery = z.object({
+  month: z
+    .string()
+    .regex(/^\d{4}-(0[1-9]|1[0-2])$/, 'month must be YYYY-MM')
+    .optional()
+    .openapi({ param: { name: 'month', in: 'query' }, example: '2026-11' }),
+});
+
+export const problemResponses = (...codes: number[]) =>
+  Object.fromEntries(
+    codes.map((code) => [code, { description: 'Problem', content: { 'application/problem+json': { schema: ProblemSchema } } }]),
+  );

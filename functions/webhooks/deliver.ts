@@ -1,0 +1,58 @@
+/** One HTTP delivery attempt, through the SSRF guard, without following redirects. */
+import http from 'node:http';
+import https from 'node:https';
+import { isIP } from 'node:net';
+import { guardedLookup, refusalReason, SsrfError } from './ssrf.js';
+
+export interface DeliveryResult {
+  ok: boolean;
+  status?: number;
+  /** Short reason for logs and the job's webhookLastError (never the response body: it is the customer's data). */
+  error?: string;
+  /** Refused by policy: retrying cannot help. */
+  permanent?: boolean;
+}
+
+export function deliver(
+  rawUrl: string,
+  body: string,
+  headers: Record<string, string>,
+  opts: { allowLoopback: boolean; timeoutMs: number },
+): Promise<DeliveryResult> {
+  return new Promise((resolve) => {
+    let url: URL;
+    try {
+      url = new URL(rawUrl);
+    } catch {
+      return resolve({ ok: false, error: 'invalid URL', permanent: true });
+    }
+    const host = url.hostname.replace(/^\[|\]$/g, '');
+    if (isIP(host)) {
+      // Literal addresses never reach `lookup`, so check them here.
+      const why = refusalReason(host, opts.allowLoopback);
+      if (why) return resolve({ ok: false, error: `refused: ${why}`, permanent: true });
+    }
+    const mod = url.protocol === 'https:' ? https : http;
+    const req = mod.request(
+      url,
+      {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), 'user-agent': 'falco-webhooks/1', ...headers },
+        lookup: guardedLookup(opts.allowLoopback) as never,
+        timeout: opts.timeoutMs,
+        agent: false,
+      },
+      (res) => {
+        res.resume(); // drain; the body is not needed
+        const status = res.statusCode ?? 0;
+        resolve(status >= 200 && status < 300 ? { ok: true, status } : { ok: false, status, error: `HTTP ${status}` });
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`timed out after ${opts.timeoutMs} ms`)));
+    req.on('error', (err) => {
+      const refused = err instanceof SsrfError || (err as { cause?: unknown }).cause instanceof SsrfError;
+      resolve({ ok: false, error: refused ? `refused: ${err.message}` : err.message.slice(0, 200), permanent: refused });
+    });
+    req.end(body);
+  });
+}

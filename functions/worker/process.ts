@@ -1,0 +1,99 @@
+/**
+ * Processing of one image message (the body of the ECS worker). Outcomes:
+ *  - done: report then result written to S3; the result's ObjectCreated event completes (and bills) the image.
+ *  - failed: the customer's input is unusable (InputError) or a face stayed re-identifiable (PrivacyError);
+ *    the image is failed now, not billed, and the message is deleted (retrying cannot help).
+ *  - skipped: a redelivery for an image that is already terminal, or for an erased job.
+ *  - any other error propagates: the message is retried, and after the redrive limit lands in the DLQ.
+ */
+import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import type { ServiceContext } from '../shared/context.js';
+import type { ImageMessage } from '../shared/records.js';
+import { getImage, getJob, markImageProcessing, markJobRunning, recordProgress } from '../shared/jobs-repo.js';
+import { failImage } from '../shared/lifecycle.js';
+import { getObjectBytes, putObject } from '../shared/storage.js';
+import { reportKey, resultKey } from '../shared/layout.js';
+import { isNotFound } from '../shared/aws.js';
+import { InputError, PrivacyError, type Anonymizer, type OutputFormat, type Progress } from '../pipeline/types.js';
+
+const PROGRESS_INTERVAL_MS = 1000;
+
+export type ProcessOutcome = 'done' | 'failed' | 'skipped';
+
+function formatOf(contentType: string, fallback: OutputFormat): OutputFormat {
+  if (contentType === 'image/png') return 'png';
+  if (contentType === 'image/webp') return 'webp';
+  if (contentType === 'image/jpeg') return 'jpeg';
+  return fallback;
+}
+
+async function exists(ctx: ServiceContext, bucket: string, key: string): Promise<boolean> {
+  try {
+    await ctx.clients.s3.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
+    return true;
+  } catch (err) {
+    if (isNotFound(err)) return false;
+    throw err;
+  }
+}
+
+export async function processImageMessage(ctx: ServiceContext, anonymizer: Anonymizer, msg: ImageMessage): Promise<ProcessOutcome> {
+  const { tenant, jobId, imageId } = msg;
+  const log = ctx.log;
+  const job = await getJob(ctx, jobId);
+  if (!job || job.tenant !== tenant || job.status === 'deleted') {
+    log.info('skipping image of a missing or erased job', { jobId, imageId });
+    return 'skipped';
+  }
+  const image = await getImage(ctx, jobId, imageId);
+  if (!image || image.status === 'done' || image.status === 'failed') {
+    log.info('skipping image already terminal', { jobId, imageId, status: image?.status });
+    return 'skipped';
+  }
+  const outKeyGuess = resultKey(tenant, jobId, imageId, msg.outputFormat);
+  const input = await getObjectBytes(ctx, ctx.cfg.uploadsBucket, msg.inputKey);
+  if (!input) {
+    // A previous attempt may have finished (result written) just before dying; completion will handle it.
+    if (await exists(ctx, ctx.cfg.resultsBucket, outKeyGuess)) return 'skipped';
+    await failImage(ctx, msg, 'input-missing', 'the input image is no longer stored (erased or expired)');
+    return 'failed';
+  }
+  if (!(await markImageProcessing(ctx, jobId, imageId))) return 'skipped';
+  await markJobRunning(ctx, jobId);
+
+  // Progress: at most one write per second, never overlapping, never failing the image.
+  let lastWrite = 0;
+  let writing: Promise<void> = Promise.resolve();
+  const onProgress = (p: Progress) => {
+    const t = Date.now();
+    if (t - lastWrite < PROGRESS_INTERVAL_MS) return;
+    lastWrite = t;
+    writing = writing
+      .then(() => recordProgress(ctx, jobId, imageId, Math.max(0, Math.min(1, p.fraction)), p.stage))
+      .catch((err) => log.warn('progress write failed', { jobId, imageId, error: (err as Error).message }));
+  };
+
+  const started = Date.now();
+  let result;
+  try {
+    result = await anonymizer.anonymize(new Uint8Array(input.buffer, input.byteOffset, input.byteLength), { ...msg.options, format: msg.outputFormat }, onProgress);
+  } catch (err) {
+    await writing;
+    if (err instanceof InputError) {
+      await failImage(ctx, msg, err.code || 'invalid-image', err.message);
+      return 'failed';
+    }
+    if (err instanceof PrivacyError) {
+      await failImage(ctx, msg, 'privacy-check-failed', err.message);
+      return 'failed';
+    }
+    throw err;
+  }
+  await writing;
+  const format = formatOf(result.contentType, msg.outputFormat);
+  // Report first, result last: the result's ObjectCreated event is the completion signal and expects the report.
+  await putObject(ctx, ctx.cfg.resultsBucket, reportKey(tenant, jobId, imageId), JSON.stringify(result.report), 'application/json');
+  await putObject(ctx, ctx.cfg.resultsBucket, resultKey(tenant, jobId, imageId, format), result.image, result.contentType);
+  log.info('image anonymized', { jobId, imageId, faces: result.report.faces.length, outcome: result.report.outcome, ms: Date.now() - started });
+  return 'done';
+}
