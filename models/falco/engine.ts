@@ -1,0 +1,298 @@
+/**
+ * The FALCO runtime over a model bundle: five onnxruntime sessions kept warm for the life of the
+ * engine (one instance serves many images), and the host side of the method:
+ *
+ *   invert   e4e: aligned face at 256 → W+ code `real`
+ *   targets  ArcFace identity + FaRL tokens of the original aligned face (+ FaRL embedding for the pool)
+ *   nearest  the fake pool's nearest neighbour by cosine similarity in FaRL space
+ *   optimize latent composition w = real outside the trainable range, fake inside, then `steps` Adam
+ *            steps on the trainable rows (one step.onnx run each; lr from MultiStepLR on the host)
+ *   render   G(w) → image
+ *   mapping  z → W+ with truncation ψ (fake pool sampling)
+ *
+ * Tensor names and layouts are those of ./contract.ts; shapes are read from the sessions' metadata so
+ * bundles of any resolution / token width work without code changes.
+ */
+import { join } from 'node:path';
+import * as E from '../engine/index.js';
+import { readNpy } from '../fixtures/npy.js';
+import { toFloat32 } from '../checkpoint/tensor.js';
+import { BundleError, checkLayers, readManifest, type BundleManifest } from '../bundle/manifest.js';
+import { ADAM, IO, MODEL_FILES, type ModelName } from './contract.js';
+
+export const W_DIM = 512;
+
+export interface EngineOptions {
+  provider?: 'auto' | 'cpu' | 'cuda';
+  /** onnxruntime intra-op threads (default: onnxruntime's choice). */
+  threads?: number;
+  log?: (msg: string) => void;
+}
+
+export interface Targets {
+  /** ArcFace identity [512], L2-normalised. */
+  id: Float32Array;
+  /** FaRL tokens before ln_post [T·D]. */
+  tokens: Float32Array;
+  /** FaRL embedding [Dp], L2-normalised (pool lookup). */
+  farl: Float32Array;
+}
+
+export interface OptimizeParams {
+  /** e4e code of the real face [L·512]. */
+  real: Float32Array;
+  /** Fake code from the pool [L·512]. */
+  fake: Float32Array;
+  targets: Pick<Targets, 'id' | 'tokens'>;
+  layers: [number, number];
+  steps: number;
+  lr: number;
+  lrMilestones: number[];
+  lrGamma: number;
+  margin: number;
+  lambdaId: number;
+  lambdaAttr: number;
+  onStep?: (step: number, steps: number, losses: [number, number, number]) => void;
+}
+
+export interface OptimizeResult {
+  /** Composed W+ code after the last update [L·512]. */
+  code: Float32Array;
+  /** (loss, id, attr) evaluated before each update. */
+  losses: Array<[number, number, number]>;
+  /** Wall time per step (ms), for benchmarks. */
+  stepMs: number[];
+}
+
+export class EngineError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'EngineError';
+  }
+}
+
+/** FALCO's MultiStepLR milestones: int(fraction · steps) (Python int() truncates). */
+export function lrMilestones(fractions: readonly number[], steps: number): number[] {
+  return fractions.map((f) => Math.trunc(f * steps));
+}
+
+/** Composition: rows in [start, end) from `inner`, the others from `outer` (both [L·512]). */
+export function composeCode(outer: Float32Array, inner: Float32Array, layers: [number, number], L: number): Float32Array {
+  if (outer.length !== L * W_DIM || inner.length !== L * W_DIM) throw new EngineError(`W+ codes must have ${L}×${W_DIM} values, got ${outer.length} and ${inner.length}`);
+  const out = Float32Array.from(outer);
+  out.set(inner.subarray(layers[0] * W_DIM, layers[1] * W_DIM), layers[0] * W_DIM);
+  return out;
+}
+
+/** A 32-bit mix of (seed, index): deterministic tie-breaking that changes with the seed. */
+export function seededRank(seed: number, i: number): number {
+  let h = (Math.imul(i + 1, 0x9e3779b9) ^ Math.imul(seed | 0, 0x85ebca6b)) >>> 0;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+export interface Pool {
+  n: number;
+  /** [n·L·512] */
+  codes: Float32Array;
+  /** [n·D], rows L2-normalised */
+  features: Float32Array;
+  dim: number;
+}
+
+/**
+ * Indices of the pool entries ordered by cosine similarity to `query` (highest first); exact ties are
+ * ordered by a hash of (seed, index) so equal features never make the choice depend on pool order only.
+ */
+export function rankPool(pool: Pool, query: Float32Array, seed = 0): Array<{ index: number; similarity: number }> {
+  if (query.length !== pool.dim) throw new EngineError(`pool features have ${pool.dim} dimensions, the query has ${query.length}`);
+  let qn = 0;
+  for (const v of query) qn += v * v;
+  qn = Math.sqrt(qn) || 1;
+  const out: Array<{ index: number; similarity: number; rank: number }> = [];
+  for (let i = 0; i < pool.n; i++) {
+    let dot = 0;
+    let fn = 0;
+    const off = i * pool.dim;
+    for (let k = 0; k < pool.dim; k++) {
+      const f = pool.features[off + k]!;
+      dot += f * query[k]!;
+      fn += f * f;
+    }
+    out.push({ index: i, similarity: dot / (qn * (Math.sqrt(fn) || 1)), rank: seededRank(seed, i) });
+  }
+  out.sort((a, b) => b.similarity - a.similarity || a.rank - b.rank);
+  return out.map(({ index, similarity }) => ({ index, similarity }));
+}
+
+export class FalcoEngine {
+  private sessions = new Map<ModelName, Promise<E.Session>>();
+  private poolCache?: Pool;
+  readonly L: number;
+  readonly N: number;
+
+  private constructor(
+    readonly dir: string,
+    readonly manifest: BundleManifest,
+    private readonly opts: EngineOptions,
+  ) {
+    this.L = manifest.wLayers;
+    this.N = manifest.resolution;
+  }
+
+  /** Open a bundle (manifest validated, files checked); sessions are created on first use or by `warmup`. */
+  static async open(dir: string, opts: EngineOptions = {}): Promise<FalcoEngine> {
+    return new FalcoEngine(dir, await readManifest(dir), opts);
+  }
+
+  /** The onnxruntime session of `name`, created once and kept. */
+  session(name: ModelName): Promise<E.Session> {
+    let s = this.sessions.get(name);
+    if (!s) {
+      s = (async () => {
+        const sess = await E.Session.create(join(this.dir, MODEL_FILES[name]), {
+          provider: this.opts.provider ?? 'auto',
+          ...(this.opts.threads ? { threads: this.opts.threads } : {}),
+          ...(this.opts.log ? { log: (m: string) => this.opts.log!(`${name}: ${m}`) } : {}),
+        });
+        const want = IO[name];
+        const missing = [...want.inputs.filter((i) => !sess.inputNames.includes(i)), ...want.outputs.filter((o) => !sess.outputNames.includes(o))];
+        if (missing.length) throw new BundleError(`${MODEL_FILES[name]} does not follow the model contract: missing tensors ${missing.join(', ')}`);
+        return sess;
+      })();
+      // A failed creation must not be cached forever (e.g. a transient CUDA error): retry next time.
+      s.catch(() => this.sessions.delete(name));
+      this.sessions.set(name, s);
+    }
+    return s;
+  }
+
+  /** Create the sessions now (all five, or those named). */
+  async warmup(names: ModelName[] = ['encoder', 'targets', 'step', 'render']): Promise<void> {
+    for (const n of names) await this.session(n);
+  }
+
+  /** Provider of the step session (where the per-step cost lives). */
+  async provider(): Promise<E.Provider> {
+    return (await this.session('step')).provider;
+  }
+
+  private checkLen(what: string, v: Float32Array, n: number): void {
+    if (v.length !== n) throw new EngineError(`${what}: expected ${n} values, got ${v.length}`);
+  }
+
+  /** e4e inversion: [1,3,256,256] in [-1,1] → W+ [L·512]. */
+  async invert(image256: Float32Array): Promise<Float32Array> {
+    this.checkLen('invert input', image256, 3 * 256 * 256);
+    const out = await (await this.session('encoder')).run({ image: image256 });
+    const wp = out['wplus']!;
+    this.checkLen('encoder output wplus', wp.data, this.L * W_DIM);
+    return Float32Array.from(wp.data);
+  }
+
+  /** Identity / attribute targets of an aligned face [1,3,N,N] in [-1,1]. */
+  async targets(imageN: Float32Array): Promise<Targets> {
+    this.checkLen('targets input', imageN, 3 * this.N * this.N);
+    const out = await (await this.session('targets')).run({ image: imageN });
+    return { id: Float32Array.from(out['id']!.data), tokens: Float32Array.from(out['tokens']!.data), farl: Float32Array.from(out['farl']!.data) };
+  }
+
+  /** G(w): W+ [L·512] → image [3·N·N] (≈[-1,1], not clamped). */
+  async render(wp: Float32Array): Promise<Float32Array> {
+    this.checkLen('render input', wp, this.L * W_DIM);
+    const out = await (await this.session('render')).run({ wp });
+    return Float32Array.from(out['image']!.data);
+  }
+
+  /** z [512] → W+ [L·512] with truncation ψ. */
+  async mapping(z: Float32Array, psi: number): Promise<Float32Array> {
+    this.checkLen('mapping input', z, W_DIM);
+    const out = await (await this.session('mapping')).run({ z, psi: Float32Array.of(psi) });
+    return Float32Array.from(out['wp']!.data);
+  }
+
+  /** The bundle's fake pool (loaded once). */
+  pool(): Pool {
+    if (this.poolCache) return this.poolCache;
+    const p = this.manifest.pool;
+    if (!p) throw new BundleError(`bundle ${this.dir} has no fake pool; run \`npm run models -- pool --bundle ${this.dir} --n 64\``);
+    const codes = readNpy(join(this.dir, p.codes));
+    const feats = readNpy(join(this.dir, p.features));
+    if (codes.shape.join() !== [p.n, this.L, W_DIM].join()) throw new BundleError(`pool codes have shape [${codes.shape.join(', ')}], expected [${p.n}, ${this.L}, ${W_DIM}]`);
+    if (feats.shape.join() !== [p.n, p.featureDim].join()) throw new BundleError(`pool features have shape [${feats.shape.join(', ')}], expected [${p.n}, ${p.featureDim}]`);
+    this.poolCache = { n: p.n, codes: toFloat32(codes), features: toFloat32(feats), dim: p.featureDim };
+    return this.poolCache;
+  }
+
+  /** Pool entries nearest to a FaRL embedding (cosine), best first. */
+  nearest(farl: Float32Array, seed = 0): Array<{ index: number; similarity: number; code: Float32Array }> {
+    const pool = this.pool();
+    const size = this.L * W_DIM;
+    return rankPool(pool, farl, seed).map((r) => ({ ...r, code: pool.codes.subarray(r.index * size, (r.index + 1) * size) }));
+  }
+
+  /**
+   * FALCO's optimisation: t starts as the composition (fake rows inside `layers`, real elsewhere); each
+   * step.onnx run evaluates the loss at t, back-propagates and applies one Adam update to the masked rows.
+   */
+  async optimize(p: OptimizeParams): Promise<OptimizeResult> {
+    const L = this.L;
+    const layers = checkLayers(p.layers, this.manifest.trainableRange);
+    if (!Number.isInteger(p.steps) || p.steps < 0) throw new EngineError(`steps must be an integer ≥ 0, got ${p.steps}`);
+    const size = L * W_DIM;
+    this.checkLen('real code', p.real, size);
+    this.checkLen('fake code', p.fake, size);
+    const session = await this.session('step');
+    let t = composeCode(p.real, p.fake, layers, L);
+    let m = new Float32Array(size);
+    let v = new Float32Array(size);
+    const mask = new Float32Array(L);
+    for (let l = layers[0]; l < layers[1]; l++) mask[l] = 1;
+    const milestones = lrMilestones(p.lrMilestones, p.steps);
+    const losses: Array<[number, number, number]> = [];
+    const stepMs: number[] = [];
+    const fixed = {
+      real: p.real,
+      mask,
+      target_id: p.targets.id,
+      target_tokens: p.targets.tokens,
+      margin: Float32Array.of(p.margin),
+      lambda_id: Float32Array.of(p.lambdaId),
+      lambda_attr: Float32Array.of(p.lambdaAttr),
+    };
+    for (let i = 0; i < p.steps; i++) {
+      const t0 = performance.now();
+      // MultiStepLR as FALCO steps it: scheduler.step() after each optimizer.step(), so update i uses
+      // base·γ^(#milestones ≤ i).
+      const lr = E.multiStepLR(p.lr, milestones, p.lrGamma, i);
+      const [bc1, bc2] = E.adamBiasCorrections(i + 1, ADAM.betas);
+      const out = await session.run({ ...fixed, t, m, v, lr: Float32Array.of(lr), bc1: Float32Array.of(bc1), bc2: Float32Array.of(bc2) });
+      const l: [number, number, number] = [out['loss']!.data[0]!, out['id_loss']!.data[0]!, out['attr_loss']!.data[0]!];
+      if (!l.every(Number.isFinite)) throw new EngineError(`optimisation diverged at step ${i}: loss ${l.join(', ')}`);
+      losses.push(l);
+      t = Float32Array.from(out['t_next']!.data);
+      m = Float32Array.from(out['m_next']!.data);
+      v = Float32Array.from(out['v_next']!.data);
+      stepMs.push(performance.now() - t0);
+      p.onStep?.(i, p.steps, l);
+    }
+    // Rows outside the mask are real by construction; compose again so nothing else can leak in.
+    return { code: composeCode(p.real, t, layers, L), losses, stepMs };
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.sessions.values()];
+    this.sessions.clear();
+    for (const s of all) {
+      try {
+        await (await s).release();
+      } catch {
+        // a session that failed to open has nothing to release
+      }
+    }
+  }
+}
