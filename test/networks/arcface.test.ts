@@ -2,12 +2,11 @@
  * ArcFace IR-SE50: parity with the upstream goldens for every `arcface` case of the fixtures directory
  * (full-size network, pattern weights), and the weight loader's errors.
  */
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as E from '../../models/engine/index.js';
 import { makeTensor, type Tensor } from '../../models/checkpoint/tensor.js';
-import { requireFixturesDir } from '../../models/fixtures/paths.js';
+import { loadCases, requireFixturesDir } from '../../models/fixtures/index.js';
 import { loadSpec } from '../../models/fixtures/spec.js';
 import { arcFaceKeys, arcFaceWeightsFromCheckpoint, buildArcFace, l2Normalize, loadArcFaceWeights } from '../../models/networks/arcface.js';
 import { WeightsError } from '../../models/networks/irse50/weights.js';
@@ -15,7 +14,9 @@ import arcfaceHandler from '../../models/parity/kinds/arcface.js';
 import type { ParityCase } from '../../models/parity/types.js';
 
 const dir = requireFixturesDir();
-const cases = (JSON.parse(readFileSync(join(dir, 'cases.json'), 'utf8')) as { cases: ParityCase[] }).cases.filter((c) => c.kind === 'arcface');
+// Data-driven over the directory's cases.json (validated by the fixtures loader): any directory of
+// this format works (FALCO_FIXTURES).
+const cases = loadCases(dir).cases.filter((c) => c.kind === 'arcface') as unknown as ParityCase[];
 
 describe('ArcFace parity (fixtures)', () => {
   it('the fixtures hold at least one arcface case', () => {

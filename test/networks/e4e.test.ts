@@ -2,13 +2,12 @@
  * e4e encoder: parity with the upstream goldens for every `e4e` case of the fixtures directory
  * (full-size encoder, pattern weights), the align_corners=True upsampling matrix, and the loaders.
  */
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as E from '../../models/engine/index.js';
 import { PyNamespace, PyOrderedDict, type PyValue } from '../../models/checkpoint/index.js';
 import { makeTensor, type Tensor } from '../../models/checkpoint/tensor.js';
-import { requireFixturesDir } from '../../models/fixtures/paths.js';
+import { loadCases, requireFixturesDir } from '../../models/fixtures/index.js';
 import { loadSpec } from '../../models/fixtures/spec.js';
 import { bilinearAlignCornersMatrix, buildE4E, e4eKeys, e4eWeightsFromCheckpoint, loadE4EWeights } from '../../models/networks/e4e.js';
 import { WeightsError } from '../../models/networks/irse50/weights.js';
@@ -16,7 +15,9 @@ import e4eHandler from '../../models/parity/kinds/e4e.js';
 import type { ParityCase } from '../../models/parity/types.js';
 
 const dir = requireFixturesDir();
-const cases = (JSON.parse(readFileSync(join(dir, 'cases.json'), 'utf8')) as { cases: ParityCase[] }).cases.filter((c) => c.kind === 'e4e');
+// Data-driven over the directory's cases.json (validated by the fixtures loader): any directory of
+// this format works (FALCO_FIXTURES).
+const cases = loadCases(dir).cases.filter((c) => c.kind === 'e4e') as unknown as ParityCase[];
 
 describe('e4e parity (fixtures)', () => {
   it('the fixtures hold at least one e4e case', () => {
