@@ -17,6 +17,7 @@
  */
 import * as E from '../engine/index.js';
 import { ShapeError, defineOp, type Graph, type Tensor } from '../engine/index.js';
+import { quickGelu, split } from './vit/ops.js';
 import { toFloat32, type Tensor as WeightTensor } from '../checkpoint/tensor.js';
 
 // ------------------------------------------------------------------------------------------ config
@@ -136,18 +137,20 @@ export function loadFarlWeights(map: ReadonlyMap<string, WeightTensor>, opts: Lo
     if (s.startsWith('module.')) s = s.slice('module.'.length);
     return s.startsWith('visual.') ? s.slice('visual.'.length) : undefined;
   };
-  const visual = new Map<string, { from: string; t: WeightTensor }>();
-  const add = (name: string, from: string, t: WeightTensor) => {
+  // Keys first, tensors only for names we use: a lazy map (fixture spec) then generates nothing else,
+  // and a real checkpoint's text tower is never touched.
+  const visual = new Map<string, string>(); // stripped name → source key
+  const add = (name: string, from: string) => {
     const prev = visual.get(name);
-    if (prev) throw new FarlWeightsError(`keys ${prev.from} and ${from} both give FaRL weight visual.${name}`, [], [], []);
-    visual.set(name, { from, t });
+    if (prev !== undefined) throw new FarlWeightsError(`keys ${prev} and ${from} both give FaRL weight visual.${name}`, [], [], []);
+    visual.set(name, from);
   };
-  for (const [k, t] of map) {
+  for (const k of map.keys()) {
     const name = strip(k);
-    if (name !== undefined) add(name, k, t);
+    if (name !== undefined) add(name, k);
   }
   // A map already stripped of `visual.` (e.g. stateDict(ckpt, 'state_dict.visual.')).
-  if (visual.size === 0) for (const [k, t] of map) if (expected.has(k)) add(k, k, t);
+  if (visual.size === 0) for (const k of map.keys()) if (expected.has(k)) add(k, k);
   if (visual.size === 0) {
     const some = [...map.keys()].slice(0, 8);
     throw new FarlWeightsError(
@@ -163,22 +166,23 @@ export function loadFarlWeights(map: ReadonlyMap<string, WeightTensor>, opts: Lo
   const unexpected: string[] = [];
   const tensors = new Map<string, { shape: readonly number[]; data: Float32Array }>();
   for (const [k, { shape, required }] of expected) {
-    const hit = visual.get(k);
-    if (!hit) {
+    const from = visual.get(k);
+    if (from === undefined) {
       if (required) missing.push(`visual.${k}`);
       continue;
     }
-    if (hit.t.shape.join() !== shape.join()) {
-      badShapes.push(`${hit.from}: expected [${shape.join(', ')}], got [${hit.t.shape.join(', ')}]`);
+    const t = map.get(from)!;
+    if (t.shape.join() !== shape.join()) {
+      badShapes.push(`${from}: expected [${shape.join(', ')}], got [${t.shape.join(', ')}]`);
       continue;
     }
-    if (!['float32', 'float16', 'bfloat16', 'float64'].includes(hit.t.dtype)) {
-      badShapes.push(`${hit.from}: expected a floating-point tensor, got ${hit.t.dtype}`);
+    if (!['float32', 'float16', 'bfloat16', 'float64'].includes(t.dtype)) {
+      badShapes.push(`${from}: expected a floating-point tensor, got ${t.dtype}`);
       continue;
     }
-    tensors.set(k, { shape, data: toFloat32(hit.t) });
+    tensors.set(k, { shape, data: toFloat32(t) });
   }
-  for (const [k, { from }] of visual) if (!expected.has(k)) unexpected.push(from);
+  for (const [k, from] of visual) if (!expected.has(k)) unexpected.push(from);
 
   if (missing.length || badShapes.length || (opts.strict && unexpected.length)) {
     const parts: string[] = [];
@@ -297,13 +301,12 @@ function attention(x: Tensor, k: Consts, i: number, c: FarlConfig): Tensor {
   const p = `transformer.resblocks.${i}.attn.`;
   const { w: wIn, b: bIn } = k.inProj(i);
   const qkv = dense(x, wIn, bIn); // [n, 3w], columns = (q | k | v), each head-major
-  // One layout change for all three: [n, 3, h, d] → [3, h, n, d].
-  const heads = E.transpose(E.reshape(qkv, [n, 3, h, d]), [1, 2, 0, 3]);
-  const part = (j: number) => E.reshape(E.slice(heads, [j], [j + 1], [0]), [h, n, d]);
-  const q = part(0);
-  const kk = part(1);
-  const v = part(2);
-  const scores = E.matmul(q, E.transpose(kk, [0, 2, 1])); // [h, n, n], already scaled via Q
+  const [q2, k2, v2] = split(qkv, [w, w, w], 1);
+  // Heads first: q, v → [h, n, d]; k straight to [h, d, n] so Q·Kᵀ is a plain batched MatMul.
+  const q = E.transpose(E.reshape(q2!, [n, h, d]), [1, 0, 2]);
+  const kk = E.transpose(E.reshape(k2!, [n, h, d]), [1, 2, 0]);
+  const v = E.transpose(E.reshape(v2!, [n, h, d]), [1, 0, 2]);
+  const scores = E.matmul(q, kk); // [h, n, n], already scaled via Q
   const attn = E.softmax(scores, -1);
   const ctx = E.matmul(attn, v); // [h, n, d]
   const merged = E.reshape(E.transpose(ctx, [1, 0, 2]), [n, w]);
@@ -337,7 +340,7 @@ export function buildFarl(g: Graph, weights: FarlWeights, input: Tensor): Tensor
         const a = attention(E.layerNorm(x, k.get(`${p}ln_1.weight`), k.get(`${p}ln_1.bias`), 1e-5), k, i, c);
         const y = E.add(x, a);
         const hdn = dense(E.layerNorm(y, k.get(`${p}ln_2.weight`), k.get(`${p}ln_2.bias`), 1e-5), k.get(`${p}mlp.c_fc.weight`), k.get(`${p}mlp.c_fc.bias`));
-        const m = dense(E.quickGelu(hdn), k.get(`${p}mlp.c_proj.weight`), k.get(`${p}mlp.c_proj.bias`));
+        const m = dense(quickGelu(hdn), k.get(`${p}mlp.c_proj.weight`), k.get(`${p}mlp.c_proj.bias`));
         return E.add(y, m);
       });
     }

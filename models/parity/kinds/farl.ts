@@ -8,7 +8,11 @@ import { join } from 'node:path';
 import * as E from '../../engine/index.js';
 import { FixtureFormatError } from '../../checkpoint/errors.js';
 import { buildFarl, farlTokens, loadFarlWeights, type FarlWeights } from '../../networks/farl.js';
-import { checkGradient, checkOutput, loadSpec, pattern, readNpy } from '../../networks/vit/standins.js';
+import { toFloat32 } from '../../checkpoint/tensor.js';
+import { checkGradient, checkOutput } from '../../fixtures/metrics.js';
+import { readNpy } from '../../fixtures/npy.js';
+import { pattern } from '../../fixtures/pattern.js';
+import { loadSpec } from '../../fixtures/spec.js';
 import type { ParityCase, ParityCheck, ParityContext, ParityHandler } from '../types.js';
 
 interface PatternRef {
@@ -64,7 +68,7 @@ const farlHandler: ParityHandler = async (c: ParityCase, ctx: ParityContext): Pr
     if (typeof v !== 'string') throw new FixtureFormatError(`case ${c.name}: expectation "${k}" must be a .npy file name`);
   }
 
-  const weights = loadFarlWeights(loadSpec(ctx.dir, c['weights']), { strict: true });
+  const weights = loadFarlWeights(loadSpec(join(ctx.dir, c['weights'])), { strict: true });
   const cfg = weights.config;
   const inRef = patternRef(c, 'input');
   const inShape = [1, 3, cfg.resolution, cfg.resolution];
@@ -89,10 +93,16 @@ const farlHandler: ParityHandler = async (c: ParityCase, ctx: ParityContext): Pr
     const npy = readNpy(join(ctx.dir, expect[k] as string));
     if (!sameShape(npy.shape, shape))
       throw new FixtureFormatError(`case ${c.name}: ${expect[k]} has shape [${npy.shape}], expected [${shape}]`);
-    return npy.data;
+    return toFloat32(npy);
   };
-  if (expect['tokens'] !== undefined) checks.push(checkOutput('tokens', out.tokens, load('tokens', tokShape)));
-  if (expect['grad_input'] !== undefined) checks.push(checkGradient('grad_input', out.gradInput!, load('grad_input', inShape)));
+  if (expect['tokens'] !== undefined) {
+    const r = checkOutput(out.tokens, load('tokens', tokShape));
+    checks.push({ name: 'tokens', pass: r.pass, metrics: { ...r.metrics } });
+  }
+  if (expect['grad_input'] !== undefined) {
+    const r = checkGradient(out.gradInput!, load('grad_input', inShape));
+    checks.push({ name: 'grad_input', pass: r.pass, metrics: { ...r.metrics } });
+  }
   return checks;
 };
 
