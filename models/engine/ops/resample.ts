@@ -15,37 +15,46 @@ export interface ResampleMatrix {
   data: Float32Array;
 }
 
+const f32 = Math.fround;
+
 /**
- * interpolate(mode='bilinear', align_corners=False) along one axis, with antialias as torch does it:
- * a triangle filter widened by the scale when downsampling (support = scale), weights normalised.
+ * interpolate(mode='bilinear', align_corners=False) along one axis, as torch's CPU kernels compute it
+ * for float32 tensors (the index/weight arithmetic is float32, so we round like they do: with non-integer
+ * scales a float64 version differs from torch by up to ~1e-5 relative).
+ *
+ * antialias=True always takes torch's `_upsample_bilinear2d_aa` path (also when upsampling): a
+ * triangle filter of support `scale` (≥ 1) or 1, centred at scale·(i + 0.5), over the input pixels
+ * [trunc(center − support + 0.5), trunc(center + support + 0.5)) clipped to the image, normalised.
+ * antialias=False is `upsample_bilinear2d`: src = max(scale·(i + 0.5) − 0.5, 0), two taps.
  */
 export function bilinearMatrix(inSize: number, outSize: number, antialias = false): ResampleMatrix {
   const m = new Float64Array(outSize * inSize);
-  const scale = inSize / outSize;
-  if (antialias && scale > 1) {
-    const support = scale;
-    const invscale = 1 / scale;
+  // area_pixel_compute_scale: float(in) / out.
+  const scale = f32(inSize / outSize);
+  if (antialias) {
+    const support = scale >= 1 ? scale : 1;
+    const invscale = scale >= 1 ? f32(1 / scale) : 1;
     for (let i = 0; i < outSize; i++) {
-      const center = scale * (i + 0.5);
-      const xmin = Math.max(Math.trunc(center - support + 0.5), 0);
-      const xmax = Math.min(Math.trunc(center + support + 0.5), inSize);
-      let total = 0;
+      const center = f32(scale * (i + 0.5));
+      const xmin = Math.max(Math.trunc(f32(center - support) + 0.5), 0);
+      const xmax = Math.min(Math.trunc(f32(center + support) + 0.5), inSize);
       const w: number[] = [];
+      let total = 0;
       for (let j = xmin; j < xmax; j++) {
-        const t = Math.abs((j - center + 0.5) * invscale);
-        const v = t < 1 ? 1 - t : 0;
+        const t = Math.abs(f32((f32(j - center) + 0.5) * invscale));
+        const v = t < 1 ? f32(1 - t) : 0;
         w.push(v);
-        total += v;
+        total = f32(total + v);
       }
-      for (let j = xmin; j < xmax; j++) m[i * inSize + j] = total > 0 ? w[j - xmin]! / total : 0;
+      for (let j = xmin; j < xmax; j++) m[i * inSize + j] = total !== 0 ? f32(w[j - xmin]! / total) : w[j - xmin]!;
     }
   } else {
     for (let i = 0; i < outSize; i++) {
-      const src = Math.max(scale * (i + 0.5) - 0.5, 0);
-      const i0 = Math.min(Math.floor(src), inSize - 1);
-      const i1 = Math.min(i0 + 1, inSize - 1);
-      const l1 = src - i0;
-      m[i * inSize + i0] += 1 - l1;
+      const src = Math.max(f32(scale * (i + 0.5) - 0.5), 0);
+      const i0 = Math.min(Math.trunc(src), inSize - 1);
+      const i1 = i0 < inSize - 1 ? i0 + 1 : i0;
+      const l1 = Math.min(Math.max(f32(src - i0), 0), 1);
+      m[i * inSize + i0] += f32(1 - l1);
       m[i * inSize + i1] += l1;
     }
   }
