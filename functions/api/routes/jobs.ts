@@ -132,7 +132,7 @@ const createDoc = createRoute({
     'repeating the same request returns the same job; reusing the key with a different body is a 409.',
   security: [{ bearer: [] }],
   request: {
-    headers: z.object({ 'idempotency-key': z.string().max(255).optional().openapi({ param: { name: 'Idempotency-Key', in: 'header' } }) }),
+    headers: z.object({ 'Idempotency-Key': z.string().max(255).optional().openapi({ description: 'Same key + same body → same job; same key + different body → 409. Remembered 24 h.' }) }),
     body: {
       required: true,
       content: { 'application/json': { schema: CreateJobJsonSchema }, 'multipart/form-data': { schema: CreateJobMultipartSchema } },
