@@ -10,5 +10,5 @@ export type { LoadOptions, LoadedCheckpoint, CheckpointFormat } from './read.js'
 export { stateDict, getPath, pyToJSON, StateDictError } from './statedict.js';
 export { saveCheckpoint, pickleCheckpoint, PyFloat, CheckpointWriteError } from './write.js';
 export type { SaveValue, SaveKey, SaveOptions } from './write.js';
-export { ZipReader, ZipWriter, crc32 } from './zip.js';
+export { ZipReader, ZipWriter, crc32, crc32Table } from './zip.js';
 export type { ZipEntry } from './zip.js';

@@ -232,6 +232,8 @@ function tensorBytes(t: Tensor): Uint8Array {
 export interface SaveOptions {
   /** Top-level folder inside the zip (torch uses the file's stem in 1.x and "archive" in 2.x). */
   archiveName?: string;
+  /** Write ZIP64 records even for small files (tests of the reader's ZIP64 path). */
+  forceZip64?: boolean;
 }
 
 /** Write `value` as a torch.save zip checkpoint at `path` (overwrites). */
@@ -250,7 +252,7 @@ export async function saveCheckpoint(path: string, value: SaveValue, options: Sa
   });
   const fh = await open(path, 'w');
   try {
-    const zip = new ZipWriter(fh);
+    const zip = new ZipWriter(fh, 64, options.forceZip64 ?? false);
     await zip.add(`${name}/data.pkl`, pkl);
     await zip.add(`${name}/byteorder`, enc.encode('little'));
     for (const [t, k] of keys) await zip.add(`${name}/data/${k}`, tensorBytes(t));
