@@ -31,7 +31,7 @@ export function stateDict(obj: PyValue, prefix = ''): Map<string, Tensor> {
       for (const [k, x] of v) {
         const p = path ? `${path}.${keyString(k)}` : keyString(k);
         // Prune branches that cannot lead to the prefix.
-        if (p.startsWith(prefix) || prefix.startsWith(p + '.') || prefix.startsWith(p)) visit(x, p);
+        if (p.startsWith(prefix) || prefix.startsWith(p)) visit(x, p);
       }
     }
   };

@@ -202,3 +202,66 @@ describe('typed errors on bad input', () => {
     await expect(loadCheckpoint(q)).rejects.toThrow(/memo key 7 not found/);
   });
 });
+
+describe('training-checkpoint classes', () => {
+  // Small pickle assembler: strings become SHORT_BINUNICODE, numbers BININT1/BINFLOAT.
+  const op = {
+    global: (m: string, n: string): number[] => [0x63, ...asc(`${m}\n${n}\n`)],
+    str: (s: string): number[] => {
+      const b = asc(s);
+      return [0x8c, b.length, ...b];
+    },
+    int: (n: number): number[] => [0x4b, n],
+    float: (x: number): number[] => {
+      const b = new Uint8Array(8);
+      new DataView(b.buffer).setFloat64(0, x, false);
+      return [0x47, ...b];
+    },
+  };
+  const bytesF8 = (x: number): string => {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setFloat64(0, x, true);
+    return String.fromCharCode(...b);
+  };
+
+  it('numpy scalars, argparse.Namespace, torch.Size/device, Parameter, OrderedDict._metadata', async () => {
+    const pkl = [
+      0x80, 2, 0x7d, 0x28,
+      // 'best_val_loss': numpy.core.multiarray.scalar(numpy.dtype('f8', False, True) BUILD state, _codecs.encode(bytes, 'latin1'))
+      ...op.str('best_val_loss'),
+      ...op.global('numpy.core.multiarray', 'scalar'),
+      ...op.global('numpy', 'dtype'), ...op.str('f8'), 0x89, 0x88, 0x87, 0x52,
+      0x28, ...op.int(3), ...op.str('<'), 0x4e, 0x4e, 0x4e, 0x4a, 0xff, 0xff, 0xff, 0xff, 0x4a, 0xff, 0xff, 0xff, 0xff, ...op.int(0), 0x74, 0x62,
+      ...op.global('_codecs', 'encode'), 0x58, ...(() => { const b = new TextEncoder().encode(bytesF8(0.125)); return [b.length, 0, 0, 0, ...b]; })(), ...op.str('latin1'), 0x86, 0x52,
+      0x86, 0x52,
+      // 'opts': argparse.Namespace via NEWOBJ + BUILD({'lr': 0.5, 'size': 1024 via BININT2})
+      ...op.str('opts'), ...op.global('argparse', 'Namespace'), 0x29, 0x81, 0x7d, 0x28, ...op.str('lr'), ...op.float(0.5), ...op.str('size'), 0x4d, 0x00, 0x04, 0x75, 0x62,
+      // 'size': torch.Size((2, 3)); 'dev': torch.device('cuda', 0)
+      ...op.str('size'), ...op.global('torch', 'Size'), ...op.int(2), ...op.int(3), 0x86, 0x85, 0x52,
+      ...op.str('dev'), ...op.global('torch', 'device'), ...op.str('cuda'), ...op.int(0), 0x86, 0x52,
+      // 'sd': OrderedDict with one Parameter and a _metadata attribute (BUILD after SETITEMS)
+      ...op.str('sd'), ...op.global('collections', 'OrderedDict'), 0x29, 0x52, 0x28,
+      ...op.str('w'), ...op.global('torch._utils', '_rebuild_parameter'),
+      ...op.global('torch._utils', '_rebuild_tensor_v2'), 0x28,
+      0x28, ...op.str('storage'), ...op.global('torch', 'HalfStorage'), ...op.str('0'), ...op.str('cuda:0'), ...op.int(2), 0x74, 0x51,
+      ...op.int(0), ...op.int(2), 0x85, ...op.int(1), 0x85, 0x88, ...op.global('collections', 'OrderedDict'), 0x29, 0x52, 0x74, 0x52,
+      0x88, ...op.global('collections', 'OrderedDict'), 0x29, 0x52, 0x87, 0x52,
+      0x75,
+      0x7d, ...op.str('_metadata'), ...op.global('collections', 'OrderedDict'), 0x29, 0x52, 0x73, 0x62,
+      0x75, 0x2e,
+    ];
+    const half = new Uint8Array(new Uint16Array([0x3c00, 0xc000]).buffer);
+    const p = await zipWithPickle('train.pth', pkl, { '0': half });
+    const obj = await loadCheckpoint(p);
+    expect(getPath(obj, 'best_val_loss')).toBe(0.125);
+    const opts = getPath(obj, 'opts') as Map<string, unknown>;
+    expect(opts).toBeInstanceOf(Map);
+    expect(Object.fromEntries(opts)).toEqual({ lr: 0.5, size: 1024 });
+    expect(getPath(obj, 'size')).toEqual([2, 3]);
+    expect(getPath(obj, 'dev')).toBe('cuda:0');
+    const sd = stateDict(obj, 'sd.');
+    expect([...sd.keys()]).toEqual(['w']);
+    expect(Array.from(toFloat32(sd.get('w')!))).toEqual([1, -2]);
+    expect(getPath(obj, 'sd')).toBeInstanceOf(PyOrderedDict);
+  });
+});
