@@ -18,7 +18,8 @@ export function arcFaceKeys(): KeySpec {
   for (const s of ['weight', 'bias', 'running_mean', 'running_var']) spec.set(`output_layer.0.${s}`, [512]);
   spec.set('output_layer.3.weight', [ARCFACE_DIM, 512 * 7 * 7]);
   spec.set('output_layer.3.bias', [ARCFACE_DIM]);
-  for (const s of ['weight', 'bias', 'running_mean', 'running_var']) spec.set(`output_layer.4.${s}`, [ARCFACE_DIM]);
+  for (const s of ['weight', 'bias', 'running_mean', 'running_var'])
+    spec.set(`output_layer.4.${s}`, [ARCFACE_DIM]);
   return spec;
 }
 
@@ -35,7 +36,8 @@ export interface ArcFaceWeights {
  */
 export function loadArcFaceWeights(weights: WeightMap, opts: { prefix?: string } = {}): ArcFaceWeights {
   const map = opts.prefix ? stripPrefix(weights, opts.prefix) : weights;
-  if (opts.prefix && map.size === 0) throw new WeightsError(`ArcFace: no weight key starts with "${opts.prefix}"`);
+  if (opts.prefix && map.size === 0)
+    throw new WeightsError(`ArcFace: no weight key starts with "${opts.prefix}"`);
   checkWeights('ArcFace IR-SE50', map, arcFaceKeys());
   return { kind: 'arcface-irse50', map };
 }
@@ -50,7 +52,10 @@ export function arcFaceWeightsFromCheckpoint(obj: PyValue): ArcFaceWeights {
  * returns the L2-normalised [N, 512] embedding.
  */
 export function buildArcFace(g: E.Graph, weights: ArcFaceWeights | WeightMap, x: E.Tensor): E.Tensor {
-  const w = 'kind' in weights && weights.kind === 'arcface-irse50' ? weights : loadArcFaceWeights(weights as WeightMap);
+  const w =
+    'kind' in weights && weights.kind === 'arcface-irse50'
+      ? weights
+      : loadArcFaceWeights(weights as WeightMap);
   if (x.graph !== g) throw new E.ShapeError('buildArcFace: input tensor belongs to another graph');
   if (x.rank !== 4 || x.shape[1] !== 3 || x.shape[2] !== ARCFACE_INPUT || x.shape[3] !== ARCFACE_INPUT)
     throw new E.ShapeError(`ArcFace expects an [N, 3, ${ARCFACE_INPUT}, ${ARCFACE_INPUT}] input, got ${x}`);

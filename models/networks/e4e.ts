@@ -72,11 +72,14 @@ export function loadE4EWeights(weights: WeightMap, opts: { expectStyles?: number
   }
   if (n === 0) {
     const sample = [...weights.keys()].slice(0, 5).join(', ');
-    throw new WeightsError(`e4e: no "encoder.styles.<i>.*" weights found (keys start with: ${sample || 'none'})`);
+    throw new WeightsError(
+      `e4e: no "encoder.styles.<i>.*" weights found (keys start with: ${sample || 'none'})`,
+    );
   }
   if (opts.expectStyles !== undefined && n !== opts.expectStyles)
     throw new WeightsError(`e4e: the weights have ${n} style blocks, expected ${opts.expectStyles}`);
-  if (n <= MIDDLE) throw new WeightsError(`e4e: ${n} style blocks is too few (the encoder has at least ${MIDDLE + 1})`);
+  if (n <= MIDDLE)
+    throw new WeightsError(`e4e: ${n} style blocks is too few (the encoder has at least ${MIDDLE + 1})`);
   checkWeights('e4e encoder', weights, e4eKeys(n), (k) => k.startsWith('decoder.'));
   return { kind: 'e4e-irse50', map: weights, styleCount: n };
 }
@@ -97,7 +100,8 @@ export function e4eWeightsFromCheckpoint(obj: PyValue): E4EWeights {
   if (obj instanceof Map && obj.has('opts')) {
     const o = obj.get('opts');
     const size = o instanceof Map ? o.get('stylegan_size') : undefined;
-    if (typeof size === 'number' || typeof size === 'bigint') expectStyles = 2 * Math.round(Math.log2(Number(size))) - 2;
+    if (typeof size === 'number' || typeof size === 'bigint')
+      expectStyles = 2 * Math.round(Math.log2(Number(size))) - 2;
   }
   return loadE4EWeights(map, expectStyles === undefined ? {} : { expectStyles });
 }
@@ -121,7 +125,11 @@ export function bilinearAlignCornersMatrix(inSize: number, outSize: number): E.R
 /** FPN merge: bilinear (align_corners=True) upsampling of `x` to `y`'s size, plus `y`. */
 function upsampleAdd(x: E.Tensor, y: E.Tensor): E.Tensor {
   const [H, W] = [y.shape[2]!, y.shape[3]!];
-  const up = E.resample2d(x, bilinearAlignCornersMatrix(x.shape[2]!, H), bilinearAlignCornersMatrix(x.shape[3]!, W));
+  const up = E.resample2d(
+    x,
+    bilinearAlignCornersMatrix(x.shape[2]!, H),
+    bilinearAlignCornersMatrix(x.shape[3]!, W),
+  );
   return E.add(up, y);
 }
 
@@ -130,9 +138,13 @@ function styleBlock(c: Ctx, x: E.Tensor, i: number): E.Tensor {
     let y = x;
     for (let j = 0; j < convsOf(i); j++) {
       const k = `encoder.styles.${i}.convs.${2 * j}`;
-      y = E.leakyRelu(E.conv2d(y, param(c, `${k}.weight`), param(c, `${k}.bias`), { stride: 2, padding: 1 }), 0.01);
+      y = E.leakyRelu(
+        E.conv2d(y, param(c, `${k}.weight`), param(c, `${k}.bias`), { stride: 2, padding: 1 }),
+        0.01,
+      );
     }
-    if (y.shape[2] !== 1 || y.shape[3] !== 1) throw new E.ShapeError(`e4e style block ${i}: expected a 1×1 map, got ${y}`);
+    if (y.shape[2] !== 1 || y.shape[3] !== 1)
+      throw new E.ShapeError(`e4e style block ${i}: expected a 1×1 map, got ${y}`);
     y = E.reshape(y, [y.shape[0]!, W_DIM]);
     // EqualLinear(lr_mul=1): weight scaled by 1/sqrt(in_features) at run time, bias unscaled.
     return linear(c, y, `encoder.styles.${i}.linear`, 1 / Math.sqrt(W_DIM));
@@ -143,8 +155,13 @@ function styleBlock(c: Ctx, x: E.Tensor, i: number): E.Tensor {
  * Add the e4e encoder to `g`: `x` is an [N, 3, 256, 256] aligned face in [-1, 1]; returns
  * `codes` [N, styleCount, 512] and `wplus = codes + latent_avg`.
  */
-export function buildE4E(g: E.Graph, weights: E4EWeights | WeightMap, x: E.Tensor): { codes: E.Tensor; wplus: E.Tensor } {
-  const w = 'kind' in weights && weights.kind === 'e4e-irse50' ? weights : loadE4EWeights(weights as WeightMap);
+export function buildE4E(
+  g: E.Graph,
+  weights: E4EWeights | WeightMap,
+  x: E.Tensor,
+): { codes: E.Tensor; wplus: E.Tensor } {
+  const w =
+    'kind' in weights && weights.kind === 'e4e-irse50' ? weights : loadE4EWeights(weights as WeightMap);
   if (x.graph !== g) throw new E.ShapeError('buildE4E: input tensor belongs to another graph');
   if (x.rank !== 4 || x.shape[1] !== 3 || x.shape[2] !== E4E_INPUT || x.shape[3] !== E4E_INPUT)
     throw new E.ShapeError(`e4e expects an [N, 3, ${E4E_INPUT}, ${E4E_INPUT}] input, got ${x}`);
@@ -152,7 +169,8 @@ export function buildE4E(g: E.Graph, weights: E4EWeights | WeightMap, x: E.Tenso
   return g.scope('e4e', () => {
     const body = irse50Body({ ...c, prefix: 'encoder.' }, x, [TAP_C1, TAP_C2, TAP_C3]);
     const [c1, c2, c3] = [body.taps.get(TAP_C1)!, body.taps.get(TAP_C2)!, body.taps.get(TAP_C3)!];
-    const lat = (k: string, t: E.Tensor) => E.conv2d(t, param(c, `encoder.${k}.weight`), param(c, `encoder.${k}.bias`));
+    const lat = (k: string, t: E.Tensor) =>
+      E.conv2d(t, param(c, `encoder.${k}.weight`), param(c, `encoder.${k}.bias`));
     const p2 = upsampleAdd(c3, lat('latlayer1', c2));
     const p1 = upsampleAdd(p2, lat('latlayer2', c1));
     const w0 = styleBlock(c, c3, 0);
@@ -161,7 +179,10 @@ export function buildE4E(g: E.Graph, weights: E4EWeights | WeightMap, x: E.Tenso
       const feat = i < COARSE ? c3 : i < MIDDLE ? p2 : p1;
       layers.push(E.add(w0, styleBlock(c, feat, i)));
     }
-    const codes = E.concat(layers.map((t) => E.unsqueeze(t, 1)), 1);
+    const codes = E.concat(
+      layers.map((t) => E.unsqueeze(t, 1)),
+      1,
+    );
     const avg = param(c, 'latent_avg');
     return { codes, wplus: E.add(codes, avg) };
   });

@@ -5,10 +5,17 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as E from '../../models/engine/index.js';
+import { PyOrderedDict, type PyValue } from '../../models/checkpoint/index.js';
 import { makeTensor, type Tensor } from '../../models/checkpoint/tensor.js';
 import { loadCases, requireFixturesDir } from '../../models/fixtures/index.js';
 import { loadSpec } from '../../models/fixtures/spec.js';
-import { arcFaceKeys, arcFaceWeightsFromCheckpoint, buildArcFace, l2Normalize, loadArcFaceWeights } from '../../models/networks/arcface.js';
+import {
+  arcFaceKeys,
+  arcFaceWeightsFromCheckpoint,
+  buildArcFace,
+  l2Normalize,
+  loadArcFaceWeights,
+} from '../../models/networks/arcface.js';
 import { WeightsError } from '../../models/networks/irse50/weights.js';
 import arcfaceHandler from '../../models/parity/kinds/arcface.js';
 import type { ParityCase } from '../../models/parity/types.js';
@@ -91,6 +98,25 @@ describe('ArcFace weight loading', () => {
     m.set('input_layer.2.weight', makeTensor('int64', [64], new BigInt64Array(64)));
     expect(() => loadArcFaceWeights(m)).toThrow(/input_layer\.2\.weight has dtype int64/);
     expect(() => arcFaceWeightsFromCheckpoint([1, 2])).toThrow(/expects a dict/);
+  });
+
+  it('reads a plain state-dict checkpoint object (model_ir_se50.pth layout)', () => {
+    const sd = new PyOrderedDict();
+    for (const [k, v] of fakeWeights()) sd.set(k, v as unknown as PyValue);
+    expect(arcFaceWeightsFromCheckpoint(sd).map.size).toBe(343);
+  });
+
+  it('shares weight constants when built twice in one graph (FALCO runs it on two faces)', () => {
+    const w = loadArcFaceWeights(loadSpec(join(dir, 'arcface_irse50.spec.json')));
+    const g = new E.Graph('twice');
+    const bytes = () => [...g.initializers.values()].reduce((a, t) => a + t.data.byteLength, 0);
+    const a = buildArcFace(g, w, g.input('a', [1, 3, 112, 112]));
+    const once = bytes();
+    const b = buildArcFace(g, w, g.input('b', [1, 3, 112, 112]));
+    expect(once).toBeGreaterThan(170e6); // ~43.8 M float32 weights
+    expect(bytes() - once).toBeLessThan(1024); // only new small scalars / shape constants
+    expect(a.shape).toEqual([1, 512]);
+    expect(b.shape).toEqual([1, 512]);
   });
 
   it('checks the input shape when building', () => {

@@ -9,7 +9,13 @@ import { PyNamespace, PyOrderedDict, type PyValue } from '../../models/checkpoin
 import { makeTensor, type Tensor } from '../../models/checkpoint/tensor.js';
 import { loadCases, requireFixturesDir } from '../../models/fixtures/index.js';
 import { loadSpec } from '../../models/fixtures/spec.js';
-import { bilinearAlignCornersMatrix, buildE4E, e4eKeys, e4eWeightsFromCheckpoint, loadE4EWeights } from '../../models/networks/e4e.js';
+import {
+  bilinearAlignCornersMatrix,
+  buildE4E,
+  e4eKeys,
+  e4eWeightsFromCheckpoint,
+  loadE4EWeights,
+} from '../../models/networks/e4e.js';
 import { WeightsError } from '../../models/networks/irse50/weights.js';
 import e4eHandler from '../../models/parity/kinds/e4e.js';
 import type { ParityCase } from '../../models/parity/types.js';
@@ -75,7 +81,11 @@ describe('e4e weight loading', () => {
     const m = fakeWeights();
     m.delete('latent_avg');
     m.delete('encoder.styles.9.convs.10.bias');
-    m.set('encoder.styles.3.linear.weight', { dtype: 'float32', shape: [512, 256], data: new Float32Array(0) });
+    m.set('encoder.styles.3.linear.weight', {
+      dtype: 'float32',
+      shape: [512, 256],
+      data: new Float32Array(0),
+    });
     m.set('encoder.output_layer.0.weight', makeTensor('float32', [1], new Float32Array(1)));
     let err: unknown;
     try {
@@ -91,9 +101,9 @@ describe('e4e weight loading', () => {
   });
 
   it('rejects weights with no style blocks or the wrong count', () => {
-    expect(() => loadE4EWeights(new Map([['input_layer.0.weight', makeTensor('float32', [1], new Float32Array(1))]]))).toThrow(
-      /no "encoder\.styles\.<i>\.\*" weights found \(keys start with: input_layer\.0\.weight\)/,
-    );
+    expect(() =>
+      loadE4EWeights(new Map([['input_layer.0.weight', makeTensor('float32', [1], new Float32Array(1))]])),
+    ).toThrow(/no "encoder\.styles\.<i>\.\*" weights found \(keys start with: input_layer\.0\.weight\)/);
     expect(() => loadE4EWeights(fakeWeights(), { expectStyles: 14 })).toThrow(/18 style blocks, expected 14/);
   });
 
@@ -107,14 +117,20 @@ describe('e4e weight loading', () => {
         ['latent_avg', fakeWeights().get('latent_avg')! as unknown as PyValue],
         ['opts', opts],
       ]);
-    expect(e4eWeightsFromCheckpoint(ckpt(new Map<PyValue, PyValue>([['stylegan_size', 1024]]))).styleCount).toBe(18);
+    expect(
+      e4eWeightsFromCheckpoint(ckpt(new Map<PyValue, PyValue>([['stylegan_size', 1024]]))).styleCount,
+    ).toBe(18);
     const ns = new PyNamespace([['stylegan_size', 256]]);
     expect(() => e4eWeightsFromCheckpoint(ckpt(ns))).toThrow(/18 style blocks, expected 14/);
-    expect(() => e4eWeightsFromCheckpoint(new Map<PyValue, PyValue>([['state_dict', sd]]))).toThrow(/no key "latent_avg"/);
+    expect(() => e4eWeightsFromCheckpoint(new Map<PyValue, PyValue>([['state_dict', sd]]))).toThrow(
+      /no key "latent_avg"/,
+    );
   });
 
   it('checks the input shape when building', () => {
     const g = new E.Graph('t');
-    expect(() => buildE4E(g, loadE4EWeights(fakeWeights()), g.input('x', [1, 3, 224, 224]))).toThrow(/\[N, 3, 256, 256\]/);
+    expect(() => buildE4E(g, loadE4EWeights(fakeWeights()), g.input('x', [1, 3, 224, 224]))).toThrow(
+      /\[N, 3, 256, 256\]/,
+    );
   });
 });

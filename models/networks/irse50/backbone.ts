@@ -114,7 +114,8 @@ export function linear(c: Ctx, x: E.Tensor, key: string, scale = 1, bias = true)
     const [out, inp] = shape as [number, number];
     const t = new Float32Array(out * inp);
     for (let o = 0; o < out; o++)
-      for (let i = 0; i < inp; i++) t[i * out + o] = scale === 1 ? w[o * inp + i]! : Math.fround(w[o * inp + i]! * scale);
+      for (let i = 0; i < inp; i++)
+        t[i * out + o] = scale === 1 ? w[o * inp + i]! : Math.fround(w[o * inp + i]! * scale);
     return c.g.constant(t, [inp, out], `${full}.weight_T`);
   });
   const y = E.matmul(x, wt);
@@ -131,12 +132,9 @@ export function bn(c: Ctx, x: E.Tensor, key: string): E.Tensor {
   const bshape = [C, ...Array<number>(x.rank - 2).fill(1)];
   const fold = (which: 'scale' | 'shift'): E.Tensor =>
     cachedConstant(c.g, c.w, `${k}#bn-${which}[${bshape.join(',')}]`, () => {
-      const [w, b, m, v] = ['weight', 'bias', 'running_mean', 'running_var'].map((s) => f32(c.w, `${k}.${s}`)) as [
-        Float32Array,
-        Float32Array,
-        Float32Array,
-        Float32Array,
-      ];
+      const [w, b, m, v] = ['weight', 'bias', 'running_mean', 'running_var'].map((s) =>
+        f32(c.w, `${k}.${s}`),
+      ) as [Float32Array, Float32Array, Float32Array, Float32Array];
       if (m.length !== C) throw new E.ShapeError(`${k}: BatchNorm over ${m.length} channels applied to ${x}`);
       const out = new Float32Array(C);
       for (let i = 0; i < C; i++) {
@@ -177,9 +175,14 @@ export function irseUnit(c: Ctx, x: E.Tensor, i: number): E.Tensor {
     let shortcut: E.Tensor;
     if (u.inC === u.depth) {
       // MaxPool2d(kernel 1, stride s) takes every s-th pixel: a strided slice (identity for s = 1).
-      shortcut = u.stride === 1 ? x : E.slice(x, [0, 0], [x.shape[2]!, x.shape[3]!], [2, 3], [u.stride, u.stride]);
+      shortcut =
+        u.stride === 1 ? x : E.slice(x, [0, 0], [x.shape[2]!, x.shape[3]!], [2, 3], [u.stride, u.stride]);
     } else {
-      shortcut = bn(c, E.conv2d(x, param(c, `${p}.shortcut_layer.0.weight`), undefined, { stride: u.stride }), `${p}.shortcut_layer.1`);
+      shortcut = bn(
+        c,
+        E.conv2d(x, param(c, `${p}.shortcut_layer.0.weight`), undefined, { stride: u.stride }),
+        `${p}.shortcut_layer.1`,
+      );
     }
     let r = bn(c, x, `${p}.res_layer.0`);
     r = E.conv2d(r, param(c, `${p}.res_layer.1.weight`), undefined, { padding: 1 });
@@ -195,8 +198,13 @@ export function irseUnit(c: Ctx, x: E.Tensor, i: number): E.Tensor {
  * Input layer + all 24 units. Returns the final feature map and the outputs of the units listed in
  * `taps` (e4e's FPN reads units 6, 20 and 23).
  */
-export function irse50Body(c: Ctx, x: E.Tensor, taps: readonly number[] = []): { out: E.Tensor; taps: Map<number, E.Tensor> } {
-  if (x.rank !== 4 || x.shape[1] !== 3) throw new E.ShapeError(`IR-SE50: expects an [N, 3, H, W] image, got ${x}`);
+export function irse50Body(
+  c: Ctx,
+  x: E.Tensor,
+  taps: readonly number[] = [],
+): { out: E.Tensor; taps: Map<number, E.Tensor> } {
+  if (x.rank !== 4 || x.shape[1] !== 3)
+    throw new E.ShapeError(`IR-SE50: expects an [N, 3, H, W] image, got ${x}`);
   let y = inputLayer(c, x);
   const tapped = new Map<number, E.Tensor>();
   for (let i = 0; i < IRSE50_UNITS.length; i++) {

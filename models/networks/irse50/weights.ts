@@ -26,10 +26,14 @@ export class WeightsError extends Error {
 }
 
 const MAX_LISTED = 12;
-const list = (xs: string[]): string => (xs.length <= MAX_LISTED ? xs.join(', ') : `${xs.slice(0, MAX_LISTED).join(', ')}, … (+${xs.length - MAX_LISTED} more)`);
+const list = (xs: string[]): string =>
+  xs.length <= MAX_LISTED
+    ? xs.join(', ')
+    : `${xs.slice(0, MAX_LISTED).join(', ')}, … (+${xs.length - MAX_LISTED} more)`;
 
 /** Buffers PyTorch saves that inference never reads (BatchNorm's step counter). */
-export const isIgnorableBuffer = (key: string): boolean => key.endsWith('.num_batches_tracked') || key === 'num_batches_tracked';
+export const isIgnorableBuffer = (key: string): boolean =>
+  key.endsWith('.num_batches_tracked') || key === 'num_batches_tracked';
 
 /**
  * Check `weights` against `spec`. Keys that are neither expected nor ignorable are errors
@@ -50,7 +54,9 @@ export function checkWeights(
       wrongShape.push(`${k} [${t.shape.join(', ')}] (expected [${shape.join(', ')}])`);
     else if (!isFloat(t)) wrongShape.push(`${k} has dtype ${t.dtype} (expected a floating-point tensor)`);
   }
-  const unexpected = [...weights.keys()].filter((k) => !spec.has(k) && !isIgnorableBuffer(k) && !allowExtra(k));
+  const unexpected = [...weights.keys()].filter(
+    (k) => !spec.has(k) && !isIgnorableBuffer(k) && !allowExtra(k),
+  );
   if (!missing.length && !unexpected.length && !wrongShape.length) return;
   const parts: string[] = [];
   if (missing.length) parts.push(`${missing.length} missing: ${list(missing)}`);
@@ -61,9 +67,15 @@ export function checkWeights(
     // Every key missing usually means a prefix mismatch (e.g. "module." from DataParallel); say so.
     const first = [...spec.keys()][0]!;
     const near = unexpected.find((k) => k.endsWith(first));
-    if (near) hint = ` (the weights look prefixed with "${near.slice(0, near.length - first.length)}"; strip it or pass it as the prefix)`;
+    if (near)
+      hint = ` (the weights look prefixed with "${near.slice(0, near.length - first.length)}"; strip it or pass it as the prefix)`;
   }
-  throw new WeightsError(`${what}: weights do not match the architecture: ${parts.join('; ')}${hint}`, missing, unexpected, wrongShape);
+  throw new WeightsError(
+    `${what}: weights do not match the architecture: ${parts.join('; ')}${hint}`,
+    missing,
+    unexpected,
+    wrongShape,
+  );
 }
 
 /**

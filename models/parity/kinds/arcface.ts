@@ -13,7 +13,13 @@ import { checkGradient, checkOutput } from '../../fixtures/metrics.js';
 import { readNpy } from '../../fixtures/npy.js';
 import { pattern } from '../../fixtures/pattern.js';
 import { loadSpec } from '../../fixtures/spec.js';
-import { ARCFACE_DIM, ARCFACE_INPUT, type ArcFaceWeights, buildArcFace, loadArcFaceWeights } from '../../networks/arcface.js';
+import {
+  ARCFACE_DIM,
+  ARCFACE_INPUT,
+  type ArcFaceWeights,
+  buildArcFace,
+  loadArcFaceWeights,
+} from '../../networks/arcface.js';
 import type { ParityCase, ParityCheck, ParityContext, ParityHandler } from '../types.js';
 
 interface PatternRef {
@@ -25,21 +31,32 @@ interface PatternRef {
 
 function patternRef(c: ParityCase, field: string, shape: number[]): PatternRef {
   const v = c[field] as Partial<PatternRef> | undefined;
-  if (!v || typeof v !== 'object' || typeof v.pattern !== 'string' || typeof v.lo !== 'number' || typeof v.hi !== 'number')
+  if (
+    !v ||
+    typeof v !== 'object' ||
+    typeof v.pattern !== 'string' ||
+    typeof v.lo !== 'number' ||
+    typeof v.hi !== 'number'
+  )
     throw new FixtureFormatError(`case ${c.name}: "${field}" must be {pattern, shape, lo, hi}`);
   if (v.shape !== undefined && (!Array.isArray(v.shape) || v.shape.join() !== shape.join()))
-    throw new FixtureFormatError(`case ${c.name}: "${field}.shape" is ${JSON.stringify(v.shape)}, ArcFace needs [${shape}]`);
+    throw new FixtureFormatError(
+      `case ${c.name}: "${field}.shape" is ${JSON.stringify(v.shape)}, ArcFace needs [${shape}]`,
+    );
   return v as PatternRef;
 }
 
 /** The case's `expect` map, restricted to known names, each a .npy file name. */
 export function expectations(c: ParityCase, known: readonly string[]): Record<string, string> {
   const expect = c['expect'];
-  if (!expect || typeof expect !== 'object') throw new FixtureFormatError(`case ${c.name}: "expect" is missing`);
+  if (!expect || typeof expect !== 'object')
+    throw new FixtureFormatError(`case ${c.name}: "expect" is missing`);
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(expect as Record<string, unknown>)) {
-    if (!known.includes(k)) throw new FixtureFormatError(`case ${c.name}: unknown expectation "${k}" (known: ${known.join(', ')})`);
-    if (typeof v !== 'string') throw new FixtureFormatError(`case ${c.name}: expectation "${k}" must be a .npy file name`);
+    if (!known.includes(k))
+      throw new FixtureFormatError(`case ${c.name}: unknown expectation "${k}" (known: ${known.join(', ')})`);
+    if (typeof v !== 'string')
+      throw new FixtureFormatError(`case ${c.name}: expectation "${k}" must be a .npy file name`);
     out[k] = v;
   }
   return out;
@@ -68,7 +85,10 @@ export async function runArcFace(
   const feat = buildArcFace(g, weights, x);
   g.output(feat, 'feat');
   if (probe) g.output(E.grad(feat, [x], g.constant(probe, feat.shape, 'probe'))[0]!, 'grad_input');
-  const s = await E.Session.create(E.toBytes(g), { provider: 'cpu', ...(opts.threads ? { threads: opts.threads } : {}) });
+  const s = await E.Session.create(E.toBytes(g), {
+    provider: 'cpu',
+    ...(opts.threads ? { threads: opts.threads } : {}),
+  });
   try {
     const out = await s.run({ x: input });
     return { feat: out['feat']!.data, ...(probe ? { gradInput: out['grad_input']!.data } : {}) };
@@ -78,7 +98,8 @@ export async function runArcFace(
 }
 
 const arcfaceHandler: ParityHandler = async (c: ParityCase, ctx: ParityContext): Promise<ParityCheck[]> => {
-  if (typeof c['weights'] !== 'string') throw new FixtureFormatError(`case ${c.name}: "weights" must be a spec file name`);
+  if (typeof c['weights'] !== 'string')
+    throw new FixtureFormatError(`case ${c.name}: "weights" must be a spec file name`);
   const expect = expectations(c, ['feat', 'grad_input']);
   const inShape = [1, 3, ARCFACE_INPUT, ARCFACE_INPUT];
   const featShape = [1, ARCFACE_DIM];
@@ -93,7 +114,9 @@ const arcfaceHandler: ParityHandler = async (c: ParityCase, ctx: ParityContext):
 
   const t0 = performance.now();
   const out = await runArcFace(weights, input, probe);
-  ctx.log(`${c.name}: ArcFace forward${probe ? '+backward' : ''} built and run in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  ctx.log(
+    `${c.name}: ArcFace forward${probe ? '+backward' : ''} built and run in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+  );
 
   const checks: ParityCheck[] = [];
   if (expect['feat'] !== undefined) {

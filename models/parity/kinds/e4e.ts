@@ -24,7 +24,10 @@ export async function runE4E(
   const { codes, wplus } = buildE4E(g, weights, x);
   g.output(codes, 'codes');
   g.output(wplus, 'wplus');
-  const s = await E.Session.create(E.toBytes(g), { provider: 'cpu', ...(opts.threads ? { threads: opts.threads } : {}) });
+  const s = await E.Session.create(E.toBytes(g), {
+    provider: 'cpu',
+    ...(opts.threads ? { threads: opts.threads } : {}),
+  });
   try {
     const out = await s.run({ x: input });
     return { codes: out['codes']!.data, wplus: out['wplus']!.data };
@@ -34,14 +37,22 @@ export async function runE4E(
 }
 
 const e4eHandler: ParityHandler = async (c: ParityCase, ctx: ParityContext): Promise<ParityCheck[]> => {
-  if (typeof c['weights'] !== 'string') throw new FixtureFormatError(`case ${c.name}: "weights" must be a spec file name`);
+  if (typeof c['weights'] !== 'string')
+    throw new FixtureFormatError(`case ${c.name}: "weights" must be a spec file name`);
   const expect = expectations(c, ['codes', 'wplus']);
   const inShape = [1, 3, E4E_INPUT, E4E_INPUT];
   const inRef = c['input'] as { pattern?: unknown; shape?: unknown; lo?: unknown; hi?: unknown } | undefined;
-  if (!inRef || typeof inRef.pattern !== 'string' || typeof inRef.lo !== 'number' || typeof inRef.hi !== 'number')
+  if (
+    !inRef ||
+    typeof inRef.pattern !== 'string' ||
+    typeof inRef.lo !== 'number' ||
+    typeof inRef.hi !== 'number'
+  )
     throw new FixtureFormatError(`case ${c.name}: "input" must be {pattern, shape, lo, hi}`);
   if (inRef.shape !== undefined && (!Array.isArray(inRef.shape) || inRef.shape.join() !== inShape.join()))
-    throw new FixtureFormatError(`case ${c.name}: "input.shape" is ${JSON.stringify(inRef.shape)}, e4e needs [${inShape}]`);
+    throw new FixtureFormatError(
+      `case ${c.name}: "input.shape" is ${JSON.stringify(inRef.shape)}, e4e needs [${inShape}]`,
+    );
   const weights = loadE4EWeights(loadSpec(join(ctx.dir, c['weights'])));
   const input = pattern(inRef.pattern, inShape, inRef.lo, inRef.hi);
 
