@@ -18,6 +18,8 @@
 import * as E from '../engine/index.js';
 import { ShapeError, defineOp, type Graph, type Tensor } from '../engine/index.js';
 import { quickGelu, split } from './vit/ops.js';
+import { loadCheckpoint } from '../checkpoint/read.js';
+import { stateDict } from '../checkpoint/statedict.js';
 import { toFloat32, type Tensor as WeightTensor } from '../checkpoint/tensor.js';
 
 // ------------------------------------------------------------------------------------------ config
@@ -49,7 +51,14 @@ export const FARL_VITB16: Readonly<FarlConfig> = Object.freeze({
 /** Number of tokens: one class token plus one per patch (197 at ViT-B/16, 224 px). */
 export const farlTokens = (c: FarlConfig): number => (c.resolution / c.patch) ** 2 + 1;
 
-/** The weights the encoder needs (plus the unused ln_post/proj, accepted and shape-checked). */
+/**
+ * Every `visual.*` key the loader knows (without the prefix) with its shape; `required` is false for
+ * ln_post/proj, which are off the token path (accepted and shape-checked when present).
+ */
+export function farlWeightShapes(c: FarlConfig = FARL_VITB16): Map<string, { shape: number[]; required: boolean }> {
+  return expectedShapes(c);
+}
+
 function expectedShapes(c: FarlConfig): Map<string, { shape: number[]; required: boolean }> {
   const w = c.width;
   const m = new Map<string, { shape: number[]; required: boolean }>();
@@ -197,6 +206,19 @@ export function loadFarlWeights(map: ReadonlyMap<string, WeightTensor>, opts: Lo
     );
   }
   return { config: Object.freeze({ ...config }), tensors, ignored: unexpected };
+}
+
+/** `select` predicate for loadCheckpoint: read only the visual tower (the text tower is never loaded). */
+export const farlCheckpointSelect = (path: string): boolean => /^(state_dict\.)?(module\.)?visual\./.test(path);
+
+/**
+ * Read the official FaRL checkpoint (`FaRL-Base-Patch16-LAIONFace20M-ep64.pth`: a dict whose
+ * `state_dict` holds CLIP-style keys) and return the validated encoder weights. Only `visual.*`
+ * storages are read from disk.
+ */
+export async function loadFarlCheckpoint(path: string, opts: LoadFarlOptions = {}): Promise<FarlWeights> {
+  const obj = await loadCheckpoint(path, { select: farlCheckpointSelect });
+  return loadFarlWeights(stateDict(obj), opts);
 }
 
 // ------------------------------------------------------------------------------------------ ops
