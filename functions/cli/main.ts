@@ -5,8 +5,9 @@
 import { Command } from 'commander';
 import { InputError } from '../pipeline/types.js';
 import { register as registerFaces } from './faces.js';
+import { registerAnonymize } from './anonymize.js';
 
-const COMMANDS: Array<(program: Command) => void> = [registerFaces];
+const COMMANDS: Array<(program: Command) => void> = [registerFaces, registerAnonymize];
 
 export function buildProgram(): Command {
   const program = new Command('falco')
