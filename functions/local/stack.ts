@@ -220,6 +220,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
         waitTimeSeconds: 1,
         batchSize: 1,
         messageSystemAttributeNames: ['ApproximateReceiveCount', 'SentTimestamp'],
+        attributeNames: ['All'],
         handleMessage: (m) =>
           track(
             (async () => {

@@ -38,6 +38,8 @@ export function startWorker(ctx: ServiceContext, anonymizer: Anonymizer, opts: W
     visibilityTimeout,
     heartbeatInterval,
     messageSystemAttributeNames: ['ApproximateReceiveCount'],
+    // Legacy spelling too: some SQS emulators (local-aws-sqs) only honour AttributeNames.
+    attributeNames: ['All'],
     handleMessage: async (message) => {
       let release!: () => void;
       inFlight = { message, done: new Promise<void>((r) => (release = r)) };
