@@ -55,7 +55,9 @@ export const farlTokens = (c: FarlConfig): number => (c.resolution / c.patch) **
  * Every `visual.*` key the loader knows (without the prefix) with its shape; `required` is false for
  * ln_post/proj, which are off the token path (accepted and shape-checked when present).
  */
-export function farlWeightShapes(c: FarlConfig = FARL_VITB16): Map<string, { shape: number[]; required: boolean }> {
+export function farlWeightShapes(
+  c: FarlConfig = FARL_VITB16,
+): Map<string, { shape: number[]; required: boolean }> {
   return expectedShapes(c);
 }
 
@@ -134,7 +136,10 @@ const list = (xs: readonly string[]): string =>
  * float16/bfloat16/float64 weights are converted to float32 (FALCO calls `.float()` on the model).
  * Throws `FarlWeightsError` naming every missing key, unexpected key (strict) and wrong shape.
  */
-export function loadFarlWeights(map: ReadonlyMap<string, WeightTensor>, opts: LoadFarlOptions = {}): FarlWeights {
+export function loadFarlWeights(
+  map: ReadonlyMap<string, WeightTensor>,
+  opts: LoadFarlOptions = {},
+): FarlWeights {
   const config = opts.config ?? FARL_VITB16;
   if (config.width % config.heads !== 0 || config.resolution % config.patch !== 0)
     throw new FarlWeightsError(`bad FaRL config ${JSON.stringify(config)}`, [], [], []);
@@ -151,7 +156,8 @@ export function loadFarlWeights(map: ReadonlyMap<string, WeightTensor>, opts: Lo
   const visual = new Map<string, string>(); // stripped name → source key
   const add = (name: string, from: string) => {
     const prev = visual.get(name);
-    if (prev !== undefined) throw new FarlWeightsError(`keys ${prev} and ${from} both give FaRL weight visual.${name}`, [], [], []);
+    if (prev !== undefined)
+      throw new FarlWeightsError(`keys ${prev} and ${from} both give FaRL weight visual.${name}`, [], [], []);
     visual.set(name, from);
   };
   for (const k of map.keys()) {
@@ -197,7 +203,8 @@ export function loadFarlWeights(map: ReadonlyMap<string, WeightTensor>, opts: Lo
     const parts: string[] = [];
     if (missing.length) parts.push(`missing ${missing.length} key(s): ${list(missing)}`);
     if (badShapes.length) parts.push(`wrong shape/dtype for ${badShapes.length} key(s): ${list(badShapes)}`);
-    if (opts.strict && unexpected.length) parts.push(`unexpected ${unexpected.length} key(s): ${list(unexpected)}`);
+    if (opts.strict && unexpected.length)
+      parts.push(`unexpected ${unexpected.length} key(s): ${list(unexpected)}`);
     throw new FarlWeightsError(
       `FaRL ViT (width ${config.width}, ${config.layers} layers, patch ${config.patch}) weights do not fit: ${parts.join('; ')}`,
       missing,
@@ -209,7 +216,8 @@ export function loadFarlWeights(map: ReadonlyMap<string, WeightTensor>, opts: Lo
 }
 
 /** `select` predicate for loadCheckpoint: read only the visual tower (the text tower is never loaded). */
-export const farlCheckpointSelect = (path: string): boolean => /^(state_dict\.)?(module\.)?visual\./.test(path);
+export const farlCheckpointSelect = (path: string): boolean =>
+  /^(state_dict\.)?(module\.)?visual\./.test(path);
 
 /**
  * Read the official FaRL checkpoint (`FaRL-Base-Patch16-LAIONFace20M-ep64.pth`: a dict whose
@@ -277,10 +285,11 @@ function constsFor(g: Graph, weights: FarlWeights): Consts {
   const c = weights.config;
   const w = c.width;
   const consts: Consts = {
-    get: (key) => memo(key, () => {
-      const t = raw(key);
-      return g.constant(t.data, t.shape, `farl.${key}`);
-    }),
+    get: (key) =>
+      memo(key, () => {
+        const t = raw(key);
+        return g.constant(t.data, t.shape, `farl.${key}`);
+      }),
     inProj: (i) => {
       const p = `transformer.resblocks.${i}.attn.`;
       const scale = 1 / Math.sqrt(w / c.heads);
@@ -298,18 +307,20 @@ function constsFor(g: Graph, weights: FarlWeights): Consts {
       });
       return { w: wt, b: bt };
     },
-    clsRow: () => memo('cls+pos0', () => {
-      // Rounded once in float32, as PyTorch's (cls + 0) + pos[0].
-      const cls = raw('class_embedding').data;
-      const pos = raw('positional_embedding').data;
-      const out = new Float32Array(w);
-      for (let j = 0; j < w; j++) out[j] = Math.fround(cls[j]! + pos[j]!);
-      return g.constant(out, [1, w], 'farl.cls_plus_pos0');
-    }),
-    posPatches: () => memo('pos[1:]', () => {
-      const pos = raw('positional_embedding').data;
-      return g.constant(pos.subarray(w), [farlTokens(c) - 1, w], 'farl.pos_patches');
-    }),
+    clsRow: () =>
+      memo('cls+pos0', () => {
+        // Rounded once in float32, as PyTorch's (cls + 0) + pos[0].
+        const cls = raw('class_embedding').data;
+        const pos = raw('positional_embedding').data;
+        const out = new Float32Array(w);
+        for (let j = 0; j < w; j++) out[j] = Math.fround(cls[j]! + pos[j]!);
+        return g.constant(out, [1, w], 'farl.cls_plus_pos0');
+      }),
+    posPatches: () =>
+      memo('pos[1:]', () => {
+        const pos = raw('positional_embedding').data;
+        return g.constant(pos.subarray(w), [farlTokens(c) - 1, w], 'farl.pos_patches');
+      }),
   };
   perGraph.set(weights, consts);
   return consts;
@@ -361,7 +372,11 @@ export function buildFarl(g: Graph, weights: FarlWeights, input: Tensor): Tensor
       x = g.scope(`block${i}`, () => {
         const a = attention(E.layerNorm(x, k.get(`${p}ln_1.weight`), k.get(`${p}ln_1.bias`), 1e-5), k, i, c);
         const y = E.add(x, a);
-        const hdn = dense(E.layerNorm(y, k.get(`${p}ln_2.weight`), k.get(`${p}ln_2.bias`), 1e-5), k.get(`${p}mlp.c_fc.weight`), k.get(`${p}mlp.c_fc.bias`));
+        const hdn = dense(
+          E.layerNorm(y, k.get(`${p}ln_2.weight`), k.get(`${p}ln_2.bias`), 1e-5),
+          k.get(`${p}mlp.c_fc.weight`),
+          k.get(`${p}mlp.c_fc.bias`),
+        );
         const m = dense(quickGelu(hdn), k.get(`${p}mlp.c_proj.weight`), k.get(`${p}mlp.c_proj.bias`));
         return E.add(y, m);
       });

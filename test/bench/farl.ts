@@ -15,7 +15,8 @@ export default async function main(args: string[] = []): Promise<void> {
   const c = weights.config;
   const n = farlTokens(c);
   // Multiply-adds of the encoder (conv1 + per block: qkv, QKᵀ, attn·V, out_proj, MLP).
-  const macs = 3 * c.patch ** 2 * c.width * (n - 1) + c.layers * (n * c.width * c.width * 12 + 2 * n * n * c.width);
+  const macs =
+    3 * c.patch ** 2 * c.width * (n - 1) + c.layers * (n * c.width * c.width * 12 + 2 * n * n * c.width);
   const gflop = (2 * macs) / 1e9;
 
   const build = (withGrad: boolean) => {
@@ -37,13 +38,25 @@ export default async function main(args: string[] = []): Promise<void> {
     const name = withGrad ? 'forward_backward' : 'forward';
     let t = performance.now();
     const bytes = E.toBytes(build(withGrad));
-    report('farl', `${name}_build_serialize`, performance.now() - t, 'ms', { ...meta, mbytes: Math.round(bytes.byteLength / 2 ** 20) });
+    report('farl', `${name}_build_serialize`, performance.now() - t, 'ms', {
+      ...meta,
+      mbytes: Math.round(bytes.byteLength / 2 ** 20),
+    });
     t = performance.now();
     const s = await E.Session.create(bytes, opts);
     report('farl', `${name}_session_create`, performance.now() - t, 'ms', meta);
+    // CPU time rides along: on a shared 2-core machine wall time mostly measures the neighbours.
+    const cpu0 = process.cpuUsage();
     const ms = await timeIt(() => s.run({ x }), 3, 1);
-    const flops = withGrad ? 3 * gflop : gflop; // backward ≈ 2× forward (input grads only, but Q·Kᵀ/attn·V both sides)
-    report('farl', `${name}_224`, ms, 'ms', { ...meta, approx_gflops_per_s: +(flops / (ms / 1000)).toFixed(1) });
+    const cpu = process.cpuUsage(cpu0);
+    const cpuMsPerRun = (cpu.user + cpu.system) / 1000 / 4;
+    // Input gradients only: the backward repeats each dense layer's FLOPs once (gy·W), so ≈ 2× forward.
+    const flops = withGrad ? 2 * gflop : gflop;
+    report('farl', `${name}_224`, ms, 'ms', {
+      ...meta,
+      cpu_ms_per_run: Math.round(cpuMsPerRun),
+      approx_gflops_per_s: +(flops / (ms / 1000)).toFixed(1),
+    });
     await s.release();
   }
 }

@@ -59,7 +59,10 @@ function tinyMap(cfg: FarlConfig, prefix = 'visual.'): Map<string, Tensor> {
   const m = new Map<string, Tensor>();
   for (const [k, { shape }] of farlWeightShapes(cfg)) {
     const n = shape.reduce((a, b) => a * b, 1);
-    const [lo, hi] = k.endsWith('ln_1.weight') || k.endsWith('ln_2.weight') || k === 'ln_pre.weight' ? [0.8, 1.2] : [-0.3, 0.3];
+    const [lo, hi] =
+      k.endsWith('ln_1.weight') || k.endsWith('ln_2.weight') || k === 'ln_pre.weight'
+        ? [0.8, 1.2]
+        : [-0.3, 0.3];
     m.set(prefix + k, makeTensor('float32', shape, pattern(`tiny.${k}`, n, lo, hi)));
   }
   return m;
@@ -101,7 +104,10 @@ describe('FaRL primitives and tiny encoder: gradients vs finite differences', ()
 
   it('whole tiny encoder: input gradient', async () => {
     const w = loadFarlWeights(tinyMap(TINY), { config: TINY });
-    const r = await gradCheck((g, [x]) => buildFarl(g, w, x!), [{ shape: [1, 3, 16, 16] }], { eps: 1e-2, directions: 3 });
+    const r = await gradCheck((g, [x]) => buildFarl(g, w, x!), [{ shape: [1, 3, 16, 16] }], {
+      eps: 1e-2,
+      directions: 3,
+    });
     expect(r.maxRelErr, `analytic ${r.analytic} vs numeric ${r.numeric}`).toBeLessThan(1e-2);
   });
 });
@@ -143,7 +149,10 @@ describe('FaRL weight loading', () => {
       tinyMap(TINY, 'state_dict.module.visual.'),
       tinyMap(TINY, ''),
     ];
-    variants[1]!.set('state_dict.transformer.resblocks.0.ln_1.weight', makeTensor('float32', [3], new Float32Array(3)));
+    variants[1]!.set(
+      'state_dict.transformer.resblocks.0.ln_1.weight',
+      makeTensor('float32', [3], new Float32Array(3)),
+    );
     variants[1]!.set('state_dict.logit_scale', makeTensor('float32', [], new Float32Array(1)));
     for (const m of variants) {
       const w = loadFarlWeights(m, cfg);
@@ -165,17 +174,24 @@ describe('FaRL weight loading', () => {
     }
     expect(err).toBeInstanceOf(FarlWeightsError);
     const e = err as FarlWeightsError;
-    expect([...e.missing].sort()).toEqual(['visual.class_embedding', 'visual.transformer.resblocks.1.mlp.c_fc.bias']);
+    expect([...e.missing].sort()).toEqual([
+      'visual.class_embedding',
+      'visual.transformer.resblocks.1.mlp.c_fc.bias',
+    ]);
     expect(e.badShapes).toEqual(['visual.ln_pre.weight: expected [16], got [15]']);
     expect(e.message).toMatch(/missing 2 key\(s\).*visual\.class_embedding/);
-    expect(e.message).toMatch(/wrong shape\/dtype for 1 key\(s\): visual\.ln_pre\.weight: expected \[16\], got \[15\]/);
+    expect(e.message).toMatch(
+      /wrong shape\/dtype for 1 key\(s\): visual\.ln_pre\.weight: expected \[16\], got \[15\]/,
+    );
   });
 
   it('reports unknown visual.* keys; fails on them only when strict', () => {
     const m = tinyMap(TINY);
     m.set('visual.mask_token', makeTensor('float32', [16], new Float32Array(16)));
     expect(loadFarlWeights(m, cfg).ignored).toEqual(['visual.mask_token']);
-    expect(() => loadFarlWeights(m, { ...cfg, strict: true })).toThrow(/unexpected 1 key\(s\): visual\.mask_token/);
+    expect(() => loadFarlWeights(m, { ...cfg, strict: true })).toThrow(
+      /unexpected 1 key\(s\): visual\.mask_token/,
+    );
   });
 
   it('ln_post / proj are optional but shape-checked', () => {
@@ -188,24 +204,41 @@ describe('FaRL weight loading', () => {
   });
 
   it('a map without any FaRL key says what it expected and what it got', () => {
-    const m = new Map<string, Tensor>([['encoder.conv.weight', makeTensor('float32', [1], new Float32Array(1))]]);
-    expect(() => loadFarlWeights(m, cfg)).toThrow(/no FaRL visual-encoder weights found.*such as encoder\.conv\.weight/);
+    const m = new Map<string, Tensor>([
+      ['encoder.conv.weight', makeTensor('float32', [1], new Float32Array(1))],
+    ]);
+    expect(() => loadFarlWeights(m, cfg)).toThrow(
+      /no FaRL visual-encoder weights found.*such as encoder\.conv\.weight/,
+    );
   });
 
   it('rejects integer tensors and converts float16 to float32', () => {
     const m = tinyMap(TINY);
     m.set('visual.ln_pre.bias', makeTensor('int64', [16], new BigInt64Array(16)));
-    expect(() => loadFarlWeights(m, cfg)).toThrow(/visual\.ln_pre\.bias: expected a floating-point tensor, got int64/);
+    expect(() => loadFarlWeights(m, cfg)).toThrow(
+      /visual\.ln_pre\.bias: expected a floating-point tensor, got int64/,
+    );
     const half = Uint16Array.from({ length: 16 }, (_, i) => numberToHalfBits(i / 4));
     m.set('visual.ln_pre.bias', makeTensor('float16', [16], half));
-    expect(Array.from(loadFarlWeights(m, cfg).tensors.get('ln_pre.bias')!.data)).toEqual(Array.from({ length: 16 }, (_, i) => i / 4));
+    expect(Array.from(loadFarlWeights(m, cfg).tensors.get('ln_pre.bias')!.data)).toEqual(
+      Array.from({ length: 16 }, (_, i) => i / 4),
+    );
   });
 
   it('full-size config: a wrong conv1 from a ViT-B/32 checkpoint is named precisely', () => {
     const m = new Map<string, Tensor>();
-    for (const [k, { shape }] of farlWeightShapes()) m.set(`visual.${k}`, { dtype: 'float32', shape, data: new Float32Array(0) } as Tensor);
-    m.set('visual.conv1.weight', { dtype: 'float32', shape: [768, 3, 32, 32], data: new Float32Array(0) } as Tensor);
-    m.set('visual.positional_embedding', { dtype: 'float32', shape: [50, 768], data: new Float32Array(0) } as Tensor);
+    for (const [k, { shape }] of farlWeightShapes())
+      m.set(`visual.${k}`, { dtype: 'float32', shape, data: new Float32Array(0) } as Tensor);
+    m.set('visual.conv1.weight', {
+      dtype: 'float32',
+      shape: [768, 3, 32, 32],
+      data: new Float32Array(0),
+    } as Tensor);
+    m.set('visual.positional_embedding', {
+      dtype: 'float32',
+      shape: [50, 768],
+      data: new Float32Array(0),
+    } as Tensor);
     expect(() => loadFarlWeights(m)).toThrow(
       /wrong shape\/dtype for 2 key\(s\): visual\.positional_embedding: expected \[197, 768\], got \[50, 768\], visual\.conv1\.weight: expected \[768, 3, 16, 16\], got \[768, 3, 32, 32\]/,
     );

@@ -26,7 +26,10 @@ function patternRef(c: ParityCase, field: string): PatternRef {
   const v = c[field] as Partial<PatternRef> | undefined;
   if (!v || typeof v.pattern !== 'string' || typeof v.lo !== 'number' || typeof v.hi !== 'number')
     throw new FixtureFormatError(`case ${c.name}: "${field}" must be {pattern, shape, lo, hi}`);
-  if (v.shape !== undefined && (!Array.isArray(v.shape) || v.shape.some((d) => !Number.isInteger(d) || d <= 0)))
+  if (
+    v.shape !== undefined &&
+    (!Array.isArray(v.shape) || v.shape.some((d) => !Number.isInteger(d) || d <= 0))
+  )
     throw new FixtureFormatError(`case ${c.name}: "${field}.shape" must be a list of positive integers`);
   return v as PatternRef;
 }
@@ -49,7 +52,10 @@ export async function runFarl(
     const seed = g.constant(probe, tokens.shape, 'probe');
     g.output(E.grad(tokens, [x], seed)[0]!, 'grad_input');
   }
-  const s = await E.Session.create(E.toBytes(g), { provider: 'cpu', ...(opts.threads ? { threads: opts.threads } : {}) });
+  const s = await E.Session.create(E.toBytes(g), {
+    provider: 'cpu',
+    ...(opts.threads ? { threads: opts.threads } : {}),
+  });
   try {
     const out = await s.run({ x: input });
     return { tokens: out['tokens']!.data, ...(probe ? { gradInput: out['grad_input']!.data } : {}) };
@@ -59,13 +65,17 @@ export async function runFarl(
 }
 
 const farlHandler: ParityHandler = async (c: ParityCase, ctx: ParityContext): Promise<ParityCheck[]> => {
-  if (typeof c['weights'] !== 'string') throw new FixtureFormatError(`case ${c.name}: "weights" must be a spec file name`);
+  if (typeof c['weights'] !== 'string')
+    throw new FixtureFormatError(`case ${c.name}: "weights" must be a spec file name`);
   const expect = c['expect'] as Record<string, unknown> | undefined;
   if (!expect || typeof expect !== 'object') throw new FixtureFormatError(`case ${c.name}: "expect" missing`);
   for (const [k, v] of Object.entries(expect)) {
     if (k !== 'tokens' && k !== 'grad_input')
-      throw new FixtureFormatError(`case ${c.name}: unknown farl expectation "${k}" (known: tokens, grad_input)`);
-    if (typeof v !== 'string') throw new FixtureFormatError(`case ${c.name}: expectation "${k}" must be a .npy file name`);
+      throw new FixtureFormatError(
+        `case ${c.name}: unknown farl expectation "${k}" (known: tokens, grad_input)`,
+      );
+    if (typeof v !== 'string')
+      throw new FixtureFormatError(`case ${c.name}: expectation "${k}" must be a .npy file name`);
   }
 
   const weights = loadFarlWeights(loadSpec(join(ctx.dir, c['weights'])), { strict: true });
@@ -73,26 +83,39 @@ const farlHandler: ParityHandler = async (c: ParityCase, ctx: ParityContext): Pr
   const inRef = patternRef(c, 'input');
   const inShape = [1, 3, cfg.resolution, cfg.resolution];
   if (inRef.shape && !sameShape(inRef.shape, inShape))
-    throw new FixtureFormatError(`case ${c.name}: input shape [${inRef.shape}] but the encoder takes [${inShape}]`);
+    throw new FixtureFormatError(
+      `case ${c.name}: input shape [${inRef.shape}] but the encoder takes [${inShape}]`,
+    );
   const tokShape = [1, farlTokens(cfg), cfg.width];
   let probe: Float32Array | undefined;
   if (expect['grad_input'] !== undefined) {
     const pr = patternRef(c, 'probe');
     if (pr.shape && !sameShape(pr.shape, tokShape))
-      throw new FixtureFormatError(`case ${c.name}: probe shape [${pr.shape}] but the tokens are [${tokShape}]`);
-    probe = pattern(pr.pattern, tokShape.reduce((a, b) => a * b, 1), pr.lo, pr.hi);
+      throw new FixtureFormatError(
+        `case ${c.name}: probe shape [${pr.shape}] but the tokens are [${tokShape}]`,
+      );
+    probe = pattern(
+      pr.pattern,
+      tokShape.reduce((a, b) => a * b, 1),
+      pr.lo,
+      pr.hi,
+    );
   }
   const input = pattern(inRef.pattern, 3 * cfg.resolution ** 2, inRef.lo, inRef.hi);
 
   const t0 = performance.now();
   const out = await runFarl(weights, input, probe);
-  ctx.log(`${c.name}: FaRL forward${probe ? '+backward' : ''} built and run in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  ctx.log(
+    `${c.name}: FaRL forward${probe ? '+backward' : ''} built and run in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+  );
 
   const checks: ParityCheck[] = [];
   const load = (k: string, shape: number[]) => {
     const npy = readNpy(join(ctx.dir, expect[k] as string));
     if (!sameShape(npy.shape, shape))
-      throw new FixtureFormatError(`case ${c.name}: ${expect[k]} has shape [${npy.shape}], expected [${shape}]`);
+      throw new FixtureFormatError(
+        `case ${c.name}: ${expect[k]} has shape [${npy.shape}], expected [${shape}]`,
+      );
     return toFloat32(npy);
   };
   if (expect['tokens'] !== undefined) {
