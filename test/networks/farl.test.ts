@@ -203,6 +203,14 @@ describe('FaRL weight loading', () => {
     expect(() => loadFarlWeights(m, cfg)).toThrow(/visual\.proj: expected \[16, 4\], got \[4, 16\]/);
   });
 
+  it('two source keys for one weight (visual.* and module.visual.*) are an error naming both', () => {
+    const m = tinyMap(TINY);
+    m.set('module.visual.conv1.weight', m.get('visual.conv1.weight')!);
+    expect(() => loadFarlWeights(m, cfg)).toThrow(
+      /keys visual\.conv1\.weight and module\.visual\.conv1\.weight both give/,
+    );
+  });
+
   it('a map without any FaRL key says what it expected and what it got', () => {
     const m = new Map<string, Tensor>([
       ['encoder.conv.weight', makeTensor('float32', [1], new Float32Array(1))],
