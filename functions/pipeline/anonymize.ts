@@ -48,7 +48,7 @@ export interface AnonymizerConfig {
   engine?: EngineOptions;
   detect?: DetectFacesOptions;
   limits?: Partial<ImageLimits>;
-  /** Create every session at start-up instead of on first use (workers: yes; CLI: yes). */
+  /** Create every session at start-up instead of on first use (default true: workers and the CLI want it). */
   warm?: boolean;
 }
 
@@ -309,7 +309,7 @@ export async function createAnonymizer(cfg: AnonymizerConfig): Promise<Anonymize
     ...(cfg.engine?.provider ? { provider: cfg.engine.provider } : {}),
   });
   const a = new FalcoAnonymizer(engine, faceapi, new FaceDetector(faceapi), new IdentityChecker(faceapi), cfg);
-  if (cfg.warm) {
+  if (cfg.warm ?? true) {
     await engine.warmup();
     await faceapi.warmup();
     engine.pool();
