@@ -11,11 +11,14 @@
  * gradient of a constant-weight conv is again a constant-weight conv (see engine/ops/conv.ts); the
  * per-sample part shrinks to a [N, Cin] × [Cin, Cout] MatMul for d.
  *
- * Further re-associations (exact in real arithmetic, ~1 ulp in float32):
- * - the √2 gain after each leaky ReLU is folded into the consumers' styles (a [N, C] multiply instead
- *   of a full-resolution pass);
- * - ToRGB (1×1 conv, no demodulation) is a batched MatMul with the tiny modulated [3, C] weight, which
- *   avoids a full-resolution input scaling in the forward and two in the backward.
+ * ToRGB (1×1 conv, no demodulation) is a batched MatMul with the tiny modulated [3, C] weight, which
+ * avoids a full-resolution input scaling in the forward and two in the backward.
+ *
+ * Why the √2 gain after each leaky ReLU is NOT folded into the next styles (which would save one
+ * full-resolution pass per layer): at 1024 px the gradient w.r.t. wp is ill-conditioned at the ulp
+ * level (a 1-ulp perturbation of wp moves it by ~7e-4 relative L2, from leaky-ReLU masks of
+ * near-zero pre-activations flipping), so every rounding difference from upstream's op order shows in
+ * the parity figure: folding gave 1.05e-3 relative L2 against the golden, torch's order 7.2e-4.
  */
 import * as E from '../../engine/index.js';
 import type { Graph, Tensor } from '../../engine/index.js';
@@ -102,16 +105,15 @@ export function buildSynthesis(g: Graph, weights: StyleGAN2Weights, wp: Tensor, 
         return E.linear(wAt(l), ws, g.constant(Float32Array.from(b), [cin], `${prefix}.style.bias1`));
       });
 
-    /** One ModulateConvBlock (3×3, demodulated, noise, bias, leaky ReLU); returns the pre-gain activation. */
-    const modConv = (idx: number, x: Tensor, inGain: number, res: number, up: boolean): Tensor =>
+    /** One ModulateConvBlock (3×3, demodulated, noise, bias, leaky ReLU × √2). */
+    const modConv = (idx: number, x: Tensor, res: number, up: boolean): Tensor =>
       g.scope(`layer${idx}`, () => {
         const prefix = `synthesis.layer${idx}`;
         const cin = x.shape[1]!;
         const cout = channelsAt(res);
         const s = style(prefix, idx, cin);
         const wscaled = scaled(W(`${prefix}.weight`), 1 / Math.sqrt(9 * cin));
-        const sIn = inGain === 1 ? s : E.mul(s, inGain);
-        let y = E.mul(x, E.reshape(sIn, [N, cin, 1, 1]));
+        let y = E.mul(x, E.reshape(s, [N, cin, 1, 1]));
         if (up) {
           // conv_transpose2d(stride 2, pad 0) → [2H+1]; then the [1,3,3,1] blur with pad 1 → [2H].
           const wt = g.constant(transposeFlip(wscaled, cout, cin, 3), [cin, cout, 3, 3], `${prefix}.weight_T`);
@@ -129,17 +131,17 @@ export function buildSynthesis(g: Graph, weights: StyleGAN2Weights, wp: Tensor, 
         const noise = scaled(W(`${prefix}.noise`), strength);
         y = E.add(y, g.constant(noise, [1, 1, res, res], `${prefix}.noise_scaled`));
         y = E.add(y, g.constant(W(`${prefix}.bias`), [1, cout, 1, 1], `${prefix}.bias`));
-        return E.leakyRelu(y, LRELU_SLOPE);
+        return E.mul(E.leakyRelu(y, LRELU_SLOPE), LRELU_GAIN);
       });
 
     /** ToRGB: modulated 1×1 conv without demodulation, as a batched MatMul with the [N, 3, C] weight. */
-    const toRgb = (b: number, x: Tensor, inGain: number): Tensor =>
+    const toRgb = (b: number, x: Tensor): Tensor =>
       g.scope(`output${b}`, () => {
         const prefix = `synthesis.output${b}`;
         const [, c, h, w] = x.shape as [number, number, number, number];
         const s = style(prefix, 2 * b + 1, c);
         const wr = g.constant(scaled(W(`${prefix}.weight`), 1 / Math.sqrt(c)), [1, 3, c], `${prefix}.weight`);
-        const wmod = E.mul(wr, E.reshape(E.mul(s, inGain), [N, 1, c]));
+        const wmod = E.mul(wr, E.reshape(s, [N, 1, c]));
         const y = E.matmul(wmod, E.reshape(x, [N, c, h * w]));
         return E.add(E.reshape(y, [N, 3, h, w]), g.constant(W(`${prefix}.bias`), [1, 3, 1, 1], `${prefix}.bias`));
       });
@@ -152,16 +154,11 @@ export function buildSynthesis(g: Graph, weights: StyleGAN2Weights, wp: Tensor, 
     const c0 = channelsAt(4);
     let x: Tensor = g.constant(W('synthesis.early_layer.const'), [1, c0, 4, 4], 'synthesis.early_layer.const');
     if (N > 1) x = E.expand(x, [N, c0, 4, 4]);
-    let gain = 1;
     let image: Tensor | undefined;
     a.blockResolutions.forEach((res, b) => {
-      if (b > 0) {
-        x = modConv(2 * b - 1, x, gain, res, true);
-        gain = LRELU_GAIN;
-      }
-      x = modConv(2 * b, x, gain, res, false);
-      gain = LRELU_GAIN;
-      const rgb = toRgb(b, x, gain);
+      if (b > 0) x = modConv(2 * b - 1, x, res, true);
+      x = modConv(2 * b, x, res, false);
+      const rgb = toRgb(b, x);
       image = image ? E.add(rgb, upsampleImage(image)) : rgb;
     });
     if (!image) throw new StyleGAN2WeightsError('no synthesis blocks');
