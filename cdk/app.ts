@@ -14,10 +14,11 @@ export const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
  * (which construct the App directly, without the CLI reading cdk.json) see the same behaviour.
  */
 export function buildApp(
-  opts: { context?: Record<string, unknown>; outdir?: string; stackOverrides?: Partial<ServiceStackProps> } & Pick<
-    AppProps,
-    'outdir'
-  > = {},
+  opts: {
+    context?: Record<string, unknown>;
+    outdir?: string;
+    stackOverrides?: Partial<ServiceStackProps>;
+  } & Pick<AppProps, 'outdir'> = {},
 ): { app: App; stack: ServiceStack } {
   const app = new App({
     outdir: opts.outdir,

@@ -88,7 +88,10 @@ function readBool(get: ContextGetter, key: string, dflt: boolean): boolean {
 export function loadConfig(get: ContextGetter): ServiceConfig {
   const stage = readString(get, 'stage') ?? 'dev';
   if (!/^[a-z][a-z0-9-]{0,19}$/.test(stage)) {
-    throw new ConfigError('stage', `must be 1-20 lowercase letters, digits or dashes starting with a letter, got "${stage}"`);
+    throw new ConfigError(
+      'stage',
+      `must be 1-20 lowercase letters, digits or dashes starting with a letter, got "${stage}"`,
+    );
   }
 
   const instanceTypes = (readString(get, 'instanceType') ?? 'g5.xlarge')
@@ -98,17 +101,24 @@ export function loadConfig(get: ContextGetter): ServiceConfig {
   if (instanceTypes.length === 0) throw new ConfigError('instanceType', 'no instance type given');
   for (const t of instanceTypes) {
     if (!GPU_FAMILY.test(t)) {
-      throw new ConfigError('instanceType', `"${t}" is not a known NVIDIA GPU instance type (e.g. g5.xlarge, g6.xlarge)`);
+      throw new ConfigError(
+        'instanceType',
+        `"${t}" is not a known NVIDIA GPU instance type (e.g. g5.xlarge, g6.xlarge)`,
+      );
     }
     if (t.startsWith('g5g.')) {
       // g5g is Graviton: the worker image and the onnxruntime CUDA build are x86_64 only.
-      throw new ConfigError('instanceType', `"${t}" is an arm64 GPU instance; the worker image is x86_64 only`);
+      throw new ConfigError(
+        'instanceType',
+        `"${t}" is an arm64 GPU instance; the worker image is x86_64 only`,
+      );
     }
   }
 
   const minTasks = readInt(get, 'minTasks', 0, 0, 100);
   const maxTasks = readInt(get, 'maxTasks', 4, 1, 100);
-  if (maxTasks < minTasks) throw new ConfigError('maxTasks', `must be >= minTasks (${minTasks}), got ${maxTasks}`);
+  if (maxTasks < minTasks)
+    throw new ConfigError('maxTasks', `must be >= minTasks (${minTasks}), got ${maxTasks}`);
 
   const bundleUri = readString(get, 'bundleUri');
   if (bundleUri !== undefined && !/^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/.test(bundleUri)) {

@@ -8,7 +8,8 @@ import type { ServiceStack } from './stacks/service-stack.js';
  * construct that triggers them, never the whole stack, so a new resource gets checked afresh.
  */
 export function addNagSuppressions(stack: ServiceStack): void {
-  const ack = (scope: IConstruct, id: string, reason: string) => Validations.of(scope).acknowledge({ id, reason });
+  const ack = (scope: IConstruct, id: string, reason: string) =>
+    Validations.of(scope).acknowledge({ id, reason });
   const fns = stack.functions;
 
   // ---- Lambda functions
@@ -32,17 +33,27 @@ export function addNagSuppressions(stack: ServiceStack): void {
     ack(
       fn,
       'AwsSolutions-IAM5[Resource::<StorageJobs4C7573CB.Arn>/index/*]',
-      'Queries on the jobs table GSI (gsi1, tenant job listing); the wildcard is limited to this table\'s indexes.',
+      "Queries on the jobs table GSI (gsi1, tenant job listing); the wildcard is limited to this table's indexes.",
     );
   }
   const bucketGrant =
-    'CDK grant helpers: object-level S3 actions (Get/Put/Delete/Abort/List variants) limited to this stack\'s own buckets.';
+    "CDK grant helpers: object-level S3 actions (Get/Put/Delete/Abort/List variants) limited to this stack's own buckets.";
   for (const fn of [fns.api, fns.complete]) {
-    for (const a of ['s3:GetBucket*', 's3:GetObject*', 's3:List*']) ack(fn, `AwsSolutions-IAM5[Action::${a}]`, bucketGrant);
-    ack(fn, 'AwsSolutions-IAM5[Resource::<StorageResultsB2A4FB2E.Arn>/*]', 'Reads results and reports of any tenant (keys are per tenant/job, created at run time).');
+    for (const a of ['s3:GetBucket*', 's3:GetObject*', 's3:List*'])
+      ack(fn, `AwsSolutions-IAM5[Action::${a}]`, bucketGrant);
+    ack(
+      fn,
+      'AwsSolutions-IAM5[Resource::<StorageResultsB2A4FB2E.Arn>/*]',
+      'Reads results and reports of any tenant (keys are per tenant/job, created at run time).',
+    );
   }
-  for (const a of ['s3:Abort*', 's3:DeleteObject*']) ack(fns.api, `AwsSolutions-IAM5[Action::${a}]`, bucketGrant);
-  ack(fns.api, 'AwsSolutions-IAM5[Resource::<StorageUploadsBDC5E374.Arn>/*]', 'Presigns uploads and copies uploads/ to inputs/ for any tenant; keys are created at run time.');
+  for (const a of ['s3:Abort*', 's3:DeleteObject*'])
+    ack(fns.api, `AwsSolutions-IAM5[Action::${a}]`, bucketGrant);
+  ack(
+    fns.api,
+    'AwsSolutions-IAM5[Resource::<StorageUploadsBDC5E374.Arn>/*]',
+    'Presigns uploads and copies uploads/ to inputs/ for any tenant; keys are created at run time.',
+  );
 
   ack(
     fns.apiRoute,
@@ -60,19 +71,36 @@ export function addNagSuppressions(stack: ServiceStack): void {
       'AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]',
       'CDK-managed custom resource that configures bucket notifications at deploy time; log writes only.',
     );
-    ack(notif, 'AwsSolutions-IAM5[Resource::*]', 'CDK-managed: s3:PutBucketNotification is granted on * by the construct library.');
+    ack(
+      notif,
+      'AwsSolutions-IAM5[Resource::*]',
+      'CDK-managed: s3:PutBucketNotification is granted on * by the construct library.',
+    );
   }
 
   // ---- GPU workers
   const w = stack.workers;
   const taskRole = w.taskDefinition.taskRole;
-  for (const a of ['s3:Abort*', 's3:GetBucket*', 's3:GetObject*', 's3:List*']) ack(taskRole, `AwsSolutions-IAM5[Action::${a}]`, bucketGrant);
-  ack(taskRole, 'AwsSolutions-IAM5[Resource::<StorageResultsB2A4FB2E.Arn>/*]', 'Writes reports/ and results/ of any tenant and job.');
-  ack(taskRole, 'AwsSolutions-IAM5[Resource::<StorageUploadsBDC5E374.Arn>/inputs/*]', 'Reads job inputs (inputs/ prefix only).');
+  for (const a of ['s3:Abort*', 's3:GetBucket*', 's3:GetObject*', 's3:List*'])
+    ack(taskRole, `AwsSolutions-IAM5[Action::${a}]`, bucketGrant);
+  ack(
+    taskRole,
+    'AwsSolutions-IAM5[Resource::<StorageResultsB2A4FB2E.Arn>/*]',
+    'Writes reports/ and results/ of any tenant and job.',
+  );
+  ack(
+    taskRole,
+    'AwsSolutions-IAM5[Resource::<StorageUploadsBDC5E374.Arn>/inputs/*]',
+    'Reads job inputs (inputs/ prefix only).',
+  );
   ack(taskRole, 'AwsSolutions-IAM5[Resource::<StorageJobs4C7573CB.Arn>/index/*]', 'Jobs table GSI queries.');
   for (const id of modelBucketFindings(stack)) ack(taskRole, id, 'Reads the model bundle (its prefix only).');
   if (w.taskDefinition.executionRole) {
-    ack(w.taskDefinition.executionRole, 'AwsSolutions-IAM5[Resource::*]', 'ecr:GetAuthorizationToken has no resource-level permissions (image pulls are scoped to the asset repository).');
+    ack(
+      w.taskDefinition.executionRole,
+      'AwsSolutions-IAM5[Resource::*]',
+      'ecr:GetAuthorizationToken has no resource-level permissions (image pulls are scoped to the asset repository).',
+    );
   }
   ack(
     w.taskDefinition,
@@ -85,7 +113,11 @@ export function addNagSuppressions(stack: ServiceStack): void {
       'AwsSolutions-IAM5[Resource::*]',
       'ECS container-instance permissions added by the ECS construct library (ecs:DiscoverPollEndpoint etc. have no resource-level permissions).',
     );
-    ack(role, 'AwsSolutions-IAM5[Action::ecs:Submit*]', 'ECS agent state reports, scoped to this cluster by the ECS construct library.');
+    ack(
+      role,
+      'AwsSolutions-IAM5[Action::ecs:Submit*]',
+      'ECS agent state reports, scoped to this cluster by the ECS construct library.',
+    );
   }
   for (const p of [w.onDemandProvider, w.spotProvider]) {
     if (!p) continue;

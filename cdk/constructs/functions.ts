@@ -69,7 +69,9 @@ export class Functions extends Construct {
       const entry = path.join(props.repoRoot, FUNCTION_ENTRIES[name]);
       const code = props.functionCode?.(name);
       if (code === undefined && !existsSync(entry)) {
-        throw new Error(`Lambda entry ${FUNCTION_ENTRIES[name]} does not exist (expected an exported "handler")`);
+        throw new Error(
+          `Lambda entry ${FUNCTION_ENTRIES[name]} does not exist (expected an exported "handler")`,
+        );
       }
       const fnId = name.charAt(0).toUpperCase() + name.slice(1);
       const logGroup = new logs.LogGroup(this, `${fnId}Logs`, {
@@ -99,7 +101,8 @@ export class Functions extends Construct {
                 minify: true,
                 sourceMap: true,
                 // ESM output: some CommonJS dependencies still call require(); give them one.
-                banner: "import { createRequire as __cr } from 'module'; const require = __cr(import.meta.url);",
+                banner:
+                  "import { createRequire as __cr } from 'module'; const require = __cr(import.meta.url);",
                 mainFields: ['module', 'main'],
                 // sharp comes from the layer (native binaries for linux-arm64). The AWS SDK is
                 // bundled on purpose: the version tested is the version deployed.
@@ -156,14 +159,24 @@ export class Functions extends Construct {
 
     // --- events
     // Results are written last (after the report), so their creation means "image done".
-    storage.results.addEventNotification(s3.EventType.OBJECT_CREATED, new s3n.LambdaDestination(this.complete), {
-      prefix: 'results/',
-    });
+    storage.results.addEventNotification(
+      s3.EventType.OBJECT_CREATED,
+      new s3n.LambdaDestination(this.complete),
+      {
+        prefix: 'results/',
+      },
+    );
     // Partial batch responses: one bad message must not make a whole batch retry.
     this.webhooks.addEventSource(
-      new SqsEventSource(queues.webhooks, { batchSize: 10, reportBatchItemFailures: true, maxConcurrency: 10 }),
+      new SqsEventSource(queues.webhooks, {
+        batchSize: 10,
+        reportBatchItemFailures: true,
+        maxConcurrency: 10,
+      }),
     );
-    this.dlq.addEventSource(new SqsEventSource(queues.jobsDlq, { batchSize: 10, reportBatchItemFailures: true }));
+    this.dlq.addEventSource(
+      new SqsEventSource(queues.jobsDlq, { batchSize: 10, reportBatchItemFailures: true }),
+    );
 
     // --- HTTP API: cheaper and lower-latency than a REST API, and its stage throttling protects the
     // account's Lambda concurrency (a function URL has no throttling at all). Per-tenant quotas are

@@ -32,7 +32,10 @@ export class Observability extends Construct {
     super(scope, id);
     const { queues } = props;
 
-    this.topic = new sns.Topic(this, 'AlarmTopic', { displayName: `falco ${props.stage} alarms`, enforceSSL: true });
+    this.topic = new sns.Topic(this, 'AlarmTopic', {
+      displayName: `falco ${props.stage} alarms`,
+      enforceSSL: true,
+    });
     if (props.alarmEmail) this.topic.addSubscription(new subs.EmailSubscription(props.alarmEmail));
     const action = new actions.SnsAction(this.topic);
     const add = (alarm: cloudwatch.Alarm): cloudwatch.Alarm => {
@@ -49,31 +52,37 @@ export class Observability extends Construct {
       ['WebhooksDlq', queues.webhooksDlq],
     ] as const) {
       add(
-        dlq.metricApproximateNumberOfMessagesVisible({ period: five, statistic: 'Maximum' }).createAlarm(this, `${name}Depth`, {
-          alarmDescription: `${name}: messages exhausted their retries`,
-          threshold: 1,
-          evaluationPeriods: 1,
-          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-          treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-        }),
+        dlq
+          .metricApproximateNumberOfMessagesVisible({ period: five, statistic: 'Maximum' })
+          .createAlarm(this, `${name}Depth`, {
+            alarmDescription: `${name}: messages exhausted their retries`,
+            threshold: 1,
+            evaluationPeriods: 1,
+            comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+          }),
       );
     }
     add(
-      queues.jobs.metricApproximateAgeOfOldestMessage({ period: five, statistic: 'Maximum' }).createAlarm(this, 'JobsOldestMessage', {
-        alarmDescription: 'Jobs wait too long: workers are not scaling or not consuming',
-        threshold: props.maxJobWait.toSeconds(),
-        evaluationPeriods: 2,
-        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-      }),
+      queues.jobs
+        .metricApproximateAgeOfOldestMessage({ period: five, statistic: 'Maximum' })
+        .createAlarm(this, 'JobsOldestMessage', {
+          alarmDescription: 'Jobs wait too long: workers are not scaling or not consuming',
+          threshold: props.maxJobWait.toSeconds(),
+          evaluationPeriods: 2,
+          treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+        }),
     );
     add(
-      queues.webhooks.metricApproximateAgeOfOldestMessage({ period: five, statistic: 'Maximum' }).createAlarm(this, 'WebhooksOldestMessage', {
-        // Delayed re-enqueues are fresh messages, so an old one means the dispatcher is stuck.
-        alarmDescription: 'Webhook dispatch is stuck',
-        threshold: Duration.minutes(30).toSeconds(),
-        evaluationPeriods: 2,
-        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
-      }),
+      queues.webhooks
+        .metricApproximateAgeOfOldestMessage({ period: five, statistic: 'Maximum' })
+        .createAlarm(this, 'WebhooksOldestMessage', {
+          // Delayed re-enqueues are fresh messages, so an old one means the dispatcher is stuck.
+          alarmDescription: 'Webhook dispatch is stuck',
+          threshold: Duration.minutes(30).toSeconds(),
+          evaluationPeriods: 2,
+          treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+        }),
     );
 
     const errorRates: cloudwatch.IMetric[] = [];
@@ -155,7 +164,11 @@ export class Observability extends Construct {
     this.dashboard.addWidgets(
       new cloudwatch.GraphWidget({
         title: 'API requests / latency',
-        left: [props.httpApi.metricCount({ period: five }), props.httpApi.metricServerError({ period: five }), props.httpApi.metricClientError({ period: five })],
+        left: [
+          props.httpApi.metricCount({ period: five }),
+          props.httpApi.metricServerError({ period: five }),
+          props.httpApi.metricClientError({ period: five }),
+        ],
         right: [props.httpApi.metricLatency({ period: five, statistic: 'p95' })],
       }),
       new cloudwatch.GraphWidget({ title: 'Lambda error rates', left: errorRates }),

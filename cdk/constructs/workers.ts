@@ -126,6 +126,14 @@ export class Workers extends Construct {
           },
         ],
       });
+      if (spot) {
+        // Spot interruption notice -> the agent drains the instance so ECS stops the task (SIGTERM,
+        // message handed back) within the two-minute warning. The ECS construct only adds this for
+        // spotPrice-style ASGs, not mixed-instances ones, hence by hand.
+        launchTemplate.userData!.addCommands(
+          'echo ECS_ENABLE_SPOT_INSTANCE_DRAINING=true >> /etc/ecs/ecs.config',
+        );
+      }
       return new autoscaling.AutoScalingGroup(this, `${name}Asg`, {
         vpc: this.vpc,
         vpcSubnets: { subnetType: ec2.SubnetType.PUBLIC },
@@ -160,7 +168,6 @@ export class Workers extends Construct {
         enableManagedScaling: true,
         targetCapacityPercent: 100,
         enableManagedTerminationProtection: true,
-        spotInstanceDraining: true,
       });
       this.cluster.addAsgCapacityProvider(this.spotProvider);
     }
@@ -201,7 +208,10 @@ export class Workers extends Construct {
     props.storage.jobs.grantReadWriteData(role);
     props.storage.usage.grantReadWriteData(role);
     props.queues.webhooks.grantSendMessages(role);
-    props.bundle.bucket.grantRead(role, props.bundle.prefix === '' ? '*' : `${props.bundle.prefix.replace(/\/?$/, '/')}*`);
+    props.bundle.bucket.grantRead(
+      role,
+      props.bundle.prefix === '' ? '*' : `${props.bundle.prefix.replace(/\/?$/, '/')}*`,
+    );
 
     const provider = this.spotProvider ?? this.onDemandProvider;
     this.service = new ecs.Ec2Service(this, 'Service', {
@@ -220,6 +230,18 @@ export class Workers extends Construct {
       serviceNamespace: appscaling.ServiceNamespace.ECS,
       resourceId: `service/${this.cluster.clusterName}/${this.service.serviceName}`,
       scalableDimension: 'ecs:service:DesiredCount',
+      // ECS scaling always uses its service-linked role (created on first registration); naming it
+      // avoids a separate, unused IAM role (the same choice Ec2Service.autoScaleTaskCount makes).
+      role: iam.Role.fromRoleArn(
+        this,
+        'ScalingRole',
+        Stack.of(this).formatArn({
+          service: 'iam',
+          region: '',
+          resource: 'role/aws-service-role/ecs.application-autoscaling.amazonaws.com',
+          resourceName: 'AWSServiceRoleForApplicationAutoScaling_ECSService',
+        }),
+      ),
       minCapacity: props.minTasks,
       maxCapacity: props.maxTasks,
     });
@@ -248,16 +270,29 @@ export class Workers extends Construct {
         customizedMetricSpecification: {
           metrics: [
             { id: 'visible', metricStat: sqsStat('ApproximateNumberOfMessagesVisible'), returnData: false },
-            { id: 'inflight', metricStat: sqsStat('ApproximateNumberOfMessagesNotVisible'), returnData: false },
+            {
+              id: 'inflight',
+              metricStat: sqsStat('ApproximateNumberOfMessagesNotVisible'),
+              returnData: false,
+            },
             {
               id: 'desired',
               metricStat: {
-                metric: { namespace: 'ECS/ContainerInsights', metricName: 'DesiredTaskCount', dimensions: serviceDims },
+                metric: {
+                  namespace: 'ECS/ContainerInsights',
+                  metricName: 'DesiredTaskCount',
+                  dimensions: serviceDims,
+                },
                 stat: 'Average',
               },
               returnData: false,
             },
-            { id: 'backlogPerTask', expression: '(visible + inflight) / desired', label: 'Jobs backlog per task', returnData: true },
+            {
+              id: 'backlogPerTask',
+              expression: '(visible + inflight) / desired',
+              label: 'Jobs backlog per task',
+              returnData: true,
+            },
           ],
         },
       },

@@ -4,7 +4,12 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import type { Construct } from 'constructs';
 import { parseS3Uri, type ServiceConfig } from '../config.js';
-import { Functions, LAMBDA_ARCHITECTURE, WEBHOOK_FUNCTION_TIMEOUT, type FunctionName } from '../constructs/functions.js';
+import {
+  Functions,
+  LAMBDA_ARCHITECTURE,
+  WEBHOOK_FUNCTION_TIMEOUT,
+  type FunctionName,
+} from '../constructs/functions.js';
 import { Observability } from '../constructs/observability.js';
 import { JOBS_RETENTION_DAYS, Queues } from '../constructs/queues.js';
 import { SharpLayer } from '../constructs/sharp-layer.js';

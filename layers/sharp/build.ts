@@ -60,7 +60,9 @@ export function parseArgs(argv: readonly string[]): LayerBuildOptions {
 /** The sharp version locked for the project (the one the tests exercise). */
 export function lockedSharpVersion(lockfile = path.join(REPO_ROOT, 'package-lock.json')): string {
   if (!existsSync(lockfile)) throw new LayerBuildError(`lockfile not found: ${lockfile}`);
-  const lock = JSON.parse(readFileSync(lockfile, 'utf8')) as { packages?: Record<string, { version?: string }> };
+  const lock = JSON.parse(readFileSync(lockfile, 'utf8')) as {
+    packages?: Record<string, { version?: string }>;
+  };
   const version = lock.packages?.['node_modules/sharp']?.version;
   if (!version) throw new LayerBuildError(`sharp is not in ${lockfile}; is it still a dependency?`);
   return version;
@@ -92,12 +94,16 @@ export function buildLayer(opts: LayerBuildOptions): string {
     );
     const native = path.join(work, 'node_modules', '@img', `sharp-linux-${opts.arch}`);
     if (!existsSync(native)) {
-      throw new LayerBuildError(`npm did not install @img/sharp-linux-${opts.arch}; the layer would not load on Lambda`);
+      throw new LayerBuildError(
+        `npm did not install @img/sharp-linux-${opts.arch}; the layer would not load on Lambda`,
+      );
     }
     rmSync(opts.out, { recursive: true, force: true });
     mkdirSync(path.join(opts.out, 'nodejs'), { recursive: true });
     // Lambda puts /opt/nodejs/node_modules on the module path of Node.js runtimes.
-    cpSync(path.join(work, 'node_modules'), path.join(opts.out, 'nodejs', 'node_modules'), { recursive: true });
+    cpSync(path.join(work, 'node_modules'), path.join(opts.out, 'nodejs', 'node_modules'), {
+      recursive: true,
+    });
     writeFileSync(
       path.join(opts.out, 'nodejs', 'layer.json'),
       JSON.stringify({ sharp: version, arch: opts.arch, libc: 'glibc' }, null, 2) + '\n',

@@ -1,0 +1,404 @@
+import { Match } from 'aws-cdk-lib/assertions';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { JOBS_MAX_RECEIVE_COUNT, WEBHOOKS_MAX_RECEIVE_COUNT } from '../../cdk/constructs/queues.js';
+import { logicalId, synthService, type Synthesized } from './synth.js';
+
+// One synthesis for the whole file (default configuration: on-demand GPUs, stack-owned models bucket).
+let s: Synthesized;
+beforeAll(() => {
+  s = synthService({ stage: 'test' });
+});
+afterAll(() => s?.cleanup());
+
+const CONTRACT_ENV = [
+  'STAGE',
+  'UPLOADS_BUCKET',
+  'RESULTS_BUCKET',
+  'JOBS_TABLE',
+  'KEYS_TABLE',
+  'USAGE_TABLE',
+  'JOBS_QUEUE_URL',
+  'WEBHOOKS_QUEUE_URL',
+  'RETENTION_DAYS',
+  'LOG_LEVEL',
+];
+
+function resourcesOfType(type: string): [string, Record<string, unknown>][] {
+  return Object.entries(s.json.Resources)
+    .filter(([, r]) => r.Type === type)
+    .map(([id, r]) => [id, r.Properties ?? {}]);
+}
+
+describe('storage', () => {
+  it('notifies the completion function when an object is created under results/', () => {
+    s.template.hasResourceProperties('Custom::S3BucketNotifications', {
+      BucketName: { Ref: logicalId(s, s.stack.storage.results) },
+      NotificationConfiguration: {
+        LambdaFunctionConfigurations: [
+          {
+            Events: ['s3:ObjectCreated:*'],
+            Filter: { Key: { FilterRules: [{ Name: 'prefix', Value: 'results/' }] } },
+            LambdaFunctionArn: { 'Fn::GetAtt': [logicalId(s, s.stack.functions.complete), 'Arn'] },
+          },
+        ],
+      },
+    });
+    // ...and S3 may invoke it.
+    s.template.hasResourceProperties('AWS::Lambda::Permission', {
+      Action: 'lambda:InvokeFunction',
+      Principal: 's3.amazonaws.com',
+      FunctionName: { 'Fn::GetAtt': [logicalId(s, s.stack.functions.complete), 'Arn'] },
+      SourceArn: { 'Fn::GetAtt': [logicalId(s, s.stack.storage.results), 'Arn'] },
+    });
+  });
+
+  it('denies non-TLS access on every bucket and blocks public access', () => {
+    const buckets = resourcesOfType('AWS::S3::Bucket');
+    expect(buckets.length).toBe(4); // uploads, results, models, access logs
+    for (const [id, props] of buckets) {
+      expect(props.PublicAccessBlockConfiguration, id).toEqual({
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      });
+      expect(props.BucketEncryption, id).toEqual({
+        ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }],
+      });
+      s.template.hasResourceProperties('AWS::S3::BucketPolicy', {
+        Bucket: { Ref: id },
+        PolicyDocument: {
+          Statement: Match.arrayWith([
+            Match.objectLike({
+              Effect: 'Deny',
+              Action: 's3:*',
+              Principal: { AWS: '*' },
+              Condition: { Bool: { 'aws:SecureTransport': 'false' } },
+            }),
+          ]),
+        },
+      });
+    }
+  });
+
+  it('expires uploads quickly and results after the retention', () => {
+    s.template.hasResourceProperties('AWS::S3::Bucket', {
+      LifecycleConfiguration: {
+        Rules: Match.arrayWith([
+          Match.objectLike({ Prefix: 'uploads/', ExpirationInDays: 1, Status: 'Enabled' }),
+          Match.objectLike({ Prefix: 'inputs/', ExpirationInDays: 4, Status: 'Enabled' }),
+        ]),
+      },
+    });
+    s.template.hasResourceProperties('AWS::S3::Bucket', {
+      LifecycleConfiguration: {
+        Rules: Match.arrayWith([
+          Match.objectLike({ Prefix: 'results/', ExpirationInDays: 7 }),
+          Match.objectLike({ Prefix: 'reports/', ExpirationInDays: 7 }),
+        ]),
+      },
+    });
+  });
+
+  it('creates three pk/sk tables with PITR, TTL and on-demand billing; jobs has gsi1', () => {
+    const tables = resourcesOfType('AWS::DynamoDB::Table');
+    expect(tables.length).toBe(3);
+    for (const [id, props] of tables) {
+      expect(props.KeySchema, id).toEqual([
+        { AttributeName: 'pk', KeyType: 'HASH' },
+        { AttributeName: 'sk', KeyType: 'RANGE' },
+      ]);
+      expect(props.BillingMode, id).toBe('PAY_PER_REQUEST');
+      expect(props.PointInTimeRecoverySpecification, id).toEqual({ PointInTimeRecoveryEnabled: true });
+      expect(props.TimeToLiveSpecification, id).toEqual({ AttributeName: 'ttl', Enabled: true });
+    }
+    s.template.hasResourceProperties('AWS::DynamoDB::Table', {
+      GlobalSecondaryIndexes: [
+        Match.objectLike({
+          IndexName: 'gsi1',
+          KeySchema: [
+            { AttributeName: 'gsi1pk', KeyType: 'HASH' },
+            { AttributeName: 'gsi1sk', KeyType: 'RANGE' },
+          ],
+        }),
+      ],
+    });
+  });
+});
+
+describe('queues', () => {
+  it('redrives jobs to the jobs DLQ after 3 receives and webhooks to their own DLQ', () => {
+    const q = s.stack.queues;
+    expect(JOBS_MAX_RECEIVE_COUNT).toBe(3);
+    s.template.hasResourceProperties('AWS::SQS::Queue', {
+      VisibilityTimeout: 900,
+      RedrivePolicy: {
+        deadLetterTargetArn: { 'Fn::GetAtt': [logicalId(s, q.jobsDlq), 'Arn'] },
+        maxReceiveCount: 3,
+      },
+    });
+    s.template.hasResourceProperties('AWS::SQS::Queue', {
+      RedrivePolicy: {
+        deadLetterTargetArn: { 'Fn::GetAtt': [logicalId(s, q.webhooksDlq), 'Arn'] },
+        maxReceiveCount: WEBHOOKS_MAX_RECEIVE_COUNT,
+      },
+    });
+    // Exactly two queues have a redrive policy: the DLQs themselves have none.
+    const withRedrive = resourcesOfType('AWS::SQS::Queue').filter(([, p]) => p.RedrivePolicy !== undefined);
+    expect(withRedrive.map(([id]) => id).sort()).toEqual(
+      [logicalId(s, q.jobs), logicalId(s, q.webhooks)].sort(),
+    );
+  });
+
+  it('keeps the webhook queue visibility above the webhook function timeout', () => {
+    const props = s.json.Resources[logicalId(s, s.stack.queues.webhooks)].Properties!;
+    const fn = s.json.Resources[logicalId(s, s.stack.functions.webhooks)].Properties!;
+    expect(props.VisibilityTimeout as number).toBeGreaterThanOrEqual(6 * (fn.Timeout as number));
+  });
+
+  it('consumes the webhook queue and the jobs DLQ with Lambda event sources', () => {
+    const f = s.stack.functions;
+    const q = s.stack.queues;
+    s.template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      EventSourceArn: { 'Fn::GetAtt': [logicalId(s, q.webhooks), 'Arn'] },
+      FunctionName: { Ref: logicalId(s, f.webhooks) },
+      FunctionResponseTypes: ['ReportBatchItemFailures'],
+    });
+    s.template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      EventSourceArn: { 'Fn::GetAtt': [logicalId(s, q.jobsDlq), 'Arn'] },
+      FunctionName: { Ref: logicalId(s, f.dlq) },
+    });
+    s.template.resourceCountIs('AWS::Lambda::EventSourceMapping', 2);
+  });
+});
+
+describe('functions', () => {
+  it('runs every service function on nodejs22.x / arm64 with the contract environment', () => {
+    for (const fn of s.stack.functions.all) {
+      const props = s.json.Resources[logicalId(s, fn)].Properties!;
+      expect(props.Runtime, fn.node.id).toBe('nodejs22.x');
+      expect(props.Architectures, fn.node.id).toEqual(['arm64']);
+      expect(props.Handler, fn.node.id).toBe('index.handler');
+      const env = (props.Environment as { Variables: Record<string, unknown> }).Variables;
+      for (const name of CONTRACT_ENV) expect(env[name], `${fn.node.id} ${name}`).toBeDefined();
+      expect(env.STAGE).toBe('test');
+      expect(env.JOBS_QUEUE_URL).toEqual({ Ref: logicalId(s, s.stack.queues.jobs) });
+      expect(env.RESULTS_BUCKET).toEqual({ Ref: logicalId(s, s.stack.storage.results) });
+    }
+  });
+
+  it('puts the API behind an HTTP API with stage throttling and access logs', () => {
+    s.template.hasResourceProperties('AWS::ApiGatewayV2::Stage', {
+      StageName: '$default',
+      AutoDeploy: true,
+      DefaultRouteSettings: { ThrottlingRateLimit: 50, ThrottlingBurstLimit: 100 },
+      AccessLogSettings: Match.objectLike({ DestinationArn: Match.anyValue() }),
+    });
+    s.template.hasResourceProperties('AWS::ApiGatewayV2::Integration', {
+      IntegrationType: 'AWS_PROXY',
+      IntegrationUri: { 'Fn::GetAtt': [logicalId(s, s.stack.functions.api), 'Arn'] },
+      PayloadFormatVersion: '2.0',
+    });
+  });
+
+  it('omits the sharp layer (with a warning) when it has not been built', () => {
+    const api = s.json.Resources[logicalId(s, s.stack.functions.api)].Properties!;
+    expect(api.Layers).toBeUndefined();
+    const warn = s.violations.find((v) => v.rule === 'Annotation::falco:sharpLayerMissing');
+    expect(warn?.severity).toBe('warning');
+  });
+});
+
+describe('GPU workers', () => {
+  it('asks for one GPU and runs the worker image built from functions/worker/Dockerfile', () => {
+    s.template.hasResourceProperties('AWS::ECS::TaskDefinition', {
+      NetworkMode: 'bridge',
+      ContainerDefinitions: [
+        Match.objectLike({
+          Name: 'worker',
+          ResourceRequirements: [{ Type: 'GPU', Value: '1' }],
+          StopTimeout: 120,
+          Environment: Match.arrayWith([
+            {
+              Name: 'BUNDLE_URI',
+              Value: {
+                'Fn::Join': [
+                  '',
+                  ['s3://', { Ref: logicalId(s, s.stack.storage.models!) }, '/bundles/current/'],
+                ],
+              },
+            },
+          ]),
+        }),
+      ],
+    });
+    const images = Object.values(s.assets.dockerImages ?? {});
+    expect(images.length).toBe(1);
+    expect(images[0].source.dockerFile).toBe('functions/worker/Dockerfile');
+    expect(images[0].source.platform).toBe('linux/amd64');
+    const task = resourcesOfType('AWS::ECS::TaskDefinition')[0][1];
+    const env = (task.ContainerDefinitions as { Environment: { Name: string }[] }[])[0].Environment.map(
+      (e) => e.Name,
+    );
+    for (const name of CONTRACT_ENV) expect(env).toContain(name);
+  });
+
+  it('launches GPU-optimised ECS AMIs with encrypted disks and IMDSv2, scaling from zero instances', () => {
+    s.template.hasResourceProperties('AWS::EC2::LaunchTemplate', {
+      LaunchTemplateData: Match.objectLike({
+        ImageId: { Ref: Match.stringLikeRegexp('ecsoptimizedamiamazonlinux2023gpu') },
+        MetadataOptions: { HttpTokens: 'required', HttpPutResponseHopLimit: 1 },
+        BlockDeviceMappings: [
+          {
+            DeviceName: '/dev/xvda',
+            Ebs: Match.objectLike({ Encrypted: true, VolumeSize: 100, VolumeType: 'gp3' }),
+          },
+        ],
+      }),
+    });
+    // The SSM parameter behind the AMI is the GPU one.
+    const params = Object.values(
+      (s.json as { Parameters?: Record<string, { Default?: string }> }).Parameters ?? {},
+    );
+    expect(
+      params.some(
+        (p) => p.Default === '/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id',
+      ),
+    ).toBe(true);
+    s.template.hasResourceProperties('AWS::AutoScaling::AutoScalingGroup', {
+      MinSize: '0',
+      MaxSize: '4',
+      MixedInstancesPolicy: Match.objectLike({
+        LaunchTemplate: Match.objectLike({ Overrides: [{ InstanceType: 'g5.xlarge' }] }),
+      }),
+    });
+    s.template.hasResourceProperties('AWS::ECS::CapacityProvider', {
+      AutoScalingGroupProvider: Match.objectLike({
+        ManagedScaling: { Status: 'ENABLED', TargetCapacity: 100 },
+        ManagedTerminationProtection: 'ENABLED',
+      }),
+    });
+    s.template.resourceCountIs('AWS::ECS::CapacityProvider', 1);
+    // No NAT gateway: nothing bills by the hour while idle.
+    s.template.resourceCountIs('AWS::EC2::NatGateway', 0);
+  });
+
+  it('scales on jobs backlog per task, down to zero tasks', () => {
+    const jobsQueue = logicalId(s, s.stack.queues.jobs);
+    s.template.hasResourceProperties('AWS::ApplicationAutoScaling::ScalableTarget', {
+      MinCapacity: 0,
+      MaxCapacity: 4,
+      ScalableDimension: 'ecs:service:DesiredCount',
+      ServiceNamespace: 'ecs',
+    });
+    const queueDim = [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [jobsQueue, 'QueueName'] } }];
+    s.template.hasResourceProperties('AWS::ApplicationAutoScaling::ScalingPolicy', {
+      PolicyType: 'TargetTrackingScaling',
+      TargetTrackingScalingPolicyConfiguration: Match.objectLike({
+        TargetValue: 1,
+        CustomizedMetricSpecification: {
+          Metrics: Match.arrayWith([
+            Match.objectLike({
+              Id: 'visible',
+              MetricStat: Match.objectLike({
+                Metric: {
+                  Namespace: 'AWS/SQS',
+                  MetricName: 'ApproximateNumberOfMessagesVisible',
+                  Dimensions: queueDim,
+                },
+              }),
+            }),
+            Match.objectLike({
+              Id: 'inflight',
+              MetricStat: Match.objectLike({
+                Metric: {
+                  Namespace: 'AWS/SQS',
+                  MetricName: 'ApproximateNumberOfMessagesNotVisible',
+                  Dimensions: queueDim,
+                },
+              }),
+            }),
+            Match.objectLike({
+              Id: 'desired',
+              MetricStat: Match.objectLike({ Metric: Match.objectLike({ MetricName: 'DesiredTaskCount' }) }),
+            }),
+            {
+              Id: 'backlogPerTask',
+              Expression: '(visible + inflight) / desired',
+              Label: Match.anyValue(),
+              ReturnData: true,
+            },
+          ]),
+        },
+      }),
+    });
+    // Waking from zero: a step policy adds a task when jobs wait and none is desired.
+    s.template.hasResourceProperties('AWS::ApplicationAutoScaling::ScalingPolicy', {
+      PolicyType: 'StepScaling',
+      StepScalingPolicyConfiguration: Match.objectLike({
+        AdjustmentType: 'ChangeInCapacity',
+        StepAdjustments: [{ MetricIntervalLowerBound: 0, ScalingAdjustment: 1 }],
+      }),
+    });
+    s.template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+      Threshold: 1,
+      Metrics: Match.arrayWith([
+        Match.objectLike({ Expression: 'IF(FILL(desired, 0) < 1, visible, 0)' }),
+        Match.objectLike({
+          Id: 'visible',
+          MetricStat: Match.objectLike({
+            Metric: Match.objectLike({
+              MetricName: 'ApproximateNumberOfMessagesVisible',
+              Dimensions: queueDim,
+            }),
+          }),
+        }),
+      ]),
+    });
+    s.template.hasResourceProperties('AWS::ECS::Service', {
+      DesiredCount: 0,
+      DeploymentConfiguration: Match.objectLike({ MinimumHealthyPercent: 0 }),
+    });
+  });
+});
+
+describe('observability', () => {
+  it('alarms on both DLQs, the age of the oldest job, and error rates, and builds a dashboard', () => {
+    const q = s.stack.queues;
+    for (const dlq of [q.jobsDlq, q.webhooksDlq]) {
+      s.template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+        MetricName: 'ApproximateNumberOfMessagesVisible',
+        Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [logicalId(s, dlq), 'QueueName'] } }],
+        Threshold: 1,
+        AlarmActions: [{ Ref: logicalId(s, s.stack.observability.topic) }],
+      });
+    }
+    s.template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      MetricName: 'ApproximateAgeOfOldestMessage',
+      Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [logicalId(s, q.jobs), 'QueueName'] } }],
+      Threshold: 1800,
+    });
+    const rateAlarms = resourcesOfType('AWS::CloudWatch::Alarm').filter(([, p]) =>
+      JSON.stringify(p.Metrics ?? []).includes('"MetricName":"Errors"'),
+    );
+    expect(rateAlarms.length).toBe(4); // one per function
+    s.template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      Metrics: Match.arrayWith([
+        Match.objectLike({ Expression: 'IF(requests >= 10, errors / requests, 0)' }),
+      ]),
+    });
+    s.template.resourceCountIs('AWS::CloudWatch::Dashboard', 1);
+  });
+});
+
+describe('cdk-nag', () => {
+  it('reports no unacknowledged AwsSolutions finding', () => {
+    // The pack demonstrably runs on this app (see variants.test.ts, where an injected
+    // non-compliant bucket is reported); here nothing may be reported at all.
+    expect(s.violations.filter((v) => v.plugin === 'AwsSolutions')).toEqual([]);
+    // Nothing else may fail either (the sharp-layer note is a warning).
+    expect(s.violations.filter((v) => v.severity === 'error')).toEqual([]);
+    expect(s.synthError).toBeUndefined();
+  });
+});
