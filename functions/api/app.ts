@@ -21,7 +21,9 @@ const OPENAPI_INFO = {
 
 function problemResponse(c: Context, err: ProblemError): Response {
   for (const [k, v] of Object.entries(err.headers)) c.header(k, v);
-  return c.body(JSON.stringify(err.toProblem(c.req.path)), err.status as never, { 'Content-Type': PROBLEM_CONTENT_TYPE });
+  return c.body(JSON.stringify(err.toProblem(c.req.path)), err.status as never, {
+    'Content-Type': PROBLEM_CONTENT_TYPE,
+  });
 }
 
 export function createApp(ctx: ServiceContext): OpenAPIHono<ApiEnv> {
@@ -29,12 +31,27 @@ export function createApp(ctx: ServiceContext): OpenAPIHono<ApiEnv> {
     // zod failures of declared params/query/json become problem+json with every issue listed.
     defaultHook: (result, c) => {
       if (!result.success) {
-        const errors = result.error.issues.map((i) => ({ path: [result.target, ...i.path.map(String)].join('.'), message: i.message }));
-        return problemResponse(c, new ProblemError(result.target === 'json' ? 422 : 400, 'invalid-request', errors.map((e) => `${e.path}: ${e.message}`).join('; '), { errors }));
+        const errors = result.error.issues.map((i) => ({
+          path: [result.target, ...i.path.map(String)].join('.'),
+          message: i.message,
+        }));
+        return problemResponse(
+          c,
+          new ProblemError(
+            result.target === 'json' ? 422 : 400,
+            'invalid-request',
+            errors.map((e) => `${e.path}: ${e.message}`).join('; '),
+            { errors },
+          ),
+        );
       }
     },
   });
-  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer', description: 'API key: `Authorization: Bearer fk_live_…`' });
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', {
+    type: 'http',
+    scheme: 'bearer',
+    description: 'API key: `Authorization: Bearer fk_live_…`',
+  });
 
   app.onError((err, c) => {
     if (err instanceof ProblemError) {
@@ -43,11 +60,17 @@ export function createApp(ctx: ServiceContext): OpenAPIHono<ApiEnv> {
     }
     // hono's bodyLimit and malformed-JSON errors arrive as HTTPException-like objects with a status.
     const status = (err as { status?: number }).status;
-    if (status && status >= 400 && status < 500) return problemResponse(c, new ProblemError(status, 'bad-request', err.message || 'bad request'));
+    if (status && status >= 400 && status < 500)
+      return problemResponse(c, new ProblemError(status, 'bad-request', err.message || 'bad request'));
     ctx.log.error('unhandled error', { path: c.req.path, method: c.req.method, ...errFields(err) });
-    return problemResponse(c, new ProblemError(500, 'internal', 'internal error; the request may be retried'));
+    return problemResponse(
+      c,
+      new ProblemError(500, 'internal', 'internal error; the request may be retried'),
+    );
   });
-  app.notFound((c) => problemResponse(c, new ProblemError(404, 'not-found', `no route for ${c.req.method} ${c.req.path}`)));
+  app.notFound((c) =>
+    problemResponse(c, new ProblemError(404, 'not-found', `no route for ${c.req.method} ${c.req.path}`)),
+  );
 
   app.get('/openapi.json', (c) => c.json(app.getOpenAPIDocument({ openapi: '3.0.3', info: OPENAPI_INFO })));
   registerDocs(app, () => app.getOpenAPIDocument({ openapi: '3.0.3', info: OPENAPI_INFO }) as never);
@@ -59,7 +82,11 @@ export function createApp(ctx: ServiceContext): OpenAPIHono<ApiEnv> {
     bodyLimit({
       maxSize: ctx.cfg.limits.maxInlineTotalBytes + 64 * 1024,
       onError: () => {
-        throw new ProblemError(413, 'request-too-large', `request body exceeds ${ctx.cfg.limits.maxInlineTotalBytes} bytes of inline images; use POST /v1/uploads for large files`);
+        throw new ProblemError(
+          413,
+          'request-too-large',
+          `request body exceeds ${ctx.cfg.limits.maxInlineTotalBytes} bytes of inline images; use POST /v1/uploads for large files`,
+        );
       },
     }),
   );

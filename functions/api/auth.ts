@@ -17,9 +17,23 @@ export function authMiddleware(ctx: ServiceContext): MiddlewareHandler<ApiEnv> {
   return async (c, next) => {
     const header = c.req.header('authorization');
     const challenge = { 'WWW-Authenticate': 'Bearer realm="falco"' };
-    if (!header) throw new ProblemError(401, 'unauthorized', 'missing Authorization header; send "Authorization: Bearer <api key>"', {}, challenge);
+    if (!header)
+      throw new ProblemError(
+        401,
+        'unauthorized',
+        'missing Authorization header; send "Authorization: Bearer <api key>"',
+        {},
+        challenge,
+      );
     const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
-    if (!m) throw new ProblemError(401, 'unauthorized', 'Authorization header must be "Bearer <api key>"', {}, challenge);
+    if (!m)
+      throw new ProblemError(
+        401,
+        'unauthorized',
+        'Authorization header must be "Bearer <api key>"',
+        {},
+        challenge,
+      );
     const key = m[1];
     if (!KEY_RE.test(key)) throw new ProblemError(401, 'unauthorized', 'malformed API key', {}, challenge);
     const h = hashKey(key);
@@ -35,9 +49,15 @@ export function authMiddleware(ctx: ServiceContext): MiddlewareHandler<ApiEnv> {
     c.header('RateLimit-Limit', String(ctx.cfg.rateLimit.burst));
     c.header('RateLimit-Remaining', String(verdict.remaining));
     if (!verdict.allowed) {
-      throw new ProblemError(429, 'rate-limited', `rate limit of ${ctx.cfg.rateLimit.ratePerSecond} requests/s (burst ${ctx.cfg.rateLimit.burst}) exceeded for this key; retry after ${verdict.retryAfter} s`, {}, {
-        'Retry-After': String(verdict.retryAfter),
-      });
+      throw new ProblemError(
+        429,
+        'rate-limited',
+        `rate limit of ${ctx.cfg.rateLimit.ratePerSecond} requests/s (burst ${ctx.cfg.rateLimit.burst}) exceeded for this key; retry after ${verdict.retryAfter} s`,
+        {},
+        {
+          'Retry-After': String(verdict.retryAfter),
+        },
+      );
     }
     c.set('tenant', hit.item.tenant);
     c.set('keyId', hit.item.keyId);

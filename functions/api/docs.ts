@@ -9,7 +9,10 @@ import type { ApiEnv } from './auth.js';
 
 const esc = (s: unknown) => String(s ?? '').replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
 
-type Doc = { info: { title: string; version: string; description?: string }; paths: Record<string, Record<string, Record<string, unknown>>> };
+type Doc = {
+  info: { title: string; version: string; description?: string };
+  paths: Record<string, Record<string, Record<string, unknown>>>;
+};
 
 export function renderReference(doc: Doc): string {
   const ops: string[] = [];

@@ -10,13 +10,23 @@ import type { JobSchema, JobSummarySchema } from './schemas.js';
 type Job = z.infer<typeof JobSchema>;
 
 export function jobSummary(job: JobItem): z.infer<typeof JobSummarySchema> {
-  return { id: job.jobId, object: 'job', status: publicJobStatus(job), createdAt: job.createdAt, completedAt: job.completedAt ?? null, imageCount: job.imageCount };
+  return {
+    id: job.jobId,
+    object: 'job',
+    status: publicJobStatus(job),
+    createdAt: job.createdAt,
+    completedAt: job.completedAt ?? null,
+    imageCount: job.imageCount,
+  };
 }
 
 export async function jobView(ctx: ServiceContext, job: JobItem, images: ImageItem[]): Promise<Job> {
   const expiresIn = ctx.cfg.presignSeconds;
   const expiresAt = new Date(ctx.now() + expiresIn * 1000).toISOString();
-  const sign = (key: string) => getSignedUrl(ctx.clients.s3, new GetObjectCommand({ Bucket: ctx.cfg.resultsBucket, Key: key }), { expiresIn });
+  const sign = (key: string) =>
+    getSignedUrl(ctx.clients.s3, new GetObjectCommand({ Bucket: ctx.cfg.resultsBucket, Key: key }), {
+      expiresIn,
+    });
   const views = await Promise.all(
     images.map(async (i) => ({
       id: i.imageId,
@@ -26,7 +36,14 @@ export async function jobView(ctx: ServiceContext, job: JobItem, images: ImageIt
       progress: i.status === 'done' ? 1 : (i.progress ?? 0),
       stage: i.stage ?? null,
       input: { format: i.inputFormat, width: i.width, height: i.height, bytes: i.inputBytes },
-      result: i.status === 'done' && i.resultKey ? { url: await sign(i.resultKey), contentType: i.contentType ?? 'application/octet-stream', expiresAt } : null,
+      result:
+        i.status === 'done' && i.resultKey
+          ? {
+              url: await sign(i.resultKey),
+              contentType: i.contentType ?? 'application/octet-stream',
+              expiresAt,
+            }
+          : null,
       reportUrl: i.status === 'done' && i.reportKey ? await sign(i.reportKey) : null,
       report: (i.report as Job['images'][number]['report']) ?? null,
       error: i.error ?? null,
@@ -40,7 +57,9 @@ export async function jobView(ctx: ServiceContext, job: JobItem, images: ImageIt
     updatedAt: job.updatedAt,
     completedAt: job.completedAt ?? null,
     options: job.options,
-    webhook: job.webhookUrl ? { url: job.webhookUrl, status: job.webhookStatus, attempts: job.webhookAttempts ?? 0 } : null,
+    webhook: job.webhookUrl
+      ? { url: job.webhookUrl, status: job.webhookStatus, attempts: job.webhookAttempts ?? 0 }
+      : null,
     counts: imageCounts(images),
     progress: views.length ? views.reduce((s, v) => s + v.progress, 0) / views.length : 0,
     images: views,

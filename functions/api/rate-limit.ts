@@ -33,6 +33,10 @@ export class TokenBuckets {
       b.tokens -= 1;
       return { allowed: true, remaining: Math.floor(b.tokens), retryAfter: 0 };
     }
-    return { allowed: false, remaining: 0, retryAfter: Math.max(1, Math.ceil((1 - b.tokens) / this.ratePerSecond)) };
+    return {
+      allowed: false,
+      remaining: 0,
+      retryAfter: Math.max(1, Math.ceil((1 - b.tokens) / this.ratePerSecond)),
+    };
   }
 }

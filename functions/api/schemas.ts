@@ -16,18 +16,52 @@ export const OutputFormatSchema = z.enum(['jpeg', 'png', 'webp']);
 
 export const OptionsSchema = z
   .object({
-    idMargin: z.number().min(-1).max(1).optional().openapi({ description: 'ArcFace cosine margin m (FALCO default 0.0).', example: 0 }),
-    steps: z.number().int().min(1).max(500).optional().openapi({ description: 'Optimization steps per face (default 50).', example: 50 }),
-    lambdaId: z.number().min(0).max(1000).optional().openapi({ description: 'Identity loss weight λ_id (default 10).', example: 10 }),
-    lambdaAttr: z.number().min(0).max(1000).optional().openapi({ description: 'Attribute loss weight λ_attr (default 0.1).' }),
+    idMargin: z
+      .number()
+      .min(-1)
+      .max(1)
+      .optional()
+      .openapi({ description: 'ArcFace cosine margin m (FALCO default 0.0).', example: 0 }),
+    steps: z
+      .number()
+      .int()
+      .min(1)
+      .max(500)
+      .optional()
+      .openapi({ description: 'Optimization steps per face (default 50).', example: 50 }),
+    lambdaId: z
+      .number()
+      .min(0)
+      .max(1000)
+      .optional()
+      .openapi({ description: 'Identity loss weight λ_id (default 10).', example: 10 }),
+    lambdaAttr: z
+      .number()
+      .min(0)
+      .max(1000)
+      .optional()
+      .openapi({ description: 'Attribute loss weight λ_attr (default 0.1).' }),
     layers: z
       .tuple([z.number().int().min(0).max(18), z.number().int().min(1).max(18)])
       .refine(([a, b]) => a < b, { message: 'layer range [start, end) needs start < end' })
       .optional()
       .openapi({ description: 'Trainable W+ layer range [start, end) (default [3, 8]).', example: [3, 8] }),
-    lr: z.number().positive().max(1).optional().openapi({ description: 'Adam learning rate (default 0.01).' }),
-    seed: z.number().int().min(0).max(2 ** 31 - 1).optional().openapi({ example: 42 }),
-    format: OutputFormatSchema.optional().openapi({ description: 'Output encoding; defaults to the input format.' }),
+    lr: z
+      .number()
+      .positive()
+      .max(1)
+      .optional()
+      .openapi({ description: 'Adam learning rate (default 0.01).' }),
+    seed: z
+      .number()
+      .int()
+      .min(0)
+      .max(2 ** 31 - 1)
+      .optional()
+      .openapi({ example: 42 }),
+    format: OutputFormatSchema.optional().openapi({
+      description: 'Output encoding; defaults to the input format.',
+    }),
   })
   .strict()
   .openapi('Options');
@@ -35,19 +69,35 @@ export const OptionsSchema = z
 export const CreateJobJsonSchema = z
   .object({
     images: z
-      .array(z.object({ uploadId: z.string().openapi({ example: 'upl_01JD2S5X7Z9QK3M4N5P6R7S8T9' }) }).strict())
+      .array(
+        z.object({ uploadId: z.string().openapi({ example: 'upl_01JD2S5X7Z9QK3M4N5P6R7S8T9' }) }).strict(),
+      )
       .min(1)
       .openapi({ description: 'Images previously uploaded with POST /v1/uploads.' }),
     options: OptionsSchema.optional(),
-    webhook: z.string().max(2048).optional().openapi({ description: 'HTTPS URL that receives job.completed / job.failed (Standard Webhooks signed).', example: 'https://example.com/hooks/falco' }),
+    webhook: z
+      .string()
+      .max(2048)
+      .optional()
+      .openapi({
+        description: 'HTTPS URL that receives job.completed / job.failed (Standard Webhooks signed).',
+        example: 'https://example.com/hooks/falco',
+      }),
   })
   .strict()
   .openapi('CreateJobJson');
 
 export const CreateJobMultipartSchema = z
   .object({
-    image: z.array(z.any().openapi({ type: 'string', format: 'binary' })).openapi({ description: 'One or more image files (JPEG, PNG, WebP), each ≤ 4 MiB, ≤ 4.5 MiB in total.' }),
-    options: z.string().optional().openapi({ description: 'Options as a JSON string.', example: '{"steps":50,"seed":42}' }),
+    image: z
+      .array(z.any().openapi({ type: 'string', format: 'binary' }))
+      .openapi({
+        description: 'One or more image files (JPEG, PNG, WebP), each ≤ 4 MiB, ≤ 4.5 MiB in total.',
+      }),
+    options: z
+      .string()
+      .optional()
+      .openapi({ description: 'Options as a JSON string.', example: '{"steps":50,"seed":42}' }),
     webhook: z.string().optional(),
   })
   .openapi('CreateJobMultipart');
@@ -55,7 +105,12 @@ export const CreateJobMultipartSchema = z
 export const CreateUploadSchema = z
   .object({
     contentType: z.enum(['image/jpeg', 'image/png', 'image/webp']),
-    bytes: z.number().int().min(1).optional().openapi({ description: 'Expected size; refused early when above the limit.' }),
+    bytes: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .openapi({ description: 'Expected size; refused early when above the limit.' }),
   })
   .strict()
   .openapi('CreateUpload');
@@ -64,7 +119,11 @@ export const UploadSchema = z
   .object({
     id: z.string(),
     method: z.literal('POST'),
-    url: z.string().openapi({ description: 'Presigned S3 POST target: send `fields` then the file as `file` (multipart/form-data).' }),
+    url: z
+      .string()
+      .openapi({
+        description: 'Presigned S3 POST target: send `fields` then the file as `file` (multipart/form-data).',
+      }),
     fields: z.record(z.string(), z.string()),
     maxBytes: z.number().int(),
     expiresAt: z.string(),
@@ -104,7 +163,12 @@ export const ImageSchema = z
     status: z.enum(['queued', 'processing', 'done', 'failed']),
     progress: z.number().openapi({ description: '0..1' }),
     stage: z.string().nullable(),
-    input: z.object({ format: OutputFormatSchema, width: z.number().int(), height: z.number().int(), bytes: z.number().int() }),
+    input: z.object({
+      format: OutputFormatSchema,
+      width: z.number().int(),
+      height: z.number().int(),
+      bytes: z.number().int(),
+    }),
     result: z.object({ url: z.string(), contentType: z.string(), expiresAt: z.string() }).nullable(),
     reportUrl: z.string().nullable(),
     report: ReportSchema.nullable(),
@@ -160,8 +224,18 @@ export const JobIdParam = z.object({
 });
 
 export const ListQuery = z.object({
-  limit: z.coerce.number().int().min(1).max(100).optional().openapi({ param: { name: 'limit', in: 'query' }, example: 20 }),
-  cursor: z.string().max(2048).optional().openapi({ param: { name: 'cursor', in: 'query' } }),
+  limit: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(100)
+    .optional()
+    .openapi({ param: { name: 'limit', in: 'query' }, example: 20 }),
+  cursor: z
+    .string()
+    .max(2048)
+    .optional()
+    .openapi({ param: { name: 'cursor', in: 'query' } }),
 });
 
 export const UsageQuery = z.object({
@@ -174,5 +248,8 @@ export const UsageQuery = z.object({
 
 export const problemResponses = (...codes: number[]) =>
   Object.fromEntries(
-    codes.map((code) => [code, { description: 'Problem', content: { 'application/problem+json': { schema: ProblemSchema } } }]),
+    codes.map((code) => [
+      code,
+      { description: 'Problem', content: { 'application/problem+json': { schema: ProblemSchema } } },
+    ]),
   );

@@ -20,7 +20,12 @@ export function makeCompleteHandler(ctx: ServiceContext) {
         continue;
       }
       // Any throw fails the invocation; Lambda's async retries replay it and every step is idempotent.
-      const outcome = await completeImage(ctx, { tenant: ref.tenant, jobId: ref.jobId, imageId: ref.imageId, resultKey: key });
+      const outcome = await completeImage(ctx, {
+        tenant: ref.tenant,
+        jobId: ref.jobId,
+        imageId: ref.imageId,
+        resultKey: key,
+      });
       ctx.log.info('result processed', { jobId: ref.jobId, imageId: ref.imageId, outcome });
     }
   };

@@ -22,7 +22,12 @@ export function makeDlqHandler(ctx: ServiceContext) {
         continue;
       }
       try {
-        await failImage(ctx, msg, 'processing-failed', 'processing failed after repeated attempts; the image was not billed');
+        await failImage(
+          ctx,
+          msg,
+          'processing-failed',
+          'processing failed after repeated attempts; the image was not billed',
+        );
       } catch (err) {
         ctx.log.error('DLQ handling failed', { jobId: msg.jobId, imageId: msg.imageId, ...errFields(err) });
         batchItemFailures.push({ itemIdentifier: record.messageId });

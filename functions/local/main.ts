@@ -15,9 +15,18 @@ async function main(): Promise<void> {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
   const log = createLogger('local', process.env.LOG_LEVEL ?? 'INFO');
   const bundleDir = process.env.BUNDLE_DIR ?? join(root, 'var', 'bundles', 'demo');
-  const { anonymizer, real } = await loadEngine({ bundleDir, log, standIn: async () => createStandInAnonymizer({ stepMs: 150 }) });
+  const { anonymizer, real } = await loadEngine({
+    bundleDir,
+    log,
+    standIn: async () => createStandInAnonymizer({ stepMs: 150 }),
+  });
   const port = Number(process.env.PORT ?? 8787);
-  const stack = await startLocalStack({ port, anonymizer, logLevel: process.env.LOG_LEVEL ?? 'INFO', worker: { visibilityTimeout: 120 } });
+  const stack = await startLocalStack({
+    port,
+    anonymizer,
+    logLevel: process.env.LOG_LEVEL ?? 'INFO',
+    worker: { visibilityTimeout: 120 },
+  });
   const url = stack.url.replace('127.0.0.1', 'localhost');
   process.stdout.write(
     [

@@ -90,7 +90,12 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
   const dataDir = await mkdtemp(join(tmpdir(), 'falco-local-'));
   const stops: Array<() => Promise<void>> = [];
   try {
-    const s3rver = new S3rver({ port: 0, address: '127.0.0.1', silent: true, directory: join(dataDir, 's3') });
+    const s3rver = new S3rver({
+      port: 0,
+      address: '127.0.0.1',
+      silent: true,
+      directory: join(dataDir, 's3'),
+    });
     const { port: s3Port } = await s3rver.run();
     stops.push(() => s3rver.close());
 
@@ -98,7 +103,11 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const dynPort = await listen(dyn, 0);
     stops.push(() => new Promise((r) => dyn.close(() => r())));
 
-    const sqsServer = await createSqsServer({ port: 0, hostname: '127.0.0.1', emulateQueueCreationLifecycle: false });
+    const sqsServer = await createSqsServer({
+      port: 0,
+      hostname: '127.0.0.1',
+      emulateQueueCreationLifecycle: false,
+    });
     const sqsPort = (sqsServer.address() as AddressInfo).port;
     stops.push(() => new Promise((r) => sqsServer.close(() => r())));
 
@@ -131,28 +140,47 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const { SQSClient } = await import('@aws-sdk/client-sqs');
     const sqs = new SQSClient({ region: 'us-east-1' });
     const dlqUrl = (await sqs.send(new CreateQueueCommand({ QueueName: 'falco-local-jobs-dlq' }))).QueueUrl!;
-    const dlqArn = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: dlqUrl, AttributeNames: ['QueueArn'] }))).Attributes!.QueueArn!;
+    const dlqArn = (
+      await sqs.send(new GetQueueAttributesCommand({ QueueUrl: dlqUrl, AttributeNames: ['QueueArn'] }))
+    ).Attributes!.QueueArn!;
     const jobsUrl = (
       await sqs.send(
         new CreateQueueCommand({
           QueueName: 'falco-local-jobs',
           Attributes: {
             VisibilityTimeout: String(opts.jobsVisibilityTimeout ?? 60),
-            RedrivePolicy: JSON.stringify({ deadLetterTargetArn: dlqArn, maxReceiveCount: opts.maxReceiveCount ?? 3 }),
+            RedrivePolicy: JSON.stringify({
+              deadLetterTargetArn: dlqArn,
+              maxReceiveCount: opts.maxReceiveCount ?? 3,
+            }),
           },
         }),
       )
     ).QueueUrl!;
-    const webhooksUrl = (await sqs.send(new CreateQueueCommand({ QueueName: 'falco-local-webhooks', Attributes: { VisibilityTimeout: '60' } }))).QueueUrl!;
+    const webhooksUrl = (
+      await sqs.send(
+        new CreateQueueCommand({
+          QueueName: 'falco-local-webhooks',
+          Attributes: { VisibilityTimeout: '60' },
+        }),
+      )
+    ).QueueUrl!;
     sqs.destroy();
     Object.assign(process.env, { JOBS_QUEUE_URL: jobsUrl, WEBHOOKS_QUEUE_URL: webhooksUrl });
 
     const ctx = createContext('local');
-    const env: Record<string, string> = { ...endpoints, ...names, ...(opts.env ?? {}), JOBS_QUEUE_URL: jobsUrl, WEBHOOKS_QUEUE_URL: webhooksUrl };
+    const env: Record<string, string> = {
+      ...endpoints,
+      ...names,
+      ...(opts.env ?? {}),
+      JOBS_QUEUE_URL: jobsUrl,
+      WEBHOOKS_QUEUE_URL: webhooksUrl,
+    };
     delete env.AWS_SESSION_TOKEN;
     delete env.AWS_PROFILE;
 
-    for (const Bucket of [ctx.cfg.uploadsBucket, ctx.cfg.resultsBucket]) await ctx.clients.s3.send(new CreateBucketCommand({ Bucket }));
+    for (const Bucket of [ctx.cfg.uploadsBucket, ctx.cfg.resultsBucket])
+      await ctx.clients.s3.send(new CreateBucketCommand({ Bucket }));
     const ddbRaw = ctx.clients.ddb;
     const keySchema = {
       AttributeDefinitions: [
@@ -169,7 +197,11 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       new CreateTableCommand({
         TableName: ctx.cfg.jobsTable,
         ...keySchema,
-        AttributeDefinitions: [...keySchema.AttributeDefinitions, { AttributeName: 'gsi1pk', AttributeType: 'S' }, { AttributeName: 'gsi1sk', AttributeType: 'S' }],
+        AttributeDefinitions: [
+          ...keySchema.AttributeDefinitions,
+          { AttributeName: 'gsi1pk', AttributeType: 'S' },
+          { AttributeName: 'gsi1sk', AttributeType: 'S' },
+        ],
         GlobalSecondaryIndexes: [
           {
             IndexName: 'gsi1',
@@ -197,7 +229,13 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const complete = makeCompleteHandler(ctx);
     s3rver.on('event', (event: S3Event) => {
       const r = event.Records?.[0];
-      if (!r || r.s3.bucket.name !== ctx.cfg.resultsBucket || !r.eventName.startsWith('ObjectCreated') || !r.s3.object.key.startsWith('results/')) return;
+      if (
+        !r ||
+        r.s3.bucket.name !== ctx.cfg.resultsBucket ||
+        !r.eventName.startsWith('ObjectCreated') ||
+        !r.s3.object.key.startsWith('results/')
+      )
+        return;
       void track(
         (async () => {
           for (let attempt = 1; attempt <= 3; attempt++) {
@@ -213,7 +251,11 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     });
 
     // SQS → Lambda bridges (DLQ and webhooks): partial batch failures leave the message for redelivery.
-    const bridge = (queueUrl: string, arn: string, handler: (e: SQSEvent) => Promise<{ batchItemFailures: { itemIdentifier: string }[] }>) => {
+    const bridge = (
+      queueUrl: string,
+      arn: string,
+      handler: (e: SQSEvent) => Promise<{ batchItemFailures: { itemIdentifier: string }[] }>,
+    ) => {
       const consumer = Consumer.create({
         queueUrl,
         sqs: ctx.clients.sqs,
@@ -231,12 +273,18 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
           ),
       });
       consumer.on('error', (err) => ctx.log.error('local bridge consumer error', errFields(err)));
-      consumer.on('processing_error', (err) => ctx.log.error('local bridge processing error', errFields(err)));
+      consumer.on('processing_error', (err) =>
+        ctx.log.error('local bridge processing error', errFields(err)),
+      );
       consumer.start();
       return consumer;
     };
     const dlqConsumer = bridge(dlqUrl, dlqArn, makeDlqHandler(ctx));
-    const webhookConsumer = bridge(webhooksUrl, 'arn:aws:sqs:us-east-1:123456789012:falco-local-webhooks', makeWebhookHandler(ctx));
+    const webhookConsumer = bridge(
+      webhooksUrl,
+      'arn:aws:sqs:us-east-1:123456789012:falco-local-webhooks',
+      makeWebhookHandler(ctx),
+    );
     stops.unshift(async () => {
       dlqConsumer.stop();
       webhookConsumer.stop();
@@ -244,7 +292,12 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
 
     let worker: RunningWorker | undefined;
     if (opts.anonymizer) {
-      worker = startWorker(ctx, opts.anonymizer, { waitTimeSeconds: 1, visibilityTimeout: 30, shutdownGraceMs: 2000, ...opts.worker });
+      worker = startWorker(ctx, opts.anonymizer, {
+        waitTimeSeconds: 1,
+        visibilityTimeout: 30,
+        shutdownGraceMs: 2000,
+        ...opts.worker,
+      });
     }
 
     const demo = await createApiKey(ctx, 'demo', 'local demo key');
@@ -260,7 +313,9 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     }
     root.route('/', createApp(ctx));
     const http = await new Promise<Server>((resolve) => {
-      const s = serve({ fetch: root.fetch, port: opts.port ?? 8787, hostname: '127.0.0.1' }, () => resolve(s as Server));
+      const s = serve({ fetch: root.fetch, port: opts.port ?? 8787, hostname: '127.0.0.1' }, () =>
+        resolve(s as Server),
+      );
     });
     const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
 

@@ -15,7 +15,10 @@ export interface Clients {
 
 export function createClients(region: string, env: NodeJS.ProcessEnv = process.env): Clients {
   // s3rver (and most S3 emulators) only understand path-style URLs; real S3 prefers virtual-hosted.
-  const s3 = new S3Client({ region, forcePathStyle: Boolean(env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL) });
+  const s3 = new S3Client({
+    region,
+    forcePathStyle: Boolean(env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL),
+  });
   const sqs = new SQSClient({ region });
   const ddb = DynamoDBDocumentClient.from(new DynamoDBClient({ region }), {
     marshallOptions: { removeUndefinedValues: true, convertClassInstanceToMap: false },

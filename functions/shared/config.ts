@@ -54,7 +54,8 @@ function num(env: NodeJS.ProcessEnv, name: string, dflt: number): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return dflt;
   const v = Number(raw);
-  if (!Number.isFinite(v) || v < 0) throw new Error(`environment variable ${name} must be a non-negative number, got "${raw}"`);
+  if (!Number.isFinite(v) || v < 0)
+    throw new Error(`environment variable ${name} must be a non-negative number, got "${raw}"`);
   return v;
 }
 

@@ -13,7 +13,11 @@ export interface ServiceContext {
   now: () => number;
 }
 
-export function createContext(service: string, env: NodeJS.ProcessEnv = process.env, overrides: Partial<ServiceContext> = {}): ServiceContext {
+export function createContext(
+  service: string,
+  env: NodeJS.ProcessEnv = process.env,
+  overrides: Partial<ServiceContext> = {},
+): ServiceContext {
   const cfg = overrides.cfg ?? loadConfig(env);
   return {
     cfg,

@@ -1,11 +1,21 @@
 /** Jobs table access. All state transitions are conditional writes so that retries and races are harmless. */
-import { BatchWriteCommand, GetCommand, PutCommand, QueryCommand, UpdateCommand, DeleteCommand } from '@aws-sdk/lib-dynamodb';
+import {
+  BatchWriteCommand,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  UpdateCommand,
+  DeleteCommand,
+} from '@aws-sdk/lib-dynamodb';
 import type { ServiceContext } from './context.js';
 import { isConditionalCheckFailed } from './aws.js';
 import { imageSk, jobPk, tenantGsi, type IdempotencyItem, type ImageItem, type JobItem } from './records.js';
 import type { ImageReport } from '../pipeline/types.js';
 
-export async function getJobWithImages(ctx: ServiceContext, jobId: string): Promise<{ job: JobItem; images: ImageItem[] } | null> {
+export async function getJobWithImages(
+  ctx: ServiceContext,
+  jobId: string,
+): Promise<{ job: JobItem; images: ImageItem[] } | null> {
   let job: JobItem | undefined;
   const images: ImageItem[] = [];
   let start: Record<string, unknown> | undefined;
@@ -32,14 +42,26 @@ export async function getJobWithImages(ctx: ServiceContext, jobId: string): Prom
 
 export async function getJob(ctx: ServiceContext, jobId: string): Promise<JobItem | null> {
   const out = await ctx.clients.ddb.send(
-    new GetCommand({ TableName: ctx.cfg.jobsTable, Key: { pk: jobPk(jobId), sk: 'JOB' }, ConsistentRead: true }),
+    new GetCommand({
+      TableName: ctx.cfg.jobsTable,
+      Key: { pk: jobPk(jobId), sk: 'JOB' },
+      ConsistentRead: true,
+    }),
   );
   return (out.Item as JobItem | undefined) ?? null;
 }
 
-export async function getImage(ctx: ServiceContext, jobId: string, imageId: string): Promise<ImageItem | null> {
+export async function getImage(
+  ctx: ServiceContext,
+  jobId: string,
+  imageId: string,
+): Promise<ImageItem | null> {
   const out = await ctx.clients.ddb.send(
-    new GetCommand({ TableName: ctx.cfg.jobsTable, Key: { pk: jobPk(jobId), sk: imageSk(imageId) }, ConsistentRead: true }),
+    new GetCommand({
+      TableName: ctx.cfg.jobsTable,
+      Key: { pk: jobPk(jobId), sk: imageSk(imageId) },
+      ConsistentRead: true,
+    }),
   );
   return (out.Item as ImageItem | undefined) ?? null;
 }
@@ -50,12 +72,20 @@ export async function putJob(ctx: ServiceContext, job: JobItem, images: ImageIte
     let items: Record<string, unknown>[] = images.slice(i, i + 25).map((Item) => ({ PutRequest: { Item } }));
     for (let attempt = 0; items.length > 0; attempt++) {
       if (attempt > 5) throw new Error('DynamoDB kept returning unprocessed items while writing job images');
-      const out = await ctx.clients.ddb.send(new BatchWriteCommand({ RequestItems: { [ctx.cfg.jobsTable]: items as never } }));
+      const out = await ctx.clients.ddb.send(
+        new BatchWriteCommand({ RequestItems: { [ctx.cfg.jobsTable]: items as never } }),
+      );
       items = (out.UnprocessedItems?.[ctx.cfg.jobsTable] as Record<string, unknown>[] | undefined) ?? [];
       if (items.length) await new Promise((r) => setTimeout(r, 50 * 2 ** attempt));
     }
   }
-  await ctx.clients.ddb.send(new PutCommand({ TableName: ctx.cfg.jobsTable, Item: job, ConditionExpression: 'attribute_not_exists(pk)' }));
+  await ctx.clients.ddb.send(
+    new PutCommand({
+      TableName: ctx.cfg.jobsTable,
+      Item: job,
+      ConditionExpression: 'attribute_not_exists(pk)',
+    }),
+  );
 }
 
 export interface ListPage {
@@ -63,7 +93,12 @@ export interface ListPage {
   nextKey?: Record<string, unknown>;
 }
 
-export async function listJobs(ctx: ServiceContext, tenant: string, limit: number, startKey?: Record<string, unknown>): Promise<ListPage> {
+export async function listJobs(
+  ctx: ServiceContext,
+  tenant: string,
+  limit: number,
+  startKey?: Record<string, unknown>,
+): Promise<ListPage> {
   const out = await ctx.clients.ddb.send(
     new QueryCommand({
       TableName: ctx.cfg.jobsTable,
@@ -88,7 +123,11 @@ export async function markJobRunning(ctx: ServiceContext, jobId: string): Promis
         UpdateExpression: 'SET #s = :running, updatedAt = :now',
         ConditionExpression: '#s = :queued',
         ExpressionAttributeNames: { '#s': 'status' },
-        ExpressionAttributeValues: { ':running': 'running', ':queued': 'queued', ':now': new Date(ctx.now()).toISOString() },
+        ExpressionAttributeValues: {
+          ':running': 'running',
+          ':queued': 'queued',
+          ':now': new Date(ctx.now()).toISOString(),
+        },
       }),
     );
   } catch (err) {
@@ -97,14 +136,19 @@ export async function markJobRunning(ctx: ServiceContext, jobId: string): Promis
 }
 
 /** queued|processing → processing. False when the image is already terminal (a redelivered message). */
-export async function markImageProcessing(ctx: ServiceContext, jobId: string, imageId: string): Promise<boolean> {
+export async function markImageProcessing(
+  ctx: ServiceContext,
+  jobId: string,
+  imageId: string,
+): Promise<boolean> {
   try {
     const now = new Date(ctx.now()).toISOString();
     await ctx.clients.ddb.send(
       new UpdateCommand({
         TableName: ctx.cfg.jobsTable,
         Key: { pk: jobPk(jobId), sk: imageSk(imageId) },
-        UpdateExpression: 'SET #s = :p, updatedAt = :now, startedAt = if_not_exists(startedAt, :now), progress = :zero',
+        UpdateExpression:
+          'SET #s = :p, updatedAt = :now, startedAt = if_not_exists(startedAt, :now), progress = :zero',
         ConditionExpression: 'attribute_exists(pk) AND (#s = :q OR #s = :p)',
         ExpressionAttributeNames: { '#s': 'status' },
         ExpressionAttributeValues: { ':p': 'processing', ':q': 'queued', ':now': now, ':zero': 0 },
@@ -117,7 +161,13 @@ export async function markImageProcessing(ctx: ServiceContext, jobId: string, im
   }
 }
 
-export async function recordProgress(ctx: ServiceContext, jobId: string, imageId: string, fraction: number, stage: string): Promise<void> {
+export async function recordProgress(
+  ctx: ServiceContext,
+  jobId: string,
+  imageId: string,
+  fraction: number,
+  stage: string,
+): Promise<void> {
   try {
     await ctx.clients.ddb.send(
       new UpdateCommand({
@@ -126,7 +176,12 @@ export async function recordProgress(ctx: ServiceContext, jobId: string, imageId
         UpdateExpression: 'SET progress = :f, stage = :st, updatedAt = :now',
         ConditionExpression: '#s = :p',
         ExpressionAttributeNames: { '#s': 'status' },
-        ExpressionAttributeValues: { ':f': Math.round(fraction * 1000) / 1000, ':st': stage, ':p': 'processing', ':now': new Date(ctx.now()).toISOString() },
+        ExpressionAttributeValues: {
+          ':f': Math.round(fraction * 1000) / 1000,
+          ':st': stage,
+          ':p': 'processing',
+          ':now': new Date(ctx.now()).toISOString(),
+        },
       }),
     );
   } catch (err) {
@@ -173,7 +228,13 @@ export async function markImageDone(
   }
 }
 
-export async function markImageFailed(ctx: ServiceContext, jobId: string, imageId: string, code: string, detail: string): Promise<boolean> {
+export async function markImageFailed(
+  ctx: ServiceContext,
+  jobId: string,
+  imageId: string,
+  code: string,
+  detail: string,
+): Promise<boolean> {
   try {
     await ctx.clients.ddb.send(
       new UpdateCommand({
@@ -200,7 +261,11 @@ export async function markImageFailed(ctx: ServiceContext, jobId: string, imageI
 }
 
 /** queued|running → completed|failed. Exactly one caller wins; only the winner enqueues the webhook. */
-export async function finishJob(ctx: ServiceContext, job: JobItem, status: 'completed' | 'failed'): Promise<boolean> {
+export async function finishJob(
+  ctx: ServiceContext,
+  job: JobItem,
+  status: 'completed' | 'failed',
+): Promise<boolean> {
   try {
     const now = new Date(ctx.now()).toISOString();
     await ctx.clients.ddb.send(
@@ -210,7 +275,13 @@ export async function finishJob(ctx: ServiceContext, job: JobItem, status: 'comp
         UpdateExpression: 'SET #s = :s, completedAt = :now, updatedAt = :now, webhookStatus = :ws',
         ConditionExpression: '#s = :q OR #s = :r',
         ExpressionAttributeNames: { '#s': 'status' },
-        ExpressionAttributeValues: { ':s': status, ':now': now, ':ws': job.webhookUrl ? 'pending' : 'none', ':q': 'queued', ':r': 'running' },
+        ExpressionAttributeValues: {
+          ':s': status,
+          ':now': now,
+          ':ws': job.webhookUrl ? 'pending' : 'none',
+          ':q': 'queued',
+          ':r': 'running',
+        },
       }),
     );
     return true;
@@ -270,25 +341,50 @@ export async function markJobDeleted(ctx: ServiceContext, jobId: string): Promis
       UpdateExpression: 'SET #s = :d, updatedAt = :now, #ttl = :ttl REMOVE gsi1pk, gsi1sk',
       ConditionExpression: 'attribute_exists(pk)',
       ExpressionAttributeNames: { '#s': 'status', '#ttl': 'ttl' },
-      ExpressionAttributeValues: { ':d': 'deleted', ':now': new Date(now).toISOString(), ':ttl': Math.floor(now / 1000) + 86400 },
+      ExpressionAttributeValues: {
+        ':d': 'deleted',
+        ':now': new Date(now).toISOString(),
+        ':ttl': Math.floor(now / 1000) + 86400,
+      },
     }),
   );
 }
 
-export async function deleteImageItems(ctx: ServiceContext, jobId: string, imageIds: string[]): Promise<void> {
+export async function deleteImageItems(
+  ctx: ServiceContext,
+  jobId: string,
+  imageIds: string[],
+): Promise<void> {
   for (const imageId of imageIds) {
-    await ctx.clients.ddb.send(new DeleteCommand({ TableName: ctx.cfg.jobsTable, Key: { pk: jobPk(jobId), sk: imageSk(imageId) } }));
+    await ctx.clients.ddb.send(
+      new DeleteCommand({ TableName: ctx.cfg.jobsTable, Key: { pk: jobPk(jobId), sk: imageSk(imageId) } }),
+    );
   }
 }
 
 /** Claim an idempotency key. Returns the existing item when the key was already used. */
-export async function claimIdempotencyKey(ctx: ServiceContext, item: IdempotencyItem): Promise<IdempotencyItem | null> {
+export async function claimIdempotencyKey(
+  ctx: ServiceContext,
+  item: IdempotencyItem,
+): Promise<IdempotencyItem | null> {
   try {
-    await ctx.clients.ddb.send(new PutCommand({ TableName: ctx.cfg.jobsTable, Item: item, ConditionExpression: 'attribute_not_exists(pk)' }));
+    await ctx.clients.ddb.send(
+      new PutCommand({
+        TableName: ctx.cfg.jobsTable,
+        Item: item,
+        ConditionExpression: 'attribute_not_exists(pk)',
+      }),
+    );
     return null;
   } catch (err) {
     if (!isConditionalCheckFailed(err)) throw err;
-    const out = await ctx.clients.ddb.send(new GetCommand({ TableName: ctx.cfg.jobsTable, Key: { pk: item.pk, sk: 'IDEM' }, ConsistentRead: true }));
+    const out = await ctx.clients.ddb.send(
+      new GetCommand({
+        TableName: ctx.cfg.jobsTable,
+        Key: { pk: item.pk, sk: 'IDEM' },
+        ConsistentRead: true,
+      }),
+    );
     const existing = out.Item as IdempotencyItem | undefined;
     // DynamoDB TTL deletes lazily: an expired key counts as free.
     if (!existing || existing.ttl * 1000 < ctx.now()) {

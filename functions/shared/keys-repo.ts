@@ -14,18 +14,26 @@ export const hashKey = (apiKey: string) => createHash('sha256').update(apiKey, '
 export const KEY_RE = /^fk_[a-z]+_[A-Za-z0-9_-]{43}$/;
 
 export async function findApiKey(ctx: ServiceContext, apiKey: string): Promise<ApiKeyItem | null> {
-  const out = await ctx.clients.ddb.send(new GetCommand({ TableName: ctx.cfg.keysTable, Key: { pk: `KEY#${hashKey(apiKey)}`, sk: 'KEY' } }));
+  const out = await ctx.clients.ddb.send(
+    new GetCommand({ TableName: ctx.cfg.keysTable, Key: { pk: `KEY#${hashKey(apiKey)}`, sk: 'KEY' } }),
+  );
   const item = out.Item as ApiKeyItem | undefined;
   return item && !item.revoked ? item : null;
 }
 
 export async function getTenant(ctx: ServiceContext, tenant: string): Promise<TenantItem | null> {
-  const out = await ctx.clients.ddb.send(new GetCommand({ TableName: ctx.cfg.keysTable, Key: { pk: `TENANT#${tenant}`, sk: 'TENANT' } }));
+  const out = await ctx.clients.ddb.send(
+    new GetCommand({ TableName: ctx.cfg.keysTable, Key: { pk: `TENANT#${tenant}`, sk: 'TENANT' } }),
+  );
   return (out.Item as TenantItem | undefined) ?? null;
 }
 
 /** Create the tenant (with its webhook signing secret) if missing, then a new key. The plain key is returned once. */
-export async function createApiKey(ctx: ServiceContext, tenant: string, name = 'default'): Promise<{ apiKey: string; keyId: string; webhookSecret: string }> {
+export async function createApiKey(
+  ctx: ServiceContext,
+  tenant: string,
+  name = 'default',
+): Promise<{ apiKey: string; keyId: string; webhookSecret: string }> {
   if (!TENANT_RE.test(tenant)) throw new Error(`tenant id "${tenant}" must match ${TENANT_RE}`);
   const createdAt = new Date(ctx.now()).toISOString();
   const tenantItem: TenantItem = {
@@ -36,7 +44,13 @@ export async function createApiKey(ctx: ServiceContext, tenant: string, name = '
     createdAt,
   };
   try {
-    await ctx.clients.ddb.send(new PutCommand({ TableName: ctx.cfg.keysTable, Item: tenantItem, ConditionExpression: 'attribute_not_exists(pk)' }));
+    await ctx.clients.ddb.send(
+      new PutCommand({
+        TableName: ctx.cfg.keysTable,
+        Item: tenantItem,
+        ConditionExpression: 'attribute_not_exists(pk)',
+      }),
+    );
   } catch (err) {
     if (!isConditionalCheckFailed(err)) throw err;
   }
@@ -44,6 +58,12 @@ export async function createApiKey(ctx: ServiceContext, tenant: string, name = '
   const apiKey = `fk_${ctx.cfg.local ? 'local' : 'live'}_${randomBytes(32).toString('base64url')}`;
   const keyId = `key_${ulid()}`;
   const item: ApiKeyItem = { pk: `KEY#${hashKey(apiKey)}`, sk: 'KEY', tenant, keyId, name, createdAt };
-  await ctx.clients.ddb.send(new PutCommand({ TableName: ctx.cfg.keysTable, Item: item, ConditionExpression: 'attribute_not_exists(pk)' }));
+  await ctx.clients.ddb.send(
+    new PutCommand({
+      TableName: ctx.cfg.keysTable,
+      Item: item,
+      ConditionExpression: 'attribute_not_exists(pk)',
+    }),
+  );
   return { apiKey, keyId, webhookSecret: secret };
 }

@@ -6,7 +6,15 @@
  */
 import { SendMessageCommand } from '@aws-sdk/client-sqs';
 import type { ServiceContext } from './context.js';
-import { getImage, getJob, getJobWithImages, finishJob, markImageDone, markImageFailed, setWebhookState } from './jobs-repo.js';
+import {
+  getImage,
+  getJob,
+  getJobWithImages,
+  finishJob,
+  markImageDone,
+  markImageFailed,
+  setWebhookState,
+} from './jobs-repo.js';
 import { recordUsage } from './usage-repo.js';
 import { deleteObject, getObjectBytes } from './storage.js';
 import { reportKey as reportKeyOf } from './layout.js';
@@ -20,26 +28,42 @@ const MAX_REPORT_BYTES = 200_000;
 
 export async function enqueueWebhook(ctx: ServiceContext, job: JobItem): Promise<void> {
   const msg: WebhookMessage = { v: 1, jobId: job.jobId, tenant: job.tenant, attempt: 1 };
-  await ctx.clients.sqs.send(new SendMessageCommand({ QueueUrl: ctx.cfg.webhooksQueueUrl, MessageBody: JSON.stringify(msg) }));
+  await ctx.clients.sqs.send(
+    new SendMessageCommand({ QueueUrl: ctx.cfg.webhooksQueueUrl, MessageBody: JSON.stringify(msg) }),
+  );
   await setWebhookState(ctx, job.jobId, { status: 'enqueued', attempts: 0 }, ['pending']);
   ctx.log.info('webhook enqueued', { jobId: job.jobId, tenant: job.tenant });
 }
 
 /** Finish the job if every image is terminal. Safe to call any number of times from anywhere. */
-export async function maybeFinishJob(ctx: ServiceContext, jobId: string): Promise<'finished' | 'open' | 'already' | 'missing'> {
+export async function maybeFinishJob(
+  ctx: ServiceContext,
+  jobId: string,
+): Promise<'finished' | 'open' | 'already' | 'missing'> {
   const data = await getJobWithImages(ctx, jobId);
   if (!data) return 'missing';
   const { job, images } = data;
   if (job.status === 'deleted') return 'already';
   if (job.status === 'queued' || job.status === 'running') {
-    if (images.length < job.imageCount || !images.every((i) => TERMINAL_IMAGE.includes(i.status))) return 'open';
+    if (images.length < job.imageCount || !images.every((i) => TERMINAL_IMAGE.includes(i.status)))
+      return 'open';
     const status = images.some((i) => i.status === 'done') ? 'completed' : 'failed';
     if (!(await finishJob(ctx, job, status))) return 'already';
-    ctx.log.info('job finished', { jobId, tenant: job.tenant, status, images: images.length, done: images.filter((i) => i.status === 'done').length });
+    ctx.log.info('job finished', {
+      jobId,
+      tenant: job.tenant,
+      status,
+      images: images.length,
+      done: images.filter((i) => i.status === 'done').length,
+    });
     if (job.webhookUrl) await enqueueWebhook(ctx, job);
     return 'finished';
   }
-  if (job.webhookStatus === 'pending' && job.completedAt && ctx.now() - Date.parse(job.completedAt) > STALE_PENDING_MS) {
+  if (
+    job.webhookStatus === 'pending' &&
+    job.completedAt &&
+    ctx.now() - Date.parse(job.completedAt) > STALE_PENDING_MS
+  ) {
     ctx.log.warn('re-enqueueing a webhook whose enqueue was lost', { jobId });
     await enqueueWebhook(ctx, job);
   }
@@ -66,7 +90,12 @@ export async function completeImage(
   const reportKey = reportKeyOf(tenant, jobId, imageId);
   if (!job || !image || job.tenant !== tenant || job.status === 'deleted' || image.status === 'failed') {
     // A result for an erased job, an unknown image, or an image already failed: it must not outlive its job.
-    ctx.log.warn('discarding result without a live image', { jobId, imageId, jobStatus: job?.status, imageStatus: image?.status });
+    ctx.log.warn('discarding result without a live image', {
+      jobId,
+      imageId,
+      jobStatus: job?.status,
+      imageStatus: image?.status,
+    });
     await deleteObject(ctx, ctx.cfg.resultsBucket, resultKey);
     await deleteObject(ctx, ctx.cfg.resultsBucket, reportKey);
     return 'ignored';
@@ -84,7 +113,12 @@ export async function completeImage(
   }
   const ext = resultKey.slice(resultKey.lastIndexOf('.') + 1);
   const contentType = ext === 'png' ? 'image/png' : ext === 'webp' ? 'image/webp' : 'image/jpeg';
-  const transitioned = await markImageDone(ctx, jobId, imageId, { resultKey, reportKey, contentType, report });
+  const transitioned = await markImageDone(ctx, jobId, imageId, {
+    resultKey,
+    reportKey,
+    contentType,
+    report,
+  });
   const nowImage = transitioned ? image : await getImage(ctx, jobId, imageId);
   if (transitioned || nowImage?.status === 'done') {
     const charged = await recordUsage(ctx, tenant, job.billingMonth, jobId, imageId);

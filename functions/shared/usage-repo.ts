@@ -14,7 +14,13 @@ import { isConditionalCheckFailed } from './aws.js';
 import { usagePk, usageSk, type UsageItem } from './records.js';
 
 /** True when this call created the record (i.e. this is the one charge for the image). */
-export async function recordUsage(ctx: ServiceContext, tenant: string, month: string, jobId: string, imageId: string): Promise<boolean> {
+export async function recordUsage(
+  ctx: ServiceContext,
+  tenant: string,
+  month: string,
+  jobId: string,
+  imageId: string,
+): Promise<boolean> {
   const item: UsageItem = {
     pk: usagePk(tenant, month),
     sk: usageSk(jobId, imageId),
@@ -25,7 +31,13 @@ export async function recordUsage(ctx: ServiceContext, tenant: string, month: st
     billedAt: new Date(ctx.now()).toISOString(),
   };
   try {
-    await ctx.clients.ddb.send(new PutCommand({ TableName: ctx.cfg.usageTable, Item: item, ConditionExpression: 'attribute_not_exists(pk)' }));
+    await ctx.clients.ddb.send(
+      new PutCommand({
+        TableName: ctx.cfg.usageTable,
+        Item: item,
+        ConditionExpression: 'attribute_not_exists(pk)',
+      }),
+    );
     return true;
   } catch (err) {
     if (isConditionalCheckFailed(err)) return false;
@@ -57,7 +69,12 @@ export async function listUsage(ctx: ServiceContext, tenant: string, month: stri
   let start: Record<string, unknown> | undefined;
   do {
     const out = await ctx.clients.ddb.send(
-      new QueryCommand({ TableName: ctx.cfg.usageTable, KeyConditionExpression: 'pk = :pk', ExpressionAttributeValues: { ':pk': usagePk(tenant, month) }, ExclusiveStartKey: start }),
+      new QueryCommand({
+        TableName: ctx.cfg.usageTable,
+        KeyConditionExpression: 'pk = :pk',
+        ExpressionAttributeValues: { ':pk': usagePk(tenant, month) },
+        ExclusiveStartKey: start,
+      }),
     );
     items.push(...((out.Items ?? []) as UsageItem[]));
     start = out.LastEvaluatedKey;

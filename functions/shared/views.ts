@@ -39,7 +39,11 @@ export function webhookEvent(job: JobItem, images: ImageItem[], now: number): We
       createdAt: job.createdAt,
       completedAt: job.completedAt,
       counts: imageCounts(images),
-      images: images.map((i) => ({ id: i.imageId, status: i.status, ...(i.error ? { error: i.error } : {}) })),
+      images: images.map((i) => ({
+        id: i.imageId,
+        status: i.status,
+        ...(i.error ? { error: i.error } : {}),
+      })),
     },
   };
 }

@@ -37,7 +37,12 @@ export function deliver(
       url,
       {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), 'user-agent': 'falco-webhooks/1', ...headers },
+        headers: {
+          'content-type': 'application/json',
+          'content-length': String(Buffer.byteLength(body)),
+          'user-agent': 'falco-webhooks/1',
+          ...headers,
+        },
         lookup: guardedLookup(opts.allowLoopback) as never,
         timeout: opts.timeoutMs,
         agent: false,
@@ -45,13 +50,21 @@ export function deliver(
       (res) => {
         res.resume(); // drain; the body is not needed
         const status = res.statusCode ?? 0;
-        resolve(status >= 200 && status < 300 ? { ok: true, status } : { ok: false, status, error: `HTTP ${status}` });
+        resolve(
+          status >= 200 && status < 300
+            ? { ok: true, status }
+            : { ok: false, status, error: `HTTP ${status}` },
+        );
       },
     );
     req.on('timeout', () => req.destroy(new Error(`timed out after ${opts.timeoutMs} ms`)));
     req.on('error', (err) => {
       const refused = err instanceof SsrfError || (err as { cause?: unknown }).cause instanceof SsrfError;
-      resolve({ ok: false, error: refused ? `refused: ${err.message}` : err.message.slice(0, 200), permanent: refused });
+      resolve({
+        ok: false,
+        error: refused ? `refused: ${err.message}` : err.message.slice(0, 200),
+        permanent: refused,
+      });
     });
     req.end(body);
   });

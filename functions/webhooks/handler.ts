@@ -47,13 +47,18 @@ export async function processWebhookMessage(
     return 'deferred';
   }
   const data = await getJobWithImages(ctx, msg.jobId);
-  if (!data || data.job.tenant !== msg.tenant || data.job.status === 'deleted' || !data.job.webhookUrl) return 'skipped';
+  if (!data || data.job.tenant !== msg.tenant || data.job.status === 'deleted' || !data.job.webhookUrl)
+    return 'skipped';
   const { job, images } = data;
   if (job.webhookStatus === 'delivered' || job.webhookStatus === 'failed') return 'skipped';
   const tenant = await getTenant(ctx, job.tenant);
   if (!tenant) {
     ctx.log.error('tenant missing; cannot sign webhook', { jobId: job.jobId });
-    await setWebhookState(ctx, job.jobId, { status: 'failed', attempts: msg.attempt, lastError: 'tenant not found' });
+    await setWebhookState(ctx, job.jobId, {
+      status: 'failed',
+      attempts: msg.attempt,
+      lastError: 'tenant not found',
+    });
     return 'failed';
   }
   const event = webhookEvent(job, images, now);
@@ -66,7 +71,11 @@ export async function processWebhookMessage(
     result = await deliverFn(
       job.webhookUrl!,
       body,
-      { 'webhook-id': id, 'webhook-timestamp': String(Math.floor(now / 1000)), 'webhook-signature': signature },
+      {
+        'webhook-id': id,
+        'webhook-timestamp': String(Math.floor(now / 1000)),
+        'webhook-signature': signature,
+      },
       { allowLoopback: ctx.cfg.local, timeoutMs: ctx.cfg.webhook.timeoutMs },
     );
   } catch (err) {
@@ -74,18 +83,36 @@ export async function processWebhookMessage(
   }
   if (result.ok) {
     await setWebhookState(ctx, job.jobId, { status: 'delivered', attempts: msg.attempt });
-    ctx.log.info('webhook delivered', { jobId: job.jobId, attempt: msg.attempt, status: result.status, type: event.type });
+    ctx.log.info('webhook delivered', {
+      jobId: job.jobId,
+      attempt: msg.attempt,
+      status: result.status,
+      type: event.type,
+    });
     return 'delivered';
   }
   if (result.permanent || msg.attempt >= ctx.cfg.webhook.maxAttempts) {
-    await setWebhookState(ctx, job.jobId, { status: 'failed', attempts: msg.attempt, lastError: result.error ?? 'failed' });
+    await setWebhookState(ctx, job.jobId, {
+      status: 'failed',
+      attempts: msg.attempt,
+      lastError: result.error ?? 'failed',
+    });
     ctx.log.warn('webhook failed for good', { jobId: job.jobId, attempt: msg.attempt, error: result.error });
     return 'failed';
   }
   const delay = retryDelaySeconds(ctx.cfg, msg.attempt);
   await send(ctx, { ...msg, attempt: msg.attempt + 1, notBefore: now + delay * 1000 }, delay);
-  await setWebhookState(ctx, job.jobId, { status: 'enqueued', attempts: msg.attempt, lastError: result.error ?? 'failed' });
-  ctx.log.info('webhook attempt failed; retry scheduled', { jobId: job.jobId, attempt: msg.attempt, delaySeconds: delay, error: result.error });
+  await setWebhookState(ctx, job.jobId, {
+    status: 'enqueued',
+    attempts: msg.attempt,
+    lastError: result.error ?? 'failed',
+  });
+  ctx.log.info('webhook attempt failed; retry scheduled', {
+    jobId: job.jobId,
+    attempt: msg.attempt,
+    delaySeconds: delay,
+    error: result.error,
+  });
   return 'retry';
 }
 
@@ -98,7 +125,10 @@ export function makeWebhookHandler(ctx: ServiceContext, deliverFn: typeof delive
         msg = JSON.parse(record.body) as WebhookMessage;
         if (!msg.jobId || typeof msg.attempt !== 'number') throw new Error('not a webhook message');
       } catch (err) {
-        ctx.log.error('dropping malformed webhook message', { messageId: record.messageId, ...errFields(err) });
+        ctx.log.error('dropping malformed webhook message', {
+          messageId: record.messageId,
+          ...errFields(err),
+        });
         continue;
       }
       try {

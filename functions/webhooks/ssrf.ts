@@ -18,15 +18,36 @@ const blocked = new BlockList();
 // IPv4: "this" network, RFC 1918, CGNAT (also Alibaba's metadata 100.100.100.200), link-local (AWS/GCP/Azure
 // metadata 169.254.169.254), IETF protocol assignments, TEST-NETs, benchmarking, multicast, reserved, broadcast.
 for (const [net, prefix] of [
-  ['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['169.254.0.0', 16], ['172.16.0.0', 12], ['192.0.0.0', 24],
-  ['192.0.2.0', 24], ['192.88.99.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['198.51.100.0', 24],
-  ['203.0.113.0', 24], ['224.0.0.0', 4], ['240.0.0.0', 4],
-] as const) blocked.addSubnet(net, prefix, 'ipv4');
+  ['0.0.0.0', 8],
+  ['10.0.0.0', 8],
+  ['100.64.0.0', 10],
+  ['169.254.0.0', 16],
+  ['172.16.0.0', 12],
+  ['192.0.0.0', 24],
+  ['192.0.2.0', 24],
+  ['192.88.99.0', 24],
+  ['192.168.0.0', 16],
+  ['198.18.0.0', 15],
+  ['198.51.100.0', 24],
+  ['203.0.113.0', 24],
+  ['224.0.0.0', 4],
+  ['240.0.0.0', 4],
+] as const)
+  blocked.addSubnet(net, prefix, 'ipv4');
 // IPv6: unspecified, unique-local (AWS IMDS fd00:ec2::254), link-local, multicast, NAT64, documentation, 6to4, Teredo.
 for (const [net, prefix] of [
-  ['::', 128], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8], ['64:ff9b::', 96], ['64:ff9b:1::', 48], ['2001:db8::', 32],
-  ['2002::', 16], ['2001::', 32], ['100::', 64],
-] as const) blocked.addSubnet(net, prefix, 'ipv6');
+  ['::', 128],
+  ['fc00::', 7],
+  ['fe80::', 10],
+  ['ff00::', 8],
+  ['64:ff9b::', 96],
+  ['64:ff9b:1::', 48],
+  ['2001:db8::', 32],
+  ['2002::', 16],
+  ['2001::', 32],
+  ['100::', 64],
+] as const)
+  blocked.addSubnet(net, prefix, 'ipv6');
 const loopback = new BlockList();
 loopback.addSubnet('127.0.0.0', 8, 'ipv4');
 loopback.addAddress('::1', 'ipv6');
@@ -50,7 +71,8 @@ export function refusalReason(rawAddress: string, allowLoopback: boolean): strin
   if (loopback.check(address, family)) return allowLoopback ? null : `${rawAddress} is a loopback address`;
   if (address === '255.255.255.255') return `${rawAddress} is the broadcast address`;
   if (blocked.check(address, family)) {
-    if (family === 'ipv4' && address.startsWith('169.254.')) return `${rawAddress} is link-local (cloud metadata range)`;
+    if (family === 'ipv4' && address.startsWith('169.254.'))
+      return `${rawAddress} is link-local (cloud metadata range)`;
     return `${rawAddress} is a private, reserved or non-unicast address`;
   }
   return null;
@@ -71,8 +93,10 @@ export function checkWebhookUrl(raw: string, local: boolean): string | null {
   const host = url.hostname.replace(/^\[|\]$/g, '');
   if (isIP(host)) return refusalReason(host, local);
   const lower = host.toLowerCase();
-  if (lower === 'localhost' || lower.endsWith('.localhost')) return local ? null : 'webhook host is localhost';
-  if (lower === 'metadata.google.internal' || lower.endsWith('.internal')) return 'webhook host is an internal name';
+  if (lower === 'localhost' || lower.endsWith('.localhost'))
+    return local ? null : 'webhook host is localhost';
+  if (lower === 'metadata.google.internal' || lower.endsWith('.internal'))
+    return 'webhook host is an internal name';
   return null;
 }
 

@@ -24,7 +24,9 @@ export function engineModulePath(): string | null {
 export async function loadRealEngine(bundleDir: string): Promise<Anonymizer> {
   const path = engineModulePath();
   if (!path) throw new Error('the anonymization engine (functions/pipeline/anonymize.ts) is not present');
-  const mod = (await import(pathToFileURL(path).href)) as { createAnonymizer?: (o: { bundleDir: string }) => Promise<Anonymizer> };
+  const mod = (await import(pathToFileURL(path).href)) as {
+    createAnonymizer?: (o: { bundleDir: string }) => Promise<Anonymizer>;
+  };
   if (typeof mod.createAnonymizer !== 'function') throw new Error(`${path} does not export createAnonymizer`);
   return mod.createAnonymizer({ bundleDir });
 }
@@ -36,12 +38,15 @@ export async function loadEngine(opts: {
   standIn?: () => Promise<Anonymizer>;
 }): Promise<{ anonymizer: Anonymizer; real: boolean }> {
   try {
-    if (!existsSync(opts.bundleDir)) throw new Error(`model bundle not found at ${opts.bundleDir} (build it with: npm run models -- demo)`);
+    if (!existsSync(opts.bundleDir))
+      throw new Error(`model bundle not found at ${opts.bundleDir} (build it with: npm run models -- demo)`);
     return { anonymizer: await loadRealEngine(opts.bundleDir), real: true };
   } catch (err) {
     if (!opts.standIn) throw err;
     const line = '!'.repeat(100);
-    opts.log.warn(`${line}\nUSING THE TEST STAND-IN ANONYMIZER (it only inverts colours in a box; it does NOT anonymize faces).\nReason: ${(err as Error).message}\n${line}`);
+    opts.log.warn(
+      `${line}\nUSING THE TEST STAND-IN ANONYMIZER (it only inverts colours in a box; it does NOT anonymize faces).\nReason: ${(err as Error).message}\n${line}`,
+    );
     return { anonymizer: await opts.standIn(), real: false };
   }
 }
@@ -55,7 +60,9 @@ export async function downloadBundle(s3: S3Client, uri: string, dest: string): P
   let token: string | undefined;
   let files = 0;
   do {
-    const out = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
+    const out = await s3.send(
+      new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
+    );
     for (const obj of out.Contents ?? []) {
       if (!obj.Key || obj.Key.endsWith('/')) continue;
       const rel = relative(prefix || '.', obj.Key);

@@ -9,12 +9,24 @@
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import type { ServiceContext } from '../shared/context.js';
 import type { ImageMessage } from '../shared/records.js';
-import { getImage, getJob, markImageProcessing, markJobRunning, recordProgress } from '../shared/jobs-repo.js';
+import {
+  getImage,
+  getJob,
+  markImageProcessing,
+  markJobRunning,
+  recordProgress,
+} from '../shared/jobs-repo.js';
 import { failImage } from '../shared/lifecycle.js';
 import { getObjectBytes, putObject } from '../shared/storage.js';
 import { reportKey, resultKey } from '../shared/layout.js';
 import { isNotFound } from '../shared/aws.js';
-import { InputError, PrivacyError, type Anonymizer, type OutputFormat, type Progress } from '../pipeline/types.js';
+import {
+  InputError,
+  PrivacyError,
+  type Anonymizer,
+  type OutputFormat,
+  type Progress,
+} from '../pipeline/types.js';
 
 const PROGRESS_INTERVAL_MS = 1000;
 
@@ -37,7 +49,11 @@ async function exists(ctx: ServiceContext, bucket: string, key: string): Promise
   }
 }
 
-export async function processImageMessage(ctx: ServiceContext, anonymizer: Anonymizer, msg: ImageMessage): Promise<ProcessOutcome> {
+export async function processImageMessage(
+  ctx: ServiceContext,
+  anonymizer: Anonymizer,
+  msg: ImageMessage,
+): Promise<ProcessOutcome> {
   const { tenant, jobId, imageId } = msg;
   const log = ctx.log;
   const job = await getJob(ctx, jobId);
@@ -76,7 +92,11 @@ export async function processImageMessage(ctx: ServiceContext, anonymizer: Anony
   const started = Date.now();
   let result;
   try {
-    result = await anonymizer.anonymize(new Uint8Array(input.buffer, input.byteOffset, input.byteLength), { ...msg.options, format: msg.outputFormat }, onProgress);
+    result = await anonymizer.anonymize(
+      new Uint8Array(input.buffer, input.byteOffset, input.byteLength),
+      { ...msg.options, format: msg.outputFormat },
+      onProgress,
+    );
   } catch (err) {
     await writing;
     if (err instanceof InputError) {
@@ -92,8 +112,26 @@ export async function processImageMessage(ctx: ServiceContext, anonymizer: Anony
   await writing;
   const format = formatOf(result.contentType, msg.outputFormat);
   // Report first, result last: the result's ObjectCreated event is the completion signal and expects the report.
-  await putObject(ctx, ctx.cfg.resultsBucket, reportKey(tenant, jobId, imageId), JSON.stringify(result.report), 'application/json');
-  await putObject(ctx, ctx.cfg.resultsBucket, resultKey(tenant, jobId, imageId, format), result.image, result.contentType);
-  log.info('image anonymized', { jobId, imageId, faces: result.report.faces.length, outcome: result.report.outcome, ms: Date.now() - started });
+  await putObject(
+    ctx,
+    ctx.cfg.resultsBucket,
+    reportKey(tenant, jobId, imageId),
+    JSON.stringify(result.report),
+    'application/json',
+  );
+  await putObject(
+    ctx,
+    ctx.cfg.resultsBucket,
+    resultKey(tenant, jobId, imageId, format),
+    result.image,
+    result.contentType,
+  );
+  log.info('image anonymized', {
+    jobId,
+    imageId,
+    faces: result.report.faces.length,
+    outcome: result.report.outcome,
+    ms: Date.now() - started,
+  });
   return 'done';
 }

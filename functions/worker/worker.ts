@@ -25,7 +25,11 @@ export interface RunningWorker {
   idle(): Promise<void>;
 }
 
-export function startWorker(ctx: ServiceContext, anonymizer: Anonymizer, opts: WorkerOptions = {}): RunningWorker {
+export function startWorker(
+  ctx: ServiceContext,
+  anonymizer: Anonymizer,
+  opts: WorkerOptions = {},
+): RunningWorker {
   const visibilityTimeout = opts.visibilityTimeout ?? 120;
   const heartbeatInterval = opts.heartbeatInterval ?? Math.max(1, Math.floor(visibilityTimeout / 3));
   let inFlight: { message: Message; done: Promise<void> } | null = null;
@@ -49,7 +53,10 @@ export function startWorker(ctx: ServiceContext, anonymizer: Anonymizer, opts: W
           msg = JSON.parse(message.Body ?? '') as ImageMessage;
           if (msg.v !== 1 || !msg.jobId || !msg.imageId || !msg.inputKey) throw new Error('missing fields');
         } catch (err) {
-          ctx.log.error('dropping malformed job message', { messageId: message.MessageId, ...errFields(err) });
+          ctx.log.error('dropping malformed job message', {
+            messageId: message.MessageId,
+            ...errFields(err),
+          });
           return message;
         }
         const outcome = await processImageMessage(ctx, anonymizer, msg);
@@ -72,7 +79,11 @@ export function startWorker(ctx: ServiceContext, anonymizer: Anonymizer, opts: W
   });
   consumer.on('error', (err) => ctx.log.error('consumer error', errFields(err)));
   consumer.start();
-  ctx.log.info('worker started', { queue: ctx.cfg.jobsQueueUrl.split('/').pop(), visibilityTimeout, heartbeatInterval });
+  ctx.log.info('worker started', {
+    queue: ctx.cfg.jobsQueueUrl.split('/').pop(),
+    visibilityTimeout,
+    heartbeatInterval,
+  });
 
   let stopping: Promise<void> | null = null;
   return {
@@ -85,13 +96,24 @@ export function startWorker(ctx: ServiceContext, anonymizer: Anonymizer, opts: W
         const current = inFlight as { message: Message; done: Promise<void> } | null;
         if (current) {
           const grace = opts.shutdownGraceMs ?? 25_000;
-          const finished = await Promise.race([current.done.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), grace).unref())]);
+          const finished = await Promise.race([
+            current.done.then(() => true),
+            new Promise<boolean>((r) => setTimeout(() => r(false), grace).unref()),
+          ]);
           if (!finished && current.message.ReceiptHandle) {
             // Hand the image back now instead of making another worker wait out the visibility timeout.
             await ctx.clients.sqs
-              .send(new ChangeMessageVisibilityCommand({ QueueUrl: ctx.cfg.jobsQueueUrl, ReceiptHandle: current.message.ReceiptHandle, VisibilityTimeout: 0 }))
+              .send(
+                new ChangeMessageVisibilityCommand({
+                  QueueUrl: ctx.cfg.jobsQueueUrl,
+                  ReceiptHandle: current.message.ReceiptHandle,
+                  VisibilityTimeout: 0,
+                }),
+              )
               .catch((err) => ctx.log.warn('could not release in-flight message', errFields(err)));
-            ctx.log.warn('shutdown: in-flight image handed back to the queue', { messageId: current.message.MessageId });
+            ctx.log.warn('shutdown: in-flight image handed back to the queue', {
+              messageId: current.message.MessageId,
+            });
           }
         }
         ctx.log.info('worker stopped');

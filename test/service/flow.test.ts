@@ -10,7 +10,19 @@ import { startLocalStack, type LocalStack } from '../../functions/local/stack.js
 import { createStandInAnonymizer } from '../../functions/local/stand-in.js';
 import { listUsage } from '../../functions/shared/usage-repo.js';
 import { createApp } from '../../functions/api/app.js';
-import { api, listKeys, pngBomb, SAMPLE, SAMPLE2, startReceiver, textFile, truncatedJpeg, waitFor, wrongMagic, type Receiver } from './helpers.js';
+import {
+  api,
+  listKeys,
+  pngBomb,
+  SAMPLE,
+  SAMPLE2,
+  startReceiver,
+  textFile,
+  truncatedJpeg,
+  waitFor,
+  wrongMagic,
+  type Receiver,
+} from './helpers.js';
 
 const PRIVACY_FAIL_SEED = 666;
 const CRASH_SEED = 777;
@@ -49,11 +61,23 @@ async function waitJob(id: string, key = stack.apiKey) {
 describe('happy path', () => {
   it('anonymizes a real photo, bills it once, and delivers a signed webhook (after one failed attempt)', async () => {
     hook.script = [500]; // first delivery fails → retried with backoff
-    const created = await client.postImages([{ bytes: SAMPLE, name: 'sample1.jpg' }], { options: { steps: 3, seed: 1, format: 'png' }, webhook: hook.url });
+    const created = await client.postImages([{ bytes: SAMPLE, name: 'sample1.jpg' }], {
+      options: { steps: 3, seed: 1, format: 'png' },
+      webhook: hook.url,
+    });
     expect(created.status).toBe(202);
     expect(created.headers.get('location')).toBe(`/v1/jobs/${created.data.id}`);
-    expect(created.data).toMatchObject({ object: 'job', status: 'queued', counts: { total: 1, queued: 1 }, options: { steps: 3, seed: 1, format: 'png' } });
-    expect(created.data.images[0]).toMatchObject({ status: 'queued', filename: 'sample1.jpg', input: { format: 'jpeg', width: 1920, height: 1280, bytes: SAMPLE.length } });
+    expect(created.data).toMatchObject({
+      object: 'job',
+      status: 'queued',
+      counts: { total: 1, queued: 1 },
+      options: { steps: 3, seed: 1, format: 'png' },
+    });
+    expect(created.data.images[0]).toMatchObject({
+      status: 'queued',
+      filename: 'sample1.jpg',
+      input: { format: 'jpeg', width: 1920, height: 1280, bytes: SAMPLE.length },
+    });
 
     const job = await waitJob(created.data.id);
     expect(job.status).toBe('completed');
@@ -64,7 +88,13 @@ describe('happy path', () => {
     expect(img.error).toBeNull();
     expect(img.result.contentType).toBe('image/png');
     expect(Date.parse(img.result.expiresAt)).toBeGreaterThan(Date.now());
-    expect(img.report).toMatchObject({ width: 1920, height: 1280, format: 'png', outcome: 'ok', faces: [{ index: 0, reidentified: false }] });
+    expect(img.report).toMatchObject({
+      width: 1920,
+      height: 1280,
+      format: 'png',
+      outcome: 'ok',
+      faces: [{ index: 0, reidentified: false }],
+    });
     expect(img.report.faces[0].losses).toHaveLength(3);
 
     // The presigned result URL serves the anonymized image: same size, different pixels.
@@ -74,7 +104,7 @@ describe('happy path', () => {
     const a = await sharp(SAMPLE).resize(32, 32).raw().toBuffer();
     const b = await sharp(out).removeAlpha().resize(32, 32).raw().toBuffer();
     expect(a.equals(b)).toBe(false);
-    const report = await (await fetch(img.reportUrl)).json();
+    const report = (await (await fetch(img.reportUrl)).json()) as { faces: unknown[] };
     expect(report.faces).toHaveLength(1);
 
     // Privacy: the original is deleted once processed.
@@ -88,22 +118,33 @@ describe('happy path', () => {
     expect(usage.data.billableImages).toBe(records.length);
 
     // Webhook: second attempt succeeds; signature verifies with the tenant secret.
-    const deliveries = await waitFor('webhook delivered', async () => (hook.received.length >= 2 ? hook.received : null), 20_000);
+    const deliveries = await waitFor(
+      'webhook delivered',
+      async () => (hook.received.length >= 2 ? hook.received : null),
+      20_000,
+    );
     const jobFinal = (await client.call('GET', `/v1/jobs/${job.id}`)).data;
     expect(jobFinal.webhook).toEqual({ url: hook.url, status: 'delivered', attempts: 2 });
     const last = deliveries[deliveries.length - 1];
     expect(last.headers['webhook-id']).toBe(`msg_${job.id}`);
     expect(deliveries[0].headers['webhook-id']).toBe(`msg_${job.id}`);
-    const payload = new Webhook(stack.webhookSecret).verify(last.body, last.headers) as { type: string; data: { id: string; counts: { done: number } } };
+    const payload = new Webhook(stack.webhookSecret).verify(last.body, last.headers) as {
+      type: string;
+      data: { id: string; counts: { done: number } };
+    };
     expect(payload.type).toBe('job.completed');
     expect(payload.data.id).toBe(job.id);
     expect(payload.data.counts.done).toBe(1);
     // A wrong secret must not verify.
-    expect(() => new Webhook('whsec_' + Buffer.alloc(32, 7).toString('base64')).verify(last.body, last.headers)).toThrow();
+    expect(() =>
+      new Webhook('whsec_' + Buffer.alloc(32, 7).toString('base64')).verify(last.body, last.headers),
+    ).toThrow();
   });
 
   it('accepts a presigned upload and honours Idempotency-Key', async () => {
-    const up = await client.call('POST', '/v1/uploads', { json: { contentType: 'image/jpeg', bytes: SAMPLE2.length } });
+    const up = await client.call('POST', '/v1/uploads', {
+      json: { contentType: 'image/jpeg', bytes: SAMPLE2.length },
+    });
     expect(up.status).toBe(201);
     expect(up.data.id).toMatch(/^upl_/);
     const form = new FormData();
@@ -120,7 +161,10 @@ describe('happy path', () => {
     expect(again.status).toBe(202);
     expect(again.data.id).toBe(first.data.id);
     expect(again.headers.get('idempotent-replayed')).toBe('true');
-    const conflict = await client.call('POST', '/v1/jobs', { json: { ...body, options: { steps: 3 } }, headers });
+    const conflict = await client.call('POST', '/v1/jobs', {
+      json: { ...body, options: { steps: 3 } },
+      headers,
+    });
     expect(conflict.status).toBe(409);
     expect(conflict.headers.get('content-type')).toContain('application/problem+json');
     expect(conflict.data.detail).toMatch(/different request body/);
@@ -132,7 +176,12 @@ describe('happy path', () => {
 
     const job = await waitJob(first.data.id);
     expect(job.status).toBe('completed');
-    expect(job.images[0].input).toMatchObject({ width: 1920, height: 1367, format: 'jpeg', bytes: SAMPLE2.length });
+    expect(job.images[0].input).toMatchObject({
+      width: 1920,
+      height: 1367,
+      format: 'jpeg',
+      bytes: SAMPLE2.length,
+    });
   });
 });
 
@@ -140,15 +189,22 @@ describe('failures are not billed', () => {
   it('a face that stays re-identifiable fails the image and the job (job.failed webhook)', async () => {
     const before = (await listUsage(stack.ctx, 'demo', month())).length;
     const n = hook.received.length;
-    const created = await client.postImages([{ bytes: SAMPLE }], { options: { seed: PRIVACY_FAIL_SEED, steps: 1 }, webhook: hook.url });
+    const created = await client.postImages([{ bytes: SAMPLE }], {
+      options: { seed: PRIVACY_FAIL_SEED, steps: 1 },
+      webhook: hook.url,
+    });
     const job = await waitJob(created.data.id);
     expect(job.status).toBe('failed');
     expect(job.images[0].status).toBe('failed');
     expect(job.images[0].error.code).toBe('privacy-check-failed');
     expect(job.images[0].result).toBeNull();
     expect((await listUsage(stack.ctx, 'demo', month())).length).toBe(before);
-    const d = await waitFor('job.failed webhook', async () => (hook.received.length > n ? hook.received[n] : null));
-    expect((new Webhook(stack.webhookSecret).verify(d.body, d.headers) as { type: string }).type).toBe('job.failed');
+    const d = await waitFor('job.failed webhook', async () =>
+      hook.received.length > n ? hook.received[n] : null,
+    );
+    expect((new Webhook(stack.webhookSecret).verify(d.body, d.headers) as { type: string }).type).toBe(
+      'job.failed',
+    );
   });
 
   it('an engine crash is retried, then dead-lettered: image failed, not billed', async () => {
@@ -156,7 +212,10 @@ describe('failures are not billed', () => {
     const created = await client.postImages([{ bytes: SAMPLE }], { options: { seed: CRASH_SEED, steps: 1 } });
     const job = await waitJob(created.data.id);
     expect(job.status).toBe('failed');
-    expect(job.images[0].error).toEqual({ code: 'processing-failed', detail: 'processing failed after repeated attempts; the image was not billed' });
+    expect(job.images[0].error).toEqual({
+      code: 'processing-failed',
+      detail: 'processing failed after repeated attempts; the image was not billed',
+    });
     expect((await listUsage(stack.ctx, 'demo', month())).length).toBe(before);
   });
 });
@@ -175,21 +234,33 @@ describe('bad uploads', () => {
     const res = await client.postImages([{ bytes: make(), name: 'bad.jpg' }]);
     expect(res.status).toBe(status);
     expect(res.headers.get('content-type')).toBe('application/problem+json');
-    expect(res.data).toMatchObject({ status, type: expect.stringMatching(/^https:\/\/falco\.dev\/problems\//), instance: '/v1/jobs' });
+    expect(res.data).toMatchObject({
+      status,
+      type: expect.stringMatching(/^https:\/\/falco\.dev\/problems\//),
+      instance: '/v1/jobs',
+    });
     expect(res.data.detail).toMatch(detail);
     expect((await client.call('GET', '/v1/jobs?limit=100')).data.data.length).toBe(jobsBefore);
     expect(await listKeys(stack, stack.ctx.cfg.uploadsBucket, 'inputs/')).toEqual(inputsBefore);
     const attrs = await stack.ctx.clients.sqs.send(
-      new GetQueueAttributesCommand({ QueueUrl: stack.ctx.cfg.jobsQueueUrl, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }),
+      new GetQueueAttributesCommand({
+        QueueUrl: stack.ctx.cfg.jobsQueueUrl,
+        AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'],
+      }),
     );
-    expect(Number(attrs.Attributes!.ApproximateNumberOfMessages) + Number(attrs.Attributes!.ApproximateNumberOfMessagesNotVisible)).toBe(0);
+    expect(
+      Number(attrs.Attributes!.ApproximateNumberOfMessages) +
+        Number(attrs.Attributes!.ApproximateNumberOfMessagesNotVisible),
+    ).toBe(0);
   });
 
   it('rejects invalid options, webhooks aimed at private addresses, and missing auth precisely', async () => {
     const bad = await client.postImages([{ bytes: SAMPLE }], { options: { steps: 0, layers: [8, 3] } });
     expect(bad.status).toBe(422);
     expect(bad.data.errors.map((e: { path: string }) => e.path)).toEqual(['options.steps', 'options.layers']);
-    const meta = await client.postImages([{ bytes: SAMPLE }], { webhook: 'http://169.254.169.254/latest/meta-data' });
+    const meta = await client.postImages([{ bytes: SAMPLE }], {
+      webhook: 'http://169.254.169.254/latest/meta-data',
+    });
     expect(meta.status).toBe(422);
     expect(meta.data.detail).toMatch(/link-local/);
     const priv = await client.postImages([{ bytes: SAMPLE }], { webhook: 'http://10.1.2.3/hook' });
@@ -229,7 +300,10 @@ describe('tenancy, listing, erasure', () => {
     const all: string[] = [];
     let cursor: string | null = null;
     do {
-      const r: { data: { data: Array<{ id: string }>; nextCursor: string | null } } = await client.call('GET', `/v1/jobs?limit=2${cursor ? `&cursor=${cursor}` : ''}`);
+      const r: { data: { data: Array<{ id: string }>; nextCursor: string | null } } = await client.call(
+        'GET',
+        `/v1/jobs?limit=2${cursor ? `&cursor=${cursor}` : ''}`,
+      );
       expect(r.data.data.length).toBeLessThanOrEqual(2);
       all.push(...r.data.data.map((j) => j.id));
       cursor = r.data.nextCursor;
@@ -254,7 +328,10 @@ describe('tenancy, listing, erasure', () => {
 
 describe('API surface', () => {
   it('rate limits per key with 429 + Retry-After', async () => {
-    const app = createApp({ ...stack.ctx, cfg: { ...stack.ctx.cfg, rateLimit: { ratePerSecond: 0.5, burst: 2 } } });
+    const app = createApp({
+      ...stack.ctx,
+      cfg: { ...stack.ctx.cfg, rateLimit: { ratePerSecond: 0.5, burst: 2 } },
+    });
     const headers = { authorization: `Bearer ${stack.apiKey}` };
     const codes = [];
     let last: Response | undefined;
@@ -268,12 +345,18 @@ describe('API surface', () => {
   });
 
   it('serves a generated OpenAPI document and an offline reference page', async () => {
-    const doc = await (await fetch(stack.url + '/openapi.json')).json();
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const doc = (await (await fetch(stack.url + '/openapi.json')).json()) as any;
     expect(doc.openapi).toBe('3.0.3');
     expect(Object.keys(doc.paths).sort()).toEqual(['/v1/jobs', '/v1/jobs/{id}', '/v1/uploads', '/v1/usage']);
-    expect(Object.keys(doc.paths['/v1/jobs'].post.requestBody.content)).toEqual(['application/json', 'multipart/form-data']);
+    expect(Object.keys(doc.paths['/v1/jobs'].post.requestBody.content)).toEqual([
+      'application/json',
+      'multipart/form-data',
+    ]);
     expect(doc.components.schemas.Job.properties.images).toBeTruthy();
-    expect(doc.components.securitySchemes.bearer).toEqual(expect.objectContaining({ type: 'http', scheme: 'bearer' }));
+    expect(doc.components.securitySchemes.bearer).toEqual(
+      expect.objectContaining({ type: 'http', scheme: 'bearer' }),
+    );
     const html = await (await fetch(stack.url + '/docs')).text();
     expect(html).toContain('/v1/jobs/{id}');
     expect(html).not.toContain('<script');

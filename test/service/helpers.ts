@@ -6,9 +6,16 @@ import type { AddressInfo } from 'node:net';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import type { LocalStack } from '../../functions/local/stack.js';
 
-export const SAMPLE = readFileSync(new URL('../../node_modules/@vladmandic/face-api/demo/sample1.jpg', import.meta.url));
-export const SAMPLE2 = readFileSync(new URL('../../node_modules/@vladmandic/face-api/demo/sample2.jpg', import.meta.url));
-export const SAMPLE_PATH = new URL('../../node_modules/@vladmandic/face-api/demo/sample1.jpg', import.meta.url).pathname;
+export const SAMPLE = readFileSync(
+  new URL('../../node_modules/@vladmandic/face-api/demo/sample1.jpg', import.meta.url),
+);
+export const SAMPLE2 = readFileSync(
+  new URL('../../node_modules/@vladmandic/face-api/demo/sample2.jpg', import.meta.url),
+);
+export const SAMPLE_PATH = new URL(
+  '../../node_modules/@vladmandic/face-api/demo/sample1.jpg',
+  import.meta.url,
+).pathname;
 
 function crc32(buf: Buffer): number {
   let crc = 0xffffffff;
@@ -37,7 +44,12 @@ export function pngBomb(): Buffer {
   ihdr[8] = 8; // bit depth
   ihdr[9] = 0; // greyscale
   const idat = deflateSync(Buffer.alloc(10001 * 10000), { level: 9 });
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), pngChunk('IHDR', ihdr), pngChunk('IDAT', idat), pngChunk('IEND', Buffer.alloc(0))]);
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    pngChunk('IHDR', ihdr),
+    pngChunk('IDAT', idat),
+    pngChunk('IEND', Buffer.alloc(0)),
+  ]);
 }
 
 export const truncatedJpeg = () => SAMPLE.subarray(0, Math.floor(SAMPLE.length * 0.6));
@@ -65,7 +77,10 @@ export async function startReceiver(script: number[] = []): Promise<Receiver> {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      received.push({ headers: req.headers as Record<string, string>, body: Buffer.concat(chunks).toString('utf8') });
+      received.push({
+        headers: req.headers as Record<string, string>,
+        body: Buffer.concat(chunks).toString('utf8'),
+      });
       res.statusCode = state.script.shift() ?? 200;
       res.end('ok');
     });
@@ -84,7 +99,12 @@ export async function startReceiver(script: number[] = []): Promise<Receiver> {
   };
 }
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 30_000, everyMs = 150): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined | null | false>,
+  timeoutMs = 30_000,
+  everyMs = 150,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {
@@ -100,7 +120,11 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
 }
 
 export function api(stack: LocalStack, key = stack.apiKey) {
-  const call = async (method: string, path: string, init: { body?: BodyInit; headers?: Record<string, string>; json?: unknown } = {}) => {
+  const call = async (
+    method: string,
+    path: string,
+    init: { body?: RequestInit['body']; headers?: Record<string, string>; json?: unknown } = {},
+  ) => {
     const headers: Record<string, string> = { authorization: `Bearer ${key}`, ...(init.headers ?? {}) };
     let body = init.body;
     if (init.json !== undefined) {
@@ -119,9 +143,13 @@ export function api(stack: LocalStack, key = stack.apiKey) {
   };
   return {
     call,
-    postImages: (images: Array<{ bytes: Uint8Array; name?: string; type?: string }>, extra: { options?: unknown; webhook?: string; headers?: Record<string, string> } = {}) => {
+    postImages: (
+      images: Array<{ bytes: Uint8Array; name?: string; type?: string }>,
+      extra: { options?: unknown; webhook?: string; headers?: Record<string, string> } = {},
+    ) => {
       const form = new FormData();
-      for (const i of images) form.append('image', new Blob([i.bytes], { type: i.type ?? 'image/jpeg' }), i.name ?? 'photo.jpg');
+      for (const i of images)
+        form.append('image', new Blob([i.bytes], { type: i.type ?? 'image/jpeg' }), i.name ?? 'photo.jpg');
       if (extra.options !== undefined) form.append('options', JSON.stringify(extra.options));
       if (extra.webhook) form.append('webhook', extra.webhook);
       return call('POST', '/v1/jobs', { body: form, headers: extra.headers });

@@ -7,12 +7,16 @@ import { startWorker } from '../../functions/worker/worker.js';
 import { createStandInAnonymizer } from '../../functions/local/stand-in.js';
 
 const ctx = createContext('worker-child');
-const worker = startWorker(ctx, createStandInAnonymizer({ stepMs: Number(process.env.STANDIN_STEP_MS ?? 200) }), {
-  waitTimeSeconds: 1,
-  visibilityTimeout: Number(process.env.VISIBILITY_TIMEOUT ?? 3),
-  heartbeatInterval: 1,
-  shutdownGraceMs: Number(process.env.SHUTDOWN_GRACE_MS ?? 500),
-});
+const worker = startWorker(
+  ctx,
+  createStandInAnonymizer({ stepMs: Number(process.env.STANDIN_STEP_MS ?? 200) }),
+  {
+    waitTimeSeconds: 1,
+    visibilityTimeout: Number(process.env.VISIBILITY_TIMEOUT ?? 3),
+    heartbeatInterval: 1,
+    shutdownGraceMs: Number(process.env.SHUTDOWN_GRACE_MS ?? 500),
+  },
+);
 process.once('SIGTERM', () => {
   void worker.stop().then(() => process.exit(0));
 });

@@ -14,11 +14,19 @@ let stack: LocalStack;
 let hook: Receiver;
 const children: ChildProcess[] = [];
 
-function spawnWorker(extraEnv: Record<string, string> = {}): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, ['--import', 'tsx', new URL('./worker-child.ts', import.meta.url).pathname], {
-    env: { ...process.env, ...stack.env, LOG_LEVEL: 'INFO', STANDIN_STEP_MS: '250', ...extraEnv },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+function spawnWorker(extraEnv: Record<string, string> = {}): {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+} {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', new URL('./worker-child.ts', import.meta.url).pathname],
+    {
+      env: { ...process.env, ...stack.env, LOG_LEVEL: 'INFO', STANDIN_STEP_MS: '250', ...extraEnv },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   children.push(child);
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -58,10 +66,14 @@ async function waitMidOptimization(jobId: string, imageId: string) {
 }
 
 async function waitCompleted(jobId: string) {
-  return waitFor(`job ${jobId} completed`, async () => {
-    const r = await api(stack).call('GET', `/v1/jobs/${jobId}`);
-    return r.data?.status === 'completed' ? r.data : null;
-  }, 60_000);
+  return waitFor(
+    `job ${jobId} completed`,
+    async () => {
+      const r = await api(stack).call('GET', `/v1/jobs/${jobId}`);
+      return r.data?.status === 'completed' ? r.data : null;
+    },
+    60_000,
+  );
 }
 
 describe('worker crash and shutdown', () => {
@@ -81,8 +93,14 @@ describe('worker crash and shutdown', () => {
     // Give any duplicate (event, message, webhook) time to show up before counting.
     await new Promise((r) => setTimeout(r, 2500));
     // A redelivery (local-aws-sqs may count the lapsed lease as well, so ≥ 2 rather than exactly 2).
-    expect(Number(/"message":"message handled".*"outcome":"done".*"receiveCount":(\d+)/.exec(second.output())?.[1])).toBeGreaterThanOrEqual(2);
-    const usage = (await listUsage(stack.ctx, 'demo', new Date().toISOString().slice(0, 7))).filter((u) => u.jobId === jobId);
+    expect(
+      Number(
+        /"message":"message handled".*"outcome":"done".*"receiveCount":(\d+)/.exec(second.output())?.[1],
+      ),
+    ).toBeGreaterThanOrEqual(2);
+    const usage = (await listUsage(stack.ctx, 'demo', new Date().toISOString().slice(0, 7))).filter(
+      (u) => u.jobId === jobId,
+    );
     expect(usage.map((u) => u.imageId)).toEqual([imageId]);
     expect(hook.received.filter((r) => r.headers['webhook-id'] === `msg_${jobId}`)).toHaveLength(1);
     second.child.kill('SIGTERM');
@@ -102,7 +120,9 @@ describe('worker crash and shutdown', () => {
     const job = await waitCompleted(jobId);
     expect(Date.now() - t0).toBeLessThan(45_000); // well under the 60 s visibility timeout
     expect(job.images[0].status).toBe('done');
-    const usage = (await listUsage(stack.ctx, 'demo', new Date().toISOString().slice(0, 7))).filter((u) => u.jobId === jobId);
+    const usage = (await listUsage(stack.ctx, 'demo', new Date().toISOString().slice(0, 7))).filter(
+      (u) => u.jobId === jobId,
+    );
     expect(usage).toHaveLength(1);
     second.child.kill('SIGTERM');
     await second.exited;

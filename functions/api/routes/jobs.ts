@@ -7,7 +7,15 @@ import type { ServiceContext } from '../../shared/context.js';
 import { isId, newImageId, newJobId } from '../../shared/ids.js';
 import { inputKey, reportKey, uploadKey } from '../../shared/layout.js';
 import { ProblemError } from '../../shared/problem.js';
-import { jobPk, tenantGsi, imageSk, type IdempotencyItem, type ImageItem, type ImageMessage, type JobItem } from '../../shared/records.js';
+import {
+  jobPk,
+  tenantGsi,
+  imageSk,
+  type IdempotencyItem,
+  type ImageItem,
+  type ImageMessage,
+  type JobItem,
+} from '../../shared/records.js';
 import {
   claimIdempotencyKey,
   deleteImageItems,
@@ -52,8 +60,13 @@ interface ParsedCreate {
 const sha256 = (data: Uint8Array | string) => createHash('sha256').update(data).digest('hex');
 
 function zodProblem(err: z.ZodError, where: string): ProblemError {
-  const errors = err.issues.map((i) => ({ path: [where, ...i.path.map(String)].join('.'), message: i.message }));
-  return new ProblemError(422, 'invalid-request', errors.map((e) => `${e.path}: ${e.message}`).join('; '), { errors });
+  const errors = err.issues.map((i) => ({
+    path: [where, ...i.path.map(String)].join('.'),
+    message: i.message,
+  }));
+  return new ProblemError(422, 'invalid-request', errors.map((e) => `${e.path}: ${e.message}`).join('; '), {
+    errors,
+  });
 }
 
 async function parseCreate(c: Context<ApiEnv>, ctx: ServiceContext): Promise<ParsedCreate> {
@@ -69,7 +82,10 @@ async function parseCreate(c: Context<ApiEnv>, ctx: ServiceContext): Promise<Par
     const parsed = CreateJobJsonSchema.safeParse(raw);
     if (!parsed.success) throw zodProblem(parsed.error, 'body');
     return {
-      images: parsed.data.images.map((i) => ({ source: { kind: 'upload' as const, uploadId: i.uploadId }, identity: `upload:${i.uploadId}` })),
+      images: parsed.data.images.map((i) => ({
+        source: { kind: 'upload' as const, uploadId: i.uploadId },
+        identity: `upload:${i.uploadId}`,
+      })),
       options: parsed.data.options ?? {},
       webhook: parsed.data.webhook,
     };
@@ -79,27 +95,56 @@ async function parseCreate(c: Context<ApiEnv>, ctx: ServiceContext): Promise<Par
     try {
       form = await c.req.parseBody({ all: true });
     } catch (err) {
-      throw new ProblemError(400, 'malformed-multipart', `multipart body cannot be parsed: ${(err as Error).message}`);
+      throw new ProblemError(
+        400,
+        'malformed-multipart',
+        `multipart body cannot be parsed: ${(err as Error).message}`,
+      );
     }
     const unknown = Object.keys(form).filter((k) => !['image', 'options', 'webhook'].includes(k));
-    if (unknown.length) throw new ProblemError(422, 'invalid-request', `unknown multipart field(s): ${unknown.join(', ')}; expected image, options, webhook`);
+    if (unknown.length)
+      throw new ProblemError(
+        422,
+        'invalid-request',
+        `unknown multipart field(s): ${unknown.join(', ')}; expected image, options, webhook`,
+      );
     const files = ([] as (string | File)[]).concat(form.image ?? []);
-    if (files.length === 0) throw new ProblemError(422, 'invalid-request', 'multipart body has no "image" file field');
+    if (files.length === 0)
+      throw new ProblemError(422, 'invalid-request', 'multipart body has no "image" file field');
     const images: IncomingImage[] = [];
     let total = 0;
     for (const [n, f] of files.entries()) {
-      if (typeof f === 'string') throw new ProblemError(422, 'invalid-request', `image ${n + 1} must be a file part, not a text field`);
+      if (typeof f === 'string')
+        throw new ProblemError(
+          422,
+          'invalid-request',
+          `image ${n + 1} must be a file part, not a text field`,
+        );
       if (f.size > limits.maxInlineBytes) {
-        throw new ProblemError(413, 'image-too-large', `image ${n + 1} is ${f.size} bytes; inline images are limited to ${limits.maxInlineBytes} bytes (use POST /v1/uploads for larger files)`);
+        throw new ProblemError(
+          413,
+          'image-too-large',
+          `image ${n + 1} is ${f.size} bytes; inline images are limited to ${limits.maxInlineBytes} bytes (use POST /v1/uploads for larger files)`,
+        );
       }
       total += f.size;
       const bytes = new Uint8Array(await f.arrayBuffer());
-      images.push({ source: { kind: 'inline', bytes }, filename: f.name?.slice(0, 200) || undefined, identity: `sha256:${sha256(bytes)}` });
+      images.push({
+        source: { kind: 'inline', bytes },
+        filename: f.name?.slice(0, 200) || undefined,
+        identity: `sha256:${sha256(bytes)}`,
+      });
     }
-    if (total > limits.maxInlineTotalBytes) throw new ProblemError(413, 'request-too-large', `inline images total ${total} bytes; the limit is ${limits.maxInlineTotalBytes} bytes`);
+    if (total > limits.maxInlineTotalBytes)
+      throw new ProblemError(
+        413,
+        'request-too-large',
+        `inline images total ${total} bytes; the limit is ${limits.maxInlineTotalBytes} bytes`,
+      );
     let options: AnonymizeOptions = {};
     if (form.options !== undefined) {
-      if (typeof form.options !== 'string') throw new ProblemError(422, 'invalid-request', 'options must be a JSON text field');
+      if (typeof form.options !== 'string')
+        throw new ProblemError(422, 'invalid-request', 'options must be a JSON text field');
       let raw: unknown;
       try {
         raw = JSON.parse(form.options);
@@ -110,15 +155,27 @@ async function parseCreate(c: Context<ApiEnv>, ctx: ServiceContext): Promise<Par
       if (!parsed.success) throw zodProblem(parsed.error, 'options');
       options = parsed.data;
     }
-    if (form.webhook !== undefined && typeof form.webhook !== 'string') throw new ProblemError(422, 'invalid-request', 'webhook must be a text field');
+    if (form.webhook !== undefined && typeof form.webhook !== 'string')
+      throw new ProblemError(422, 'invalid-request', 'webhook must be a text field');
     return { images, options, webhook: (form.webhook as string | undefined) || undefined };
   }
-  throw new ProblemError(415, 'unsupported-content-type', `Content-Type must be application/json or multipart/form-data, got "${type || 'none'}"`);
+  throw new ProblemError(
+    415,
+    'unsupported-content-type',
+    `Content-Type must be application/json or multipart/form-data, got "${type || 'none'}"`,
+  );
 }
 
 function canonicalHash(p: ParsedCreate): string {
-  const sortKeys = (o: object) => Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b)));
-  return sha256(JSON.stringify({ images: p.images.map((i) => i.identity), options: sortKeys(p.options), webhook: p.webhook ?? null }));
+  const sortKeys = (o: object) =>
+    Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b)));
+  return sha256(
+    JSON.stringify({
+      images: p.images.map((i) => i.identity),
+      options: sortKeys(p.options),
+      webhook: p.webhook ?? null,
+    }),
+  );
 }
 
 const createDoc = createRoute({
@@ -132,10 +189,21 @@ const createDoc = createRoute({
     'repeating the same request returns the same job; reusing the key with a different body is a 409.',
   security: [{ bearer: [] }],
   request: {
-    headers: z.object({ 'Idempotency-Key': z.string().max(255).optional().openapi({ description: 'Same key + same body → same job; same key + different body → 409. Remembered 24 h.' }) }),
+    headers: z.object({
+      'Idempotency-Key': z
+        .string()
+        .max(255)
+        .optional()
+        .openapi({
+          description: 'Same key + same body → same job; same key + different body → 409. Remembered 24 h.',
+        }),
+    }),
     body: {
       required: true,
-      content: { 'application/json': { schema: CreateJobJsonSchema }, 'multipart/form-data': { schema: CreateJobMultipartSchema } },
+      content: {
+        'application/json': { schema: CreateJobJsonSchema },
+        'multipart/form-data': { schema: CreateJobMultipartSchema },
+      },
     },
   },
   responses: {
@@ -152,7 +220,10 @@ const getRoute = createRoute({
   description: 'Status, per-image progress, results as short-lived presigned URLs, and per-face reports.',
   security: [{ bearer: [] }],
   request: { params: JobIdParam },
-  responses: { 200: { description: 'Job', content: { 'application/json': { schema: JobSchema } } }, ...problemResponses(401, 404, 429) },
+  responses: {
+    200: { description: 'Job', content: { 'application/json': { schema: JobSchema } } },
+    ...problemResponses(401, 404, 429),
+  },
 });
 
 const listRoute = createRoute({
@@ -162,7 +233,10 @@ const listRoute = createRoute({
   summary: 'List jobs, newest first',
   security: [{ bearer: [] }],
   request: { query: ListQuery },
-  responses: { 200: { description: 'A page of jobs', content: { 'application/json': { schema: JobListSchema } } }, ...problemResponses(400, 401, 429) },
+  responses: {
+    200: { description: 'A page of jobs', content: { 'application/json': { schema: JobListSchema } } },
+    ...problemResponses(400, 401, 429),
+  },
 });
 
 const deleteRoute = createRoute({
@@ -179,7 +253,8 @@ const deleteRoute = createRoute({
 async function loadOwnedJob(ctx: ServiceContext, tenant: string, id: string) {
   if (!isId('job', id)) throw new ProblemError(404, 'not-found', `job ${id} not found`);
   const data = await getJobWithImages(ctx, id);
-  if (!data || data.job.tenant !== tenant || data.job.status === 'deleted') throw new ProblemError(404, 'not-found', `job ${id} not found`);
+  if (!data || data.job.tenant !== tenant || data.job.status === 'deleted')
+    throw new ProblemError(404, 'not-found', `job ${id} not found`);
   return data;
 }
 
@@ -195,8 +270,15 @@ function decodeCursor(cursor: string, tenant: string): Record<string, unknown> {
     throw new ProblemError(400, 'invalid-cursor', 'cursor is not one returned by this API');
   }
   const ok =
-    key && typeof key === 'object' && key.gsi1pk === tenantGsi(tenant) && typeof key.gsi1sk === 'string' && typeof key.pk === 'string' && key.sk === 'JOB' && Object.keys(key).length === 4;
-  if (!ok) throw new ProblemError(400, 'invalid-cursor', 'cursor is not one returned by this API for this key');
+    key &&
+    typeof key === 'object' &&
+    key.gsi1pk === tenantGsi(tenant) &&
+    typeof key.gsi1sk === 'string' &&
+    typeof key.pk === 'string' &&
+    key.sk === 'JOB' &&
+    Object.keys(key).length === 4;
+  if (!ok)
+    throw new ProblemError(400, 'invalid-cursor', 'cursor is not one returned by this API for this key');
   return key;
 }
 
@@ -208,7 +290,11 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
     const parsed = await parseCreate(c, ctx);
     const limits = ctx.cfg.limits;
     if (parsed.images.length > limits.maxImagesPerJob) {
-      throw new ProblemError(422, 'too-many-images', `a job holds at most ${limits.maxImagesPerJob} images; got ${parsed.images.length}`);
+      throw new ProblemError(
+        422,
+        'too-many-images',
+        `a job holds at most ${limits.maxImagesPerJob} images; got ${parsed.images.length}`,
+      );
     }
     if (parsed.webhook) {
       const why = checkWebhookUrl(parsed.webhook, ctx.cfg.local);
@@ -216,17 +302,27 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
     }
     const bodyHash = canonicalHash(parsed);
     const idemKey = c.req.header('idempotency-key');
-    if (idemKey !== undefined && (idemKey.length === 0 || idemKey.length > 255)) throw new ProblemError(400, 'invalid-idempotency-key', 'Idempotency-Key must be 1-255 characters');
+    if (idemKey !== undefined && (idemKey.length === 0 || idemKey.length > 255))
+      throw new ProblemError(400, 'invalid-idempotency-key', 'Idempotency-Key must be 1-255 characters');
     const idemPk = idemKey ? `IDEM#${tenant}#${sha256(idemKey)}` : undefined;
     const now = ctx.now();
     const jobId = newJobId(now);
 
     const replay = async (existing: IdempotencyItem) => {
       if (existing.bodyHash !== bodyHash) {
-        throw new ProblemError(409, 'idempotency-key-reused', 'this Idempotency-Key was already used with a different request body');
+        throw new ProblemError(
+          409,
+          'idempotency-key-reused',
+          'this Idempotency-Key was already used with a different request body',
+        );
       }
       const data = await getJobWithImages(ctx, existing.jobId);
-      if (!data || data.job.status === 'deleted') throw new ProblemError(409, 'idempotency-in-progress', 'a request with this Idempotency-Key is still being processed; retry shortly');
+      if (!data || data.job.status === 'deleted')
+        throw new ProblemError(
+          409,
+          'idempotency-in-progress',
+          'a request with this Idempotency-Key is still being processed; retry shortly',
+        );
       c.header('Idempotent-Replayed', 'true');
       c.header('Location', `/v1/jobs/${existing.jobId}`);
       return c.json(await jobView(ctx, data.job, data.images), 202);
@@ -252,11 +348,28 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
         let bytes: Uint8Array;
         if (img.source.kind === 'inline') bytes = img.source.bytes;
         else {
-          const got = await getObjectBytes(ctx, ctx.cfg.uploadsBucket, uploadKey(tenant, img.source.uploadId), limits.maxUploadBytes);
-          if (!got) throw new ProblemError(404, 'upload-not-found', `${label}: upload ${img.source.uploadId} not found (not uploaded yet, expired, or already used)`);
+          const got = await getObjectBytes(
+            ctx,
+            ctx.cfg.uploadsBucket,
+            uploadKey(tenant, img.source.uploadId),
+            limits.maxUploadBytes,
+          );
+          if (!got)
+            throw new ProblemError(
+              404,
+              'upload-not-found',
+              `${label}: upload ${img.source.uploadId} not found (not uploaded yet, expired, or already used)`,
+            );
           bytes = got;
         }
-        const info = await validateImage(bytes, { maxBytes: img.source.kind === 'inline' ? limits.maxInlineBytes : limits.maxUploadBytes, maxPixels: limits.maxPixels }, label);
+        const info = await validateImage(
+          bytes,
+          {
+            maxBytes: img.source.kind === 'inline' ? limits.maxInlineBytes : limits.maxUploadBytes,
+            maxPixels: limits.maxPixels,
+          },
+          label,
+        );
         validated.push({ img, bytes, info });
       }
 
@@ -268,7 +381,8 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
         const imageId = newImageId();
         const key = inputKey(tenant, jobId, imageId);
         await putObject(ctx, ctx.cfg.uploadsBucket, key, v.bytes, CONTENT_TYPES[v.info.format]);
-        if (v.img.source.kind === 'upload') await deleteObject(ctx, ctx.cfg.uploadsBucket, uploadKey(tenant, v.img.source.uploadId));
+        if (v.img.source.kind === 'upload')
+          await deleteObject(ctx, ctx.cfg.uploadsBucket, uploadKey(tenant, v.img.source.uploadId));
         items.push({
           pk: jobPk(jobId),
           sk: imageSk(imageId),
@@ -309,7 +423,12 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
       };
       await putJob(ctx, job, items);
       await enqueueImages(ctx, job, items);
-      ctx.log.info('job created', { jobId, tenant, images: items.length, inline: parsed.images[0]?.source.kind === 'inline' });
+      ctx.log.info('job created', {
+        jobId,
+        tenant,
+        images: items.length,
+        inline: parsed.images[0]?.source.kind === 'inline',
+      });
       c.header('Location', `/v1/jobs/${jobId}`);
       return c.json(await jobView(ctx, job, items), 202);
     } catch (err) {
@@ -327,8 +446,16 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
   app.openapi(listRoute, async (c) => {
     const q = c.req.valid('query');
     const tenant = c.get('tenant');
-    const page = await listJobs(ctx, tenant, q.limit ?? 20, q.cursor ? decodeCursor(q.cursor, tenant) : undefined);
-    return c.json({ data: page.jobs.map(jobSummary), nextCursor: page.nextKey ? encodeCursor(page.nextKey) : null }, 200);
+    const page = await listJobs(
+      ctx,
+      tenant,
+      q.limit ?? 20,
+      q.cursor ? decodeCursor(q.cursor, tenant) : undefined,
+    );
+    return c.json(
+      { data: page.jobs.map(jobSummary), nextCursor: page.nextKey ? encodeCursor(page.nextKey) : null },
+      200,
+    );
   });
 
   app.openapi(deleteRoute, async (c) => {
@@ -338,8 +465,13 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
     await markJobDeleted(ctx, job.jobId);
     await deletePrefix(ctx, ctx.cfg.uploadsBucket, `inputs/${tenant}/${job.jobId}/`);
     await deletePrefix(ctx, ctx.cfg.resultsBucket, `results/${tenant}/${job.jobId}/`);
-    for (const i of images) await deleteObject(ctx, ctx.cfg.resultsBucket, reportKey(tenant, job.jobId, i.imageId));
-    await deleteImageItems(ctx, job.jobId, images.map((i) => i.imageId));
+    for (const i of images)
+      await deleteObject(ctx, ctx.cfg.resultsBucket, reportKey(tenant, job.jobId, i.imageId));
+    await deleteImageItems(
+      ctx,
+      job.jobId,
+      images.map((i) => i.imageId),
+    );
     ctx.log.info('job erased', { jobId: job.jobId, tenant });
     return c.body(null, 204);
   });
@@ -349,12 +481,22 @@ async function enqueueImages(ctx: ServiceContext, job: JobItem, items: ImageItem
   for (let i = 0; i < items.length; i += 10) {
     const chunk = items.slice(i, i + 10);
     const entries = chunk.map((img) => {
-      const msg: ImageMessage = { v: 1, tenant: job.tenant, jobId: job.jobId, imageId: img.imageId, inputKey: img.inputKey, options: job.options, outputFormat: img.outputFormat };
+      const msg: ImageMessage = {
+        v: 1,
+        tenant: job.tenant,
+        jobId: job.jobId,
+        imageId: img.imageId,
+        inputKey: img.inputKey,
+        options: job.options,
+        outputFormat: img.outputFormat,
+      };
       return { Id: String(img.index), MessageBody: JSON.stringify(msg) };
     });
     let failed: string[] = [];
     try {
-      const out = await ctx.clients.sqs.send(new SendMessageBatchCommand({ QueueUrl: ctx.cfg.jobsQueueUrl, Entries: entries }));
+      const out = await ctx.clients.sqs.send(
+        new SendMessageBatchCommand({ QueueUrl: ctx.cfg.jobsQueueUrl, Entries: entries }),
+      );
       failed = (out.Failed ?? []).map((f) => f.Id!);
     } catch (err) {
       ctx.log.error('enqueue failed', { jobId: job.jobId, error: (err as Error).message });
@@ -363,7 +505,12 @@ async function enqueueImages(ctx: ServiceContext, job: JobItem, items: ImageItem
     // An image that could not be queued would stay "queued" forever: fail it now (not billed).
     for (const id of failed) {
       const img = chunk.find((x) => String(x.index) === id)!;
-      await failImage(ctx, img, 'enqueue-failed', 'the image could not be queued for processing; please resubmit');
+      await failImage(
+        ctx,
+        img,
+        'enqueue-failed',
+        'the image could not be queued for processing; please resubmit',
+      );
     }
   }
 }

@@ -9,10 +9,14 @@ const route = createRoute({
   path: '/v1/usage',
   tags: ['Usage'],
   summary: 'Billable images of a month',
-  description: 'Counts images that completed successfully in jobs created in the month (UTC). Failed images are never billed.',
+  description:
+    'Counts images that completed successfully in jobs created in the month (UTC). Failed images are never billed.',
   security: [{ bearer: [] }],
   request: { query: UsageQuery },
-  responses: { 200: { description: 'Usage', content: { 'application/json': { schema: UsageSchema } } }, ...problemResponses(400, 401, 429) },
+  responses: {
+    200: { description: 'Usage', content: { 'application/json': { schema: UsageSchema } } },
+    ...problemResponses(400, 401, 429),
+  },
 });
 
 export function registerUsage(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): void {

@@ -1,3 +1,4 @@
+/* global document, fetch, setTimeout, URL, FormData */
 // Demo page logic: POST the photo inline, poll the job, show before/after. Plain JS, no build step.
 (function () {
   'use strict';
@@ -41,7 +42,11 @@
       body.append('image', file, file.name);
       body.append('options', JSON.stringify({ steps: Number($('steps').value) || 10 }));
       setStatus('Uploading…');
-      const res = await fetch('/v1/jobs', { method: 'POST', headers: { Authorization: 'Bearer ' + (await key()) }, body });
+      const res = await fetch('/v1/jobs', {
+        method: 'POST',
+        headers: { Authorization: 'Bearer ' + (await key()) },
+        body,
+      });
       const created = await res.json();
       if (!res.ok) throw new Error(created.detail || 'HTTP ' + res.status);
       const job = await poll(created.id);
@@ -51,8 +56,18 @@
         $('bar').value = 1;
         const faces = img.report ? img.report.faces.length : 0;
         setStatus('Done: ' + faces + ' face' + (faces === 1 ? '' : 's') + ' anonymized.');
+        $('engine').textContent =
+          img.report && img.report.bundle.id === 'stand-in'
+            ? 'Engine: test stand-in (colours inverted in a box; NOT a real anonymization).'
+            : img.report
+              ? 'Engine bundle: ' + img.report.bundle.id + (img.report.bundle.demo ? ' (demo weights)' : '')
+              : '';
         if (img.report) {
-          $('report').textContent = JSON.stringify(img.report, (k, v) => (k === 'losses' ? '[' + v.length + ' steps]' : v), 2);
+          $('report').textContent = JSON.stringify(
+            img.report,
+            (k, v) => (k === 'losses' ? '[' + v.length + ' steps]' : v),
+            2,
+          );
           $('report').hidden = false;
         }
       } else {

@@ -1,0 +1,194 @@
+/** Fast unit tests of the service's pure pieces: SSRF guard, retry schedule, token bucket, sniffing, keys. */
+import { describe, expect, it } from 'vitest';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { checkWebhookUrl, guardedLookup, refusalReason } from '../../functions/webhooks/ssrf.js';
+import { deliver } from '../../functions/webhooks/deliver.js';
+import { retryDelaySeconds } from '../../functions/webhooks/handler.js';
+import { loadConfig } from '../../functions/shared/config.js';
+import { TokenBuckets } from '../../functions/api/rate-limit.js';
+import { sniff, validateImage } from '../../functions/api/validate.js';
+import { parseResultKey, resultKey } from '../../functions/shared/layout.js';
+import { isId, newJobId, ulid } from '../../functions/shared/ids.js';
+import { pngBomb, SAMPLE, textFile, truncatedJpeg } from './helpers.js';
+import { ProblemError } from '../../functions/shared/problem.js';
+
+const baseEnv = {
+  UPLOADS_BUCKET: 'u',
+  RESULTS_BUCKET: 'r',
+  JOBS_TABLE: 'j',
+  KEYS_TABLE: 'k',
+  USAGE_TABLE: 'us',
+  JOBS_QUEUE_URL: 'q',
+  WEBHOOKS_QUEUE_URL: 'w',
+};
+
+describe('SSRF guard', () => {
+  it.each([
+    ['127.0.0.1', 'loopback'],
+    ['10.0.0.8', 'private'],
+    ['172.31.255.1', 'private'],
+    ['192.168.1.1', 'private'],
+    ['169.254.169.254', 'link-local'],
+    ['100.100.100.200', 'private'],
+    ['0.0.0.0', 'private'],
+    ['::1', 'loopback'],
+    ['fd00:ec2::254', 'private'],
+    ['fe80::1', 'private'],
+    ['::ffff:10.0.0.1', 'private'],
+    ['::ffff:a9fe:a9fe', 'link-local'],
+    ['224.0.0.1', 'private'],
+  ])('refuses %s', (ip, why) => {
+    expect(refusalReason(ip, false)).toContain(why);
+  });
+
+  it('accepts public addresses, and loopback only in local mode', () => {
+    expect(refusalReason('93.184.215.14', false)).toBeNull();
+    expect(refusalReason('2606:4700::6810:84e5', false)).toBeNull();
+    expect(refusalReason('127.0.0.1', true)).toBeNull();
+    expect(refusalReason('10.0.0.1', true)).toContain('private');
+  });
+
+  it('checks webhook URLs syntactically', () => {
+    expect(checkWebhookUrl('https://example.com/hook', false)).toBeNull();
+    expect(checkWebhookUrl('http://example.com/hook', false)).toBe('webhook must use https');
+    expect(checkWebhookUrl('https://user:pw@example.com/', false)).toBe(
+      'webhook must not contain credentials',
+    );
+    expect(checkWebhookUrl('https://localhost/x', false)).toBe('webhook host is localhost');
+    expect(checkWebhookUrl('http://localhost:9000/x', true)).toBeNull();
+    expect(checkWebhookUrl('https://metadata.google.internal/', false)).toBe(
+      'webhook host is an internal name',
+    );
+    expect(checkWebhookUrl('https://[::1]/', false)).toContain('loopback');
+    expect(checkWebhookUrl('not a url', false)).toBe('webhook is not an absolute URL');
+  });
+
+  it('refuses after DNS resolution: a name that resolves to loopback is not delivered outside local mode', async () => {
+    const err = await new Promise<Error | null>((resolve) =>
+      guardedLookup(false)('localhost', {}, (e) => resolve(e)),
+    );
+    expect(err?.message).toMatch(/refusing to deliver to localhost: .*loopback/);
+    let hits = 0;
+    const server = createServer((_req, res) => {
+      hits++;
+      res.end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const port = (server.address() as AddressInfo).port;
+    try {
+      const refused = await deliver(
+        `http://localhost:${port}/`,
+        '{}',
+        {},
+        { allowLoopback: false, timeoutMs: 2000 },
+      );
+      expect(refused).toMatchObject({ ok: false, permanent: true });
+      expect(refused.error).toMatch(/refused/);
+      const literal = await deliver(
+        `http://127.0.0.1:${port}/`,
+        '{}',
+        {},
+        { allowLoopback: false, timeoutMs: 2000 },
+      );
+      expect(literal).toMatchObject({ ok: false, permanent: true });
+      expect(hits).toBe(0);
+      const allowed = await deliver(
+        `http://localhost:${port}/`,
+        '{}',
+        {},
+        { allowLoopback: true, timeoutMs: 2000 },
+      );
+      expect(allowed).toEqual({ ok: true, status: 200 });
+      expect(hits).toBe(1);
+    } finally {
+      server.close();
+    }
+  });
+});
+
+describe('webhook retry schedule', () => {
+  it('is exponential and spans at least 24 h with the production defaults', () => {
+    const cfg = loadConfig(baseEnv);
+    const delays = Array.from({ length: cfg.webhook.maxAttempts - 1 }, (_, i) =>
+      retryDelaySeconds(cfg, i + 1),
+    );
+    expect(delays.slice(0, 4)).toEqual([10, 30, 90, 270]);
+    for (let i = 1; i < delays.length; i++) expect(delays[i]).toBeGreaterThanOrEqual(delays[i - 1]);
+    const total = delays.reduce((a, b) => a + b, 0);
+    expect(total).toBeGreaterThanOrEqual(24 * 3600);
+    expect(total).toBeLessThan(48 * 3600);
+  });
+});
+
+describe('token bucket', () => {
+  it('allows the burst, then refills at the rate', () => {
+    let t = 0;
+    const b = new TokenBuckets(2, 3, () => t);
+    expect([b.take('k'), b.take('k'), b.take('k')].map((v) => v.allowed)).toEqual([true, true, true]);
+    const denied = b.take('k');
+    expect(denied).toEqual({ allowed: false, remaining: 0, retryAfter: 1 });
+    expect(b.take('other').allowed).toBe(true);
+    t = 500; // +1 token at 2/s
+    expect(b.take('k').allowed).toBe(true);
+    expect(b.take('k').allowed).toBe(false);
+  });
+});
+
+describe('image validation', () => {
+  it('sniffs by content', () => {
+    expect(sniff(SAMPLE)).toBe('jpeg');
+    expect(sniff(pngBomb())).toBe('png');
+    expect(sniff(textFile())).toEqual({ other: 'text' });
+    expect(sniff(Buffer.from('GIF89a....'))).toEqual({ other: 'GIF' });
+    expect(sniff(Buffer.from('%PDF-1.7\n'))).toEqual({ other: 'PDF' });
+  });
+
+  it('refuses a bomb from the header alone and a truncated file by decoding', async () => {
+    const limits = { maxBytes: 10_000_000, maxPixels: 40_000_000 };
+    await expect(validateImage(pngBomb(), limits, 'image 1')).rejects.toMatchObject({
+      status: 422,
+      code: 'too-many-pixels',
+    });
+    await expect(validateImage(truncatedJpeg(), limits, 'image 1')).rejects.toMatchObject({
+      status: 422,
+      code: 'corrupt-image',
+    });
+    await expect(validateImage(SAMPLE, { ...limits, maxBytes: 1000 }, 'image 1')).rejects.toBeInstanceOf(
+      ProblemError,
+    );
+    expect(await validateImage(SAMPLE, limits, 'image 1')).toEqual({
+      format: 'jpeg',
+      width: 1920,
+      height: 1280,
+      bytes: SAMPLE.length,
+    });
+  });
+});
+
+describe('ids and keys', () => {
+  it('ids sort by time and validate', () => {
+    const a = newJobId(1_700_000_000_000);
+    const b = newJobId(1_700_000_000_001);
+    expect(a < b).toBe(true);
+    expect(isId('job', a)).toBe(true);
+    expect(isId('img', a)).toBe(false);
+    expect(ulid()).toMatch(/^[0-9A-HJKMNP-TV-Z]{26}$/);
+  });
+
+  it('result keys round-trip', () => {
+    const k = resultKey('acme', 'job_X', 'img_Y', 'jpeg');
+    expect(k).toBe('results/acme/job_X/img_Y.jpg');
+    expect(parseResultKey(k)).toEqual({ tenant: 'acme', jobId: 'job_X', imageId: 'img_Y', ext: 'jpg' });
+    expect(parseResultKey('reports/acme/job_X/img_Y.json')).toBeNull();
+  });
+
+  it('config refuses missing or malformed variables', () => {
+    expect(() => loadConfig({ ...baseEnv, JOBS_TABLE: '' })).toThrow(
+      'missing environment variable JOBS_TABLE',
+    );
+    expect(() => loadConfig({ ...baseEnv, RETENTION_DAYS: 'soon' })).toThrow(
+      /RETENTION_DAYS must be a non-negative number/,
+    );
+  });
+});
