@@ -20,7 +20,13 @@ import { basename, dirname, extname, join, relative, resolve } from 'node:path';
 import sharp from 'sharp';
 import { DEFAULT_DEMO_BUNDLE } from '../../models/bundle/demo.js';
 import { createAnonymizer } from '../pipeline/anonymize.js';
-import { InputError, PrivacyError, type AnonymizeOptions, type ImageReport, type OutputFormat } from '../pipeline/types.js';
+import {
+  InputError,
+  PrivacyError,
+  type AnonymizeOptions,
+  type ImageReport,
+  type OutputFormat,
+} from '../pipeline/types.js';
 
 const IMAGE_EXT = new Set(['.jpg', '.jpeg', '.png', '.webp']);
 const EXT_OF: Record<OutputFormat, string> = { jpeg: '.jpg', png: '.png', webp: '.webp' };
@@ -35,11 +41,14 @@ export interface Job {
 export async function collectInputs(args: string[]): Promise<Job[]> {
   const jobs: Job[] = [];
   const walk = async (root: string, dir: string): Promise<void> => {
-    const entries = (await readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name));
+    const entries = (await readdir(dir, { withFileTypes: true })).sort((a, b) =>
+      a.name.localeCompare(b.name),
+    );
     for (const e of entries) {
       const p = join(dir, e.name);
       if (e.isDirectory()) await walk(root, p);
-      else if (e.isFile() && IMAGE_EXT.has(extname(e.name).toLowerCase())) jobs.push({ input: p, rel: relative(root, p) });
+      else if (e.isFile() && IMAGE_EXT.has(extname(e.name).toLowerCase()))
+        jobs.push({ input: p, rel: relative(root, p) });
     }
   };
   for (const a of args) {
@@ -50,13 +59,22 @@ export async function collectInputs(args: string[]): Promise<Job[]> {
   const seen = new Map<string, string>();
   for (const j of jobs) {
     const prev = seen.get(j.rel);
-    if (prev) throw new InputError('name_clash', `${prev} and ${j.input} would both be written as ${j.rel}; pass their parent directories instead`);
+    if (prev)
+      throw new InputError(
+        'name_clash',
+        `${prev} and ${j.input} would both be written as ${j.rel}; pass their parent directories instead`,
+      );
     seen.set(j.rel, j.input);
   }
   return jobs;
 }
 
-export function outputPath(outDir: string, rel: string, format: OutputFormat | undefined, inputFormat: string): string {
+export function outputPath(
+  outDir: string,
+  rel: string,
+  format: OutputFormat | undefined,
+  inputFormat: string,
+): string {
   const ext = format ? EXT_OF[format] : extname(rel) || inputFormat;
   return join(outDir, rel.slice(0, rel.length - extname(rel).length) + ext);
 }
@@ -79,10 +97,16 @@ export async function comparePicture(before: Uint8Array, after: Uint8Array): Pro
   const meta = await sharp(before).rotate().metadata();
   const h0 = meta.autoOrient?.height ?? meta.height ?? 512;
   const h = Math.min(512, h0);
-  const a = await sharp(before).rotate().resize({ height: h }).removeAlpha().toBuffer({ resolveWithObject: true });
+  const a = await sharp(before)
+    .rotate()
+    .resize({ height: h })
+    .removeAlpha()
+    .toBuffer({ resolveWithObject: true });
   const b = await sharp(after).resize({ height: h }).removeAlpha().toBuffer({ resolveWithObject: true });
   const gap = 8;
-  return sharp({ create: { width: a.info.width + gap + b.info.width, height: h, channels: 3, background: '#ffffff' } })
+  return sharp({
+    create: { width: a.info.width + gap + b.info.width, height: h, channels: 3, background: '#ffffff' },
+  })
     .composite([
       { input: a.data, left: 0, top: 0 },
       { input: b.data, left: a.info.width + gap, top: 0 },
@@ -120,13 +144,25 @@ export interface BatchSummary {
 export async function runBatch(inputs: string[], o: BatchOptions): Promise<BatchSummary> {
   const t0 = performance.now();
   const jobs = await collectInputs(inputs);
-  if (jobs.length === 0) throw new InputError('no_inputs', `no JPEG, PNG or WebP files found in ${inputs.join(', ')}`);
+  if (jobs.length === 0)
+    throw new InputError('no_inputs', `no JPEG, PNG or WebP files found in ${inputs.join(', ')}`);
   await mkdir(o.out, { recursive: true });
-  const anonymizer = await createAnonymizer({ bundleDir: o.bundle, warm: true, ...(o.threads ? { engine: { threads: o.threads } } : {}) });
+  const anonymizer = await createAnonymizer({
+    bundleDir: o.bundle,
+    warm: true,
+    ...(o.threads ? { engine: { threads: o.threads } } : {}),
+  });
   const m = anonymizer.engine.manifest;
-  if (m.demo) console.error('· DEMO bundle: faces are replaced with pattern-weight renders, not photorealistic faces');
+  if (m.demo)
+    console.error('· DEMO bundle: faces are replaced with pattern-weight renders, not photorealistic faces');
   const bar = o.progress
-    ? new cliProgress.SingleBar({ format: 'anonymize [{bar}] {percentage}% | {done}/{files} files | {file} {detail}', hideCursor: true }, cliProgress.Presets.shades_classic)
+    ? new cliProgress.SingleBar(
+        {
+          format: 'anonymize [{bar}] {percentage}% | {done}/{files} files | {file} {detail}',
+          hideCursor: true,
+        },
+        cliProgress.Presets.shades_classic,
+      )
     : null;
   bar?.start(jobs.length * 100, 0, { done: 0, files: jobs.length, file: '', detail: '' });
   const reports: FileReport[] = [];
@@ -151,16 +187,28 @@ export async function runBatch(inputs: string[], o: BatchOptions): Promise<Batch
           bar?.update(i * 100 + Math.floor(p.fraction * 100), {
             done: i,
             file: job.rel,
-            detail: p.faces ? `face ${(p.face ?? 0) + 1}/${p.faces} ${p.stage}${p.step ? ` ${p.step}/${p.steps}` : ''}` : p.stage,
+            detail: p.faces
+              ? `face ${(p.face ?? 0) + 1}/${p.faces} ${p.stage}${p.step ? ` ${p.step}/${p.steps}` : ''}`
+              : p.stage,
           }),
         );
         const out = outputPath(o.out, job.rel, res.report.format, extname(job.input));
         await writeAtomic(out, res.image);
-        if (o.compare) await writeAtomic(join(o.out, `${job.rel}.compare.jpg`), await comparePicture(bytes, res.image));
-        rep = { status: res.report.outcome, input: job.input, output: relative(o.out, out), report: res.report };
+        if (o.compare)
+          await writeAtomic(join(o.out, `${job.rel}.compare.jpg`), await comparePicture(bytes, res.image));
+        rep = {
+          status: res.report.outcome,
+          input: job.input,
+          output: relative(o.out, out),
+          report: res.report,
+        };
       } catch (e) {
         if (!(e instanceof InputError || e instanceof PrivacyError)) throw e;
-        rep = { status: 'failed', input: job.input, error: { name: e.name, ...(e instanceof InputError ? { code: e.code } : {}), message: e.message } };
+        rep = {
+          status: 'failed',
+          input: job.input,
+          error: { name: e.name, ...(e instanceof InputError ? { code: e.code } : {}), message: e.message },
+        };
       }
       await writeAtomic(rp, `${JSON.stringify(rep, null, 2)}\n`);
       reports.push(rep);
@@ -180,10 +228,14 @@ export async function runBatch(inputs: string[], o: BatchOptions): Promise<Batch
     skipped,
     ok: reports.filter((r) => r.status === 'ok').length,
     noFaces: reports.filter((r) => r.status === 'no_faces').length,
-    failed: reports.flatMap((r) => (r.status === 'failed' ? [{ input: r.input, error: `${r.error.name}: ${r.error.message}` }] : [])),
+    failed: reports.flatMap((r) =>
+      r.status === 'failed' ? [{ input: r.input, error: `${r.error.name}: ${r.error.message}` }] : [],
+    ),
     faces: faces.length,
     reidentified: faces.filter((f) => f.reidentified).length,
-    meanIdentityDistance: faces.length ? faces.reduce((a, f) => a + f.identityDistance, 0) / faces.length : null,
+    meanIdentityDistance: faces.length
+      ? faces.reduce((a, f) => a + f.identityDistance, 0) / faces.length
+      : null,
     meanFaceMs: faceMs.length ? faceMs.reduce((a, b) => a + b, 0) / faceMs.length : null,
     wallMs: performance.now() - t0,
   };
@@ -191,11 +243,14 @@ export async function runBatch(inputs: string[], o: BatchOptions): Promise<Batch
   return summary;
 }
 
-const num = (name: string, int = false) => (v: string) => {
-  const n = Number(v);
-  if (!Number.isFinite(n) || (int && !Number.isInteger(n))) throw new InvalidArgumentError(`${name} must be ${int ? 'an integer' : 'a number'}`);
-  return n;
-};
+const num =
+  (name: string, int = false) =>
+  (v: string) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || (int && !Number.isInteger(n)))
+      throw new InvalidArgumentError(`${name} must be ${int ? 'an integer' : 'a number'}`);
+    return n;
+  };
 
 /** Register `anonymize` on the `npm run cli` program. */
 export function registerAnonymize(program: Command): void {
@@ -212,7 +267,8 @@ export function registerAnonymize(program: Command): void {
     .option('--lr <x>', 'Adam learning rate (default 0.01)', num('--lr'))
     .option('--layers <a,b>', 'trainable W+ layer range [a, b) (default 3,8)', (v: string) => {
       const p = v.split(',').map(Number);
-      if (p.length !== 2 || !p.every(Number.isInteger)) throw new InvalidArgumentError('--layers must be two integers "start,end"');
+      if (p.length !== 2 || !p.every(Number.isInteger))
+        throw new InvalidArgumentError('--layers must be two integers "start,end"');
       return p as [number, number];
     })
     .option('--seed <n>', 'seed for every random choice', num('--seed', true))

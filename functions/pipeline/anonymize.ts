@@ -28,7 +28,15 @@ import { checkLayers, type BundleManifest } from '../../models/bundle/manifest.j
 import { alignFace, type Point } from './align.js';
 import { FaceDetector, type DetectFacesOptions } from './detect.js';
 import { IdentityChecker, compareDescriptors, type IdentityCheck } from './identity.js';
-import { contentTypeOf, decodeImage, encodeImage, fromFloatPlanes, toFloatPlanes, type ImageLimits, type RgbImage } from './image-io.js';
+import {
+  contentTypeOf,
+  decodeImage,
+  encodeImage,
+  fromFloatPlanes,
+  toFloatPlanes,
+  type ImageLimits,
+  type RgbImage,
+} from './image-io.js';
 import { pasteFace } from './paste.js';
 import {
   InputError,
@@ -75,7 +83,8 @@ export function resolveOptions(o: AnonymizeOptions | undefined, m: BundleManifes
     throw new InputError('invalid_options', `${field} ${why}`);
   };
   const known = new Set(['idMargin', 'steps', 'lambdaId', 'lambdaAttr', 'layers', 'lr', 'seed', 'format']);
-  for (const k of Object.keys(opts)) if (!known.has(k)) bad(k, `is not an option (known: ${[...known].join(', ')})`);
+  for (const k of Object.keys(opts))
+    if (!known.has(k)) bad(k, `is not an option (known: ${[...known].join(', ')})`);
   const d = m.defaults;
   const numIn = (field: keyof AnonymizeOptions, v: unknown, lo: number, hi: number, int = false): number => {
     if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi || (int && !Number.isInteger(v)))
@@ -101,7 +110,8 @@ export function resolveOptions(o: AnonymizeOptions | undefined, m: BundleManifes
     }
   }
   if (opts.format !== undefined) {
-    if (!FORMATS.includes(opts.format)) bad('format', `must be one of ${FORMATS.join(', ')}, got ${JSON.stringify(opts.format)}`);
+    if (!FORMATS.includes(opts.format))
+      bad('format', `must be one of ${FORMATS.join(', ')}, got ${JSON.stringify(opts.format)}`);
     r.format = opts.format;
   }
   return r;
@@ -132,14 +142,22 @@ class FalcoAnonymizer implements Anonymizer {
     private readonly cfg: AnonymizerConfig,
   ) {}
 
-  anonymize(input: Uint8Array, options?: AnonymizeOptions, onProgress?: (p: Progress) => void): Promise<AnonymizeResult> {
+  anonymize(
+    input: Uint8Array,
+    options?: AnonymizeOptions,
+    onProgress?: (p: Progress) => void,
+  ): Promise<AnonymizeResult> {
     if (this.closed) return Promise.reject(new Error('anonymizer is closed'));
     const run = this.queue.then(() => this.run(input, options, onProgress));
     this.queue = run.catch(() => undefined);
     return run;
   }
 
-  private async run(input: Uint8Array, options: AnonymizeOptions | undefined, onProgress?: (p: Progress) => void): Promise<AnonymizeResult> {
+  private async run(
+    input: Uint8Array,
+    options: AnonymizeOptions | undefined,
+    onProgress?: (p: Progress) => void,
+  ): Promise<AnonymizeResult> {
     const m = this.engine.manifest;
     const opts = resolveOptions(options, m);
     const progress = progressFn(onProgress);
@@ -165,7 +183,9 @@ class FalcoAnonymizer implements Anonymizer {
     const faceShare = (1 - DETECT_SHARE - ENCODE_SHARE) / Math.max(1, faces.length);
     for (const face of faces) {
       const base = DETECT_SHARE + face.index * faceShare;
-      const rep = await this.anonymizeFace(photo, out, face, opts, (f, p) => progress({ ...p, fraction: base + f * faceShare, face: face.index, faces: faces.length }));
+      const rep = await this.anonymizeFace(photo, out, face, opts, (f, p) =>
+        progress({ ...p, fraction: base + f * faceShare, face: face.index, faces: faces.length }),
+      );
       out = rep.image;
       reports.push(rep.report);
     }
@@ -236,7 +256,12 @@ class FalcoAnonymizer implements Anonymizer {
           margin,
           lambdaId,
           lambdaAttr: opts.lambdaAttr,
-          onStep: (s, n) => progress(at + ((s + 1) / Math.max(1, n)) * span * 0.9, { stage: 'optimize', step: s + 1, steps: n }),
+          onStep: (s, n) =>
+            progress(at + ((s + 1) / Math.max(1, n)) * span * 0.9, {
+              stage: 'optimize',
+              step: s + 1,
+              steps: n,
+            }),
         }),
       );
       progress(at + span * 0.9, { stage: 'render' });
@@ -271,7 +296,12 @@ class FalcoAnonymizer implements Anonymizer {
   }
 
   /** Recognizer distance original vs anonymized; for a face whose landmarks fall off-image, the clipped box. */
-  private async verify(original: RgbImage, anonymized: RgbImage, face: { box: Box; landmarks: Point[] }, threshold: number): Promise<IdentityCheck> {
+  private async verify(
+    original: RgbImage,
+    anonymized: RgbImage,
+    face: { box: Box; landmarks: Point[] },
+    threshold: number,
+  ): Promise<IdentityCheck> {
     try {
       return await this.identity.check(original, anonymized, face, threshold);
     } catch (err) {
@@ -301,14 +331,22 @@ export async function createAnonymizer(cfg: AnonymizerConfig): Promise<Anonymize
   const engine = await FalcoEngine.open(cfg.bundleDir, cfg.engine);
   if (!engine.manifest.pool) {
     await engine.close();
-    throw new Error(`bundle ${cfg.bundleDir} has no fake pool; run \`npm run models -- pool --bundle ${cfg.bundleDir} --n 64\``);
+    throw new Error(
+      `bundle ${cfg.bundleDir} has no fake pool; run \`npm run models -- pool --bundle ${cfg.bundleDir} --n 64\``,
+    );
   }
   const faceapi = new FaceApi({
     modelDir: join(cfg.bundleDir, 'faceapi'),
     ...(cfg.engine?.threads ? { threads: cfg.engine.threads } : {}),
     ...(cfg.engine?.provider ? { provider: cfg.engine.provider } : {}),
   });
-  const a = new FalcoAnonymizer(engine, faceapi, new FaceDetector(faceapi), new IdentityChecker(faceapi), cfg);
+  const a = new FalcoAnonymizer(
+    engine,
+    faceapi,
+    new FaceDetector(faceapi),
+    new IdentityChecker(faceapi),
+    cfg,
+  );
   if (cfg.warm ?? true) {
     await engine.warmup();
     await faceapi.warmup();

@@ -40,11 +40,13 @@ export async function copyFaceApi(bundleDir: string, from = defaultModelDir()): 
   const h = createHash('sha256');
   for (const m of FACEAPI_MANIFESTS) {
     const src = join(from, m);
-    if (!existsSync(src)) throw new BundleError(`face-api weights not found: ${src} (is @vladmandic/face-api installed?)`);
+    if (!existsSync(src))
+      throw new BundleError(`face-api weights not found: ${src} (is @vladmandic/face-api installed?)`);
     const json = JSON.parse(await readFile(src, 'utf8')) as Array<{ paths: string[] }>;
     const files = [m, ...json.flatMap((g) => g.paths)];
     for (const f of files) {
-      if (f.includes('/') || f.includes('..')) throw new BundleError(`face-api manifest ${m} names an unexpected path ${f}`);
+      if (f.includes('/') || f.includes('..'))
+        throw new BundleError(`face-api manifest ${m} names an unexpected path ${f}`);
       await copyFile(join(from, f), join(out, f));
       h.update(f);
       h.update(await readFile(join(out, f)));
@@ -59,11 +61,16 @@ async function probeModels(dir: string): Promise<{ resolution: number; tokens: [
   try {
     const meta = s.inner.inputMetadata.find((m) => m.name === 'image');
     const tok = s.inner.outputMetadata.find((m) => m.name === 'tokens');
-    const shapeOf = (m: typeof meta) => (m && m.isTensor ? m.shape.map((d) => (typeof d === 'number' ? d : -1)) : []);
+    const shapeOf = (m: typeof meta) =>
+      m && m.isTensor ? m.shape.map((d) => (typeof d === 'number' ? d : -1)) : [];
     const img = shapeOf(meta);
     const t = shapeOf(tok);
-    if (img.length !== 4 || img[2]! <= 0 || img[2] !== img[3]) throw new BundleError(`targets.onnx: input "image" has shape [${img.join(', ')}], expected [1, 3, N, N]`);
-    if (t.length !== 3 || t[1]! <= 0 || t[2]! <= 0) throw new BundleError(`targets.onnx: output "tokens" has shape [${t.join(', ')}], expected [1, T, D]`);
+    if (img.length !== 4 || img[2]! <= 0 || img[2] !== img[3])
+      throw new BundleError(
+        `targets.onnx: input "image" has shape [${img.join(', ')}], expected [1, 3, N, N]`,
+      );
+    if (t.length !== 3 || t[1]! <= 0 || t[2]! <= 0)
+      throw new BundleError(`targets.onnx: output "tokens" has shape [${t.join(', ')}], expected [1, T, D]`);
     return { resolution: img[2]!, tokens: [t[1]!, t[2]!] };
   } finally {
     await s.release();
@@ -96,7 +103,8 @@ export async function assembleBundle(o: AssembleOptions): Promise<BundleManifest
     const faceSha = await copyFaceApi(stage, o.faceapiDir);
     const { resolution, tokens } = await probeModels(stage);
     const L = 2 * Math.log2(resolution) - 2;
-    if (!Number.isInteger(L)) throw new BundleError(`generator resolution ${resolution} is not a power of two`);
+    if (!Number.isInteger(L))
+      throw new BundleError(`generator resolution ${resolution} is not a power of two`);
     const models = {} as BundleManifest['models'];
     for (const n of Object.keys(MODEL_FILES) as ModelName[]) models[n] = await modelFileInfo(stage, n);
     const m: BundleManifest = {
@@ -110,13 +118,25 @@ export async function assembleBundle(o: AssembleOptions): Promise<BundleManifest
       tokens,
       components: {
         ...o.components,
-        faceapi: { source: '@vladmandic/face-api/model', sha256: faceSha, license: 'MIT', note: 'SSD MobileNetV1 detector, 68-point landmarks, 128-D recognizer' },
+        faceapi: {
+          source: '@vladmandic/face-api/model',
+          sha256: faceSha,
+          license: 'MIT',
+          note: 'SSD MobileNetV1 detector, 68-point landmarks, 128-D recognizer',
+        },
       },
       models,
       defaults: defaultBundleDefaults(L),
       reid: { ...DEFAULT_REID },
       pool: null,
-      licenseNotes: [...LICENSE_NOTES, ...(o.demo ? ['DEMO bundle: pattern (untrained) weights; output is NOT photorealistic and offers no realism guarantee.'] : [])],
+      licenseNotes: [
+        ...LICENSE_NOTES,
+        ...(o.demo
+          ? [
+              'DEMO bundle: pattern (untrained) weights; output is NOT photorealistic and offers no realism guarantee.',
+            ]
+          : []),
+      ],
     };
     m.id = contentId(m);
     await writeManifest(stage, m);
@@ -142,10 +162,14 @@ export type OfficialPaths = Record<keyof typeof OFFICIAL_FILES, string>;
 
 /** Paths of the four checkpoints in `dir`; a missing one is an error listing every missing file. */
 export function officialPaths(dir: string): OfficialPaths {
-  const paths = Object.fromEntries(Object.entries(OFFICIAL_FILES).map(([k, f]) => [k, join(dir, f)])) as OfficialPaths;
+  const paths = Object.fromEntries(
+    Object.entries(OFFICIAL_FILES).map(([k, f]) => [k, join(dir, f)]),
+  ) as OfficialPaths;
   const missing = Object.values(paths).filter((p) => !existsSync(p));
   if (missing.length)
-    throw new BundleError(`missing checkpoint file(s) in ${dir}: ${missing.map((p) => basename(p)).join(', ')} (expected ${Object.values(OFFICIAL_FILES).join(', ')})`);
+    throw new BundleError(
+      `missing checkpoint file(s) in ${dir}: ${missing.map((p) => basename(p)).join(', ')} (expected ${Object.values(OFFICIAL_FILES).join(', ')})`,
+    );
   return paths;
 }
 
@@ -161,7 +185,9 @@ export async function loadGraphs(): Promise<GraphsModule> {
   try {
     return (await import(spec)) as GraphsModule;
   } catch (e) {
-    throw new BundleError(`cannot load the FALCO graph writer (models/falco/graphs.ts): ${(e as Error).message}`);
+    throw new BundleError(
+      `cannot load the FALCO graph writer (models/falco/graphs.ts): ${(e as Error).message}`,
+    );
   }
 }
 
@@ -188,7 +214,12 @@ export async function buildFromCheckpoints(o: BuildOptions): Promise<BundleManif
   const paths = officialPaths(o.falcoDir);
   const graphs = await loadGraphs();
   const components = {} as AssembleOptions['components'];
-  const names: Record<keyof typeof OFFICIAL_FILES, Exclude<ComponentName, 'faceapi'>> = { stylegan2: 'generator', e4e: 'e4e', arcface: 'arcface', farl: 'farl' };
+  const names: Record<keyof typeof OFFICIAL_FILES, Exclude<ComponentName, 'faceapi'>> = {
+    stylegan2: 'generator',
+    e4e: 'e4e',
+    arcface: 'arcface',
+    farl: 'farl',
+  };
   for (const k of Object.keys(OFFICIAL_FILES) as Array<keyof typeof OFFICIAL_FILES>) {
     o.log?.(`hashing ${OFFICIAL_FILES[k]} (${((await stat(paths[k])).size / 1e6).toFixed(1)} MB)`);
     components[names[k]] = {

@@ -25,7 +25,10 @@ const float = (name: string) => (v: string) => {
 };
 
 function bar(label: string) {
-  const b = new cliProgress.SingleBar({ format: `${label} [{bar}] {value}/{total} {eta_formatted}`, hideCursor: true, clearOnComplete: false }, cliProgress.Presets.shades_classic);
+  const b = new cliProgress.SingleBar(
+    { format: `${label} [{bar}] {value}/{total} {eta_formatted}`, hideCursor: true, clearOnComplete: false },
+    cliProgress.Presets.shades_classic,
+  );
   let started = false;
   return {
     update(done: number, total: number) {
@@ -46,7 +49,9 @@ function summary(dir: string, m: BundleManifest): string {
     `bundle ${m.id} at ${dir}${m.demo ? '  (DEMO: pattern weights, output is not photorealistic)' : ''}`,
     `  generator ${m.resolution}px, W+ ${m.wLayers}×512, trainable layers ${JSON.stringify(m.defaults.layers)} of [${m.trainableRange.min}, ${m.trainableRange.max})`,
     `  tokens ${m.tokens.join('×')}, pool ${m.pool ? `${m.pool.n} fakes (ψ=${m.pool.psi}, seed ${m.pool.seed})` : 'none'}`,
-    ...Object.entries(m.models).map(([k, v]) => `  ${k.padEnd(8)} ${v.file}  ${((v.bytes + (v.data?.bytes ?? 0)) / 1e6).toFixed(1)} MB`),
+    ...Object.entries(m.models).map(
+      ([k, v]) => `  ${k.padEnd(8)} ${v.file}  ${((v.bytes + (v.data?.bytes ?? 0)) / 1e6).toFixed(1)} MB`,
+    ),
   ].join('\n');
 }
 
@@ -61,7 +66,12 @@ program
   .action(async (o: { out: string; pool: number }) => {
     const t0 = performance.now();
     const b = bar('fake pool');
-    const m = await buildDemoBundle({ outDir: o.out, poolSize: o.pool, log, onPoolProgress: (d, t) => b.update(d, t) });
+    const m = await buildDemoBundle({
+      outDir: o.out,
+      poolSize: o.pool,
+      log,
+      onPoolProgress: (d, t) => b.update(d, t),
+    });
     b.stop();
     console.log(summary(o.out, m));
     console.log(`built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
@@ -70,7 +80,10 @@ program
 program
   .command('build')
   .description('build the production bundle from the official checkpoints')
-  .requiredOption('--falco <dir>', `directory holding stylegan2_ffhq1024.pth, e4e_ffhq_encode.pt, model_ir_se50.pth, FaRL-Base-Patch16-LAIONFace20M-ep64.pth`)
+  .requiredOption(
+    '--falco <dir>',
+    `directory holding stylegan2_ffhq1024.pth, e4e_ffhq_encode.pt, model_ir_se50.pth, FaRL-Base-Patch16-LAIONFace20M-ep64.pth`,
+  )
   .option('--out <dir>', 'bundle directory', join(DEFAULT_BUNDLES_DIR, 'falco'))
   .option('--name <name>', 'bundle name', 'falco')
   .option('--pool <n>', 'fake pool size (0: none; add one later with `pool`)', int('--pool'), 0)
@@ -93,7 +106,12 @@ program
   .option('--psi <psi>', 'truncation ψ (default: the manifest, 0.7)', float('--psi'))
   .action(async (o: { n: number; bundle: string; seed: number; psi?: number }) => {
     const b = bar('fake pool');
-    const m = await buildPool(o.bundle, { n: o.n, seed: o.seed, ...(o.psi !== undefined ? { psi: o.psi } : {}), onProgress: (d, t) => b.update(d, t) });
+    const m = await buildPool(o.bundle, {
+      n: o.n,
+      seed: o.seed,
+      ...(o.psi !== undefined ? { psi: o.psi } : {}),
+      onProgress: (d, t) => b.update(d, t),
+    });
     b.stop();
     console.log(summary(o.bundle, m));
   });

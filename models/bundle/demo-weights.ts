@@ -90,12 +90,23 @@ const SQRT3 = Math.sqrt(3);
 // [1,3,3,1]⊗[1,3,3,1] normalised to sum 1, times up² = 4 (genforce scales the FIR kernel of 2× layers by the gain).
 const BLUR = [1, 3, 3, 1].flatMap((a) => [1, 3, 3, 1].map((b) => (a * b) / 16));
 
-const uni = (key: string, shape: number[], bound: number): SpecEntry => ({ key, shape, lo: -bound, hi: bound });
-const fan = (key: string, shape: number[]): SpecEntry => uni(key, shape, Math.sqrt(3 / shape.slice(1).reduce((a, b) => a * b, 1)));
+const uni = (key: string, shape: number[], bound: number): SpecEntry => ({
+  key,
+  shape,
+  lo: -bound,
+  hi: bound,
+});
+const fan = (key: string, shape: number[]): SpecEntry =>
+  uni(key, shape, Math.sqrt(3 / shape.slice(1).reduce((a, b) => a * b, 1)));
 const range = (key: string, shape: number[], lo: number, hi: number): SpecEntry => ({ key, shape, lo, hi });
 const bias = (key: string, n: number): SpecEntry => range(key, [n], -0.1, 0.1);
 function bn(out: SpecEntry[], p: string, c: number): void {
-  out.push(range(`${p}.weight`, [c], 0.8, 1.2), bias(`${p}.bias`, c), range(`${p}.running_mean`, [c], -0.1, 0.1), range(`${p}.running_var`, [c], 0.5, 1.5));
+  out.push(
+    range(`${p}.weight`, [c], 0.8, 1.2),
+    bias(`${p}.bias`, c),
+    range(`${p}.running_mean`, [c], -0.1, 0.1),
+    range(`${p}.running_var`, [c], 0.5, 1.5),
+  );
 }
 
 // ------------------------------------------------------------------------------------ generator
@@ -108,14 +119,24 @@ export function generatorChannels(s: NetworkSizes['generator'], res: number): nu
 export function generatorLayout(sz: NetworkSizes): SpecEntry[] {
   const s = sz.generator;
   const log2 = Math.log2(s.resolution);
-  if (!Number.isInteger(log2) || log2 < 3) throw new RangeError(`generator resolution must be a power of two ≥ 8, got ${s.resolution}`);
+  if (!Number.isInteger(log2) || log2 < 3)
+    throw new RangeError(`generator resolution must be a power of two ≥ 8, got ${s.resolution}`);
   const ch = (r: number) => generatorChannels(s, r);
   const out: SpecEntry[] = [];
-  for (let i = 0; i < 8; i++) out.push(uni(`mapping.dense${i}.weight`, [W_DIM, W_DIM], SQRT3), bias(`mapping.dense${i}.bias`, W_DIM));
-  out.push(uni('truncation.w_avg', [W_DIM], 0.5), uni('synthesis.early_layer.const', [1, ch(4), 4, 4], SQRT3));
+  for (let i = 0; i < 8; i++)
+    out.push(uni(`mapping.dense${i}.weight`, [W_DIM, W_DIM], SQRT3), bias(`mapping.dense${i}.bias`, W_DIM));
+  out.push(
+    uni('truncation.w_avg', [W_DIM], 0.5),
+    uni('synthesis.early_layer.const', [1, ch(4), 4, 4], SQRT3),
+  );
   const layer = (idx: number, cin: number, cout: number, res: number, up: boolean) => {
     const p = `synthesis.layer${idx}`;
-    out.push(uni(`${p}.weight`, [cout, cin, 3, 3], SQRT3), bias(`${p}.bias`, cout), range(`${p}.noise_strength`, [], 0.05, 0.15), uni(`${p}.noise`, [1, 1, res, res], SQRT3));
+    out.push(
+      uni(`${p}.weight`, [cout, cin, 3, 3], SQRT3),
+      bias(`${p}.bias`, cout),
+      range(`${p}.noise_strength`, [], 0.05, 0.15),
+      uni(`${p}.noise`, [1, 1, res, res], SQRT3),
+    );
     if (up) out.push({ key: `${p}.filter.kernel`, shape: [1, 1, 4, 4], values: BLUR });
     out.push(uni(`${p}.style.weight`, [cin, W_DIM], SQRT3), range(`${p}.style.bias`, [cin], 0.9, 1.1));
   };
@@ -123,7 +144,12 @@ export function generatorLayout(sz: NetworkSizes): SpecEntry[] {
     if (b > 0) layer(2 * b - 1, ch(res / 2), ch(res), res, true);
     layer(2 * b, ch(res), ch(res), res, false);
     const p = `synthesis.output${b}`;
-    out.push(uni(`${p}.weight`, [3, ch(res), 1, 1], SQRT3), bias(`${p}.bias`, 3), uni(`${p}.style.weight`, [ch(res), W_DIM], SQRT3), range(`${p}.style.bias`, [ch(res)], 0.9, 1.1));
+    out.push(
+      uni(`${p}.weight`, [3, ch(res), 1, 1], SQRT3),
+      bias(`${p}.bias`, 3),
+      uni(`${p}.style.weight`, [ch(res), W_DIM], SQRT3),
+      range(`${p}.style.bias`, [ch(res)], 0.9, 1.1),
+    );
   }
   out.push({ key: 'synthesis.upsample.kernel', shape: [1, 1, 4, 4], values: BLUR });
   return out;
@@ -136,7 +162,10 @@ interface Unit {
   depth: number;
 }
 const unitsOf = (s: NetworkSizes['irse']): Unit[] =>
-  s.stages.flatMap(([inC, depth, n]) => [{ inC, depth }, ...Array.from({ length: n - 1 }, () => ({ inC: depth, depth }))]);
+  s.stages.flatMap(([inC, depth, n]) => [
+    { inC, depth },
+    ...Array.from({ length: n - 1 }, () => ({ inC: depth, depth })),
+  ]);
 
 function irseBody(out: SpecEntry[], s: NetworkSizes['irse'], prefix: string): void {
   const c0 = s.stages[0]![0];
@@ -150,10 +179,17 @@ function irseBody(out: SpecEntry[], s: NetworkSizes['irse'], prefix: string): vo
       bn(out, `${p}.shortcut_layer.1`, u.depth);
     }
     bn(out, `${p}.res_layer.0`, u.inC);
-    out.push(fan(`${p}.res_layer.1.weight`, [u.depth, u.inC, 3, 3]), range(`${p}.res_layer.2.weight`, [u.depth], 0.8, 1.2), fan(`${p}.res_layer.3.weight`, [u.depth, u.depth, 3, 3]));
+    out.push(
+      fan(`${p}.res_layer.1.weight`, [u.depth, u.inC, 3, 3]),
+      range(`${p}.res_layer.2.weight`, [u.depth], 0.8, 1.2),
+      fan(`${p}.res_layer.3.weight`, [u.depth, u.depth, 3, 3]),
+    );
     bn(out, `${p}.res_layer.4`, u.depth);
     const r = Math.max(1, Math.floor(u.depth / s.seReduction));
-    out.push(fan(`${p}.res_layer.5.fc1.weight`, [r, u.depth, 1, 1]), fan(`${p}.res_layer.5.fc2.weight`, [u.depth, r, 1, 1]));
+    out.push(
+      fan(`${p}.res_layer.5.fc1.weight`, [r, u.depth, 1, 1]),
+      fan(`${p}.res_layer.5.fc2.weight`, [u.depth, r, 1, 1]),
+    );
   });
 }
 
@@ -177,16 +213,23 @@ export function e4eLayout(sz: NetworkSizes): SpecEntry[] {
   const out: SpecEntry[] = [];
   irseBody(out, sz.irse, 'encoder.');
   const st = sz.irse.stages;
-  if (st.length !== 4) throw new RangeError(`e4e taps three IR-SE stages after the first: expected 4 stages, got ${st.length}`);
+  if (st.length !== 4)
+    throw new RangeError(`e4e taps three IR-SE stages after the first: expected 4 stages, got ${st.length}`);
   const [c1, c2, c3] = [st[1]![1], st[2]![1], st[3]![1]];
   const w = sz.e4e.styleWidth;
   for (let i = 0; i < L; i++) {
     for (let j = 0; j < e4eConvs(i); j++) {
       // The first conv reads the feature map (c3 channels, = FPN width), the others the block's own width.
       const cin = j === 0 ? c3 : w;
-      out.push(fan(`encoder.styles.${i}.convs.${2 * j}.weight`, [w, cin, 3, 3]), bias(`encoder.styles.${i}.convs.${2 * j}.bias`, w));
+      out.push(
+        fan(`encoder.styles.${i}.convs.${2 * j}.weight`, [w, cin, 3, 3]),
+        bias(`encoder.styles.${i}.convs.${2 * j}.bias`, w),
+      );
     }
-    out.push(fan(`encoder.styles.${i}.linear.weight`, [W_DIM, w]), bias(`encoder.styles.${i}.linear.bias`, W_DIM));
+    out.push(
+      fan(`encoder.styles.${i}.linear.weight`, [W_DIM, w]),
+      bias(`encoder.styles.${i}.linear.bias`, W_DIM),
+    );
   }
   out.push(fan('encoder.latlayer1.weight', [c3, c2, 1, 1]), bias('encoder.latlayer1.bias', c3));
   out.push(fan('encoder.latlayer2.weight', [c3, c1, 1, 1]), bias('encoder.latlayer2.bias', c3));
@@ -239,10 +282,17 @@ function stateOf(entries: SpecEntry[], filter: (k: string) => boolean = () => tr
  * Write the four checkpoints (official names and layouts) into `dir`. Deterministic: the same sizes
  * give byte-identical files.
  */
-export async function writeDemoCheckpoints(dir: string, sizes: NetworkSizes = DEMO_SIZES): Promise<OfficialPaths> {
+export async function writeDemoCheckpoints(
+  dir: string,
+  sizes: NetworkSizes = DEMO_SIZES,
+): Promise<OfficialPaths> {
   await mkdir(dir, { recursive: true });
-  const paths = Object.fromEntries(Object.entries(OFFICIAL_FILES).map(([k, f]) => [k, join(dir, f)])) as OfficialPaths;
-  await saveCheckpoint(paths.stylegan2, { generator_smooth: stateOf(generatorLayout(sizes)) as unknown as SaveValue });
+  const paths = Object.fromEntries(
+    Object.entries(OFFICIAL_FILES).map(([k, f]) => [k, join(dir, f)]),
+  ) as OfficialPaths;
+  await saveCheckpoint(paths.stylegan2, {
+    generator_smooth: stateOf(generatorLayout(sizes)) as unknown as SaveValue,
+  });
   const e4e = e4eLayout(sizes);
   const avg = e4e.find((e) => e.key === 'latent_avg')!;
   await saveCheckpoint(paths.e4e, {

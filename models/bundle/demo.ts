@@ -34,7 +34,13 @@ export async function buildDemoBundle(o: DemoOptions = {}): Promise<BundleManife
   try {
     o.log?.('writing pattern-weight checkpoints (official layouts, demo sizes)');
     await writeDemoCheckpoints(tmp, o.sizes ?? DEMO_SIZES);
-    await buildFromCheckpoints({ falcoDir: tmp, outDir, name: 'demo', demo: true, ...(o.log ? { log: o.log } : {}) });
+    await buildFromCheckpoints({
+      falcoDir: tmp,
+      outDir,
+      name: 'demo',
+      demo: true,
+      ...(o.log ? { log: o.log } : {}),
+    });
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }

@@ -158,7 +158,11 @@ export async function modelFileInfo(dir: string, name: ModelName): Promise<Model
   const info: ModelFileInfo = { file, sha256: await sha256File(p), bytes };
   const dataPath = `${p}.data`;
   if (existsSync(dataPath)) {
-    info.data = { file: `${file}.data`, sha256: await sha256File(dataPath), bytes: (await readFile(dataPath)).length };
+    info.data = {
+      file: `${file}.data`,
+      sha256: await sha256File(dataPath),
+      bytes: (await readFile(dataPath)).length,
+    };
   }
   return info;
 }
@@ -177,13 +181,21 @@ export function contentId(m: Pick<BundleManifest, 'models' | 'pool' | 'name'>): 
 
 // ------------------------------------------------------------------------------------- validation
 
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isObj = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
 
-function num(o: Record<string, unknown>, k: string, where: string, opts: { int?: boolean; min?: number } = {}): number {
+function num(
+  o: Record<string, unknown>,
+  k: string,
+  where: string,
+  opts: { int?: boolean; min?: number } = {},
+): number {
   const v = o[k];
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new BundleError(`${where}.${k} must be a finite number, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v))
+    throw new BundleError(`${where}.${k} must be a finite number, got ${JSON.stringify(v)}`);
   if (opts.int && !Number.isInteger(v)) throw new BundleError(`${where}.${k} must be an integer, got ${v}`);
-  if (opts.min !== undefined && v < opts.min) throw new BundleError(`${where}.${k} must be ≥ ${opts.min}, got ${v}`);
+  if (opts.min !== undefined && v < opts.min)
+    throw new BundleError(`${where}.${k} must be ≥ ${opts.min}, got ${v}`);
   return v;
 }
 function str(o: Record<string, unknown>, k: string, where: string): string {
@@ -199,7 +211,8 @@ function obj(o: Record<string, unknown>, k: string, where: string): Record<strin
 /** A relative path inside the bundle (no absolute paths, no `..`), so a manifest cannot point outside. */
 function relFile(o: Record<string, unknown>, k: string, where: string): string {
   const f = str(o, k, where);
-  if (f.startsWith('/') || f.split(/[\\/]/).includes('..')) throw new BundleError(`${where}.${k} must be a path inside the bundle, got ${f}`);
+  if (f.startsWith('/') || f.split(/[\\/]/).includes('..'))
+    throw new BundleError(`${where}.${k} must be a path inside the bundle, got ${f}`);
   return f;
 }
 
@@ -207,42 +220,73 @@ function relFile(o: Record<string, unknown>, k: string, where: string): string {
 export function parseManifest(json: unknown, source = MANIFEST_FILE): BundleManifest {
   const w = source;
   if (!isObj(json)) throw new BundleError(`${w}: not a JSON object`);
-  if (json['format'] !== BUNDLE_FORMAT) throw new BundleError(`${w}: format is ${JSON.stringify(json['format'])}, this engine reads ${BUNDLE_FORMAT}`);
+  if (json['format'] !== BUNDLE_FORMAT)
+    throw new BundleError(
+      `${w}: format is ${JSON.stringify(json['format'])}, this engine reads ${BUNDLE_FORMAT}`,
+    );
   const resolution = num(json, 'resolution', w, { int: true, min: 8 });
-  if (!Number.isInteger(Math.log2(resolution))) throw new BundleError(`${w}.resolution must be a power of two, got ${resolution}`);
+  if (!Number.isInteger(Math.log2(resolution)))
+    throw new BundleError(`${w}.resolution must be a power of two, got ${resolution}`);
   const wLayers = num(json, 'wLayers', w, { int: true, min: 1 });
-  if (wLayers !== 2 * Math.log2(resolution) - 2) throw new BundleError(`${w}.wLayers is ${wLayers}, but a ${resolution}px generator has ${2 * Math.log2(resolution) - 2}`);
+  if (wLayers !== 2 * Math.log2(resolution) - 2)
+    throw new BundleError(
+      `${w}.wLayers is ${wLayers}, but a ${resolution}px generator has ${2 * Math.log2(resolution) - 2}`,
+    );
   const tr = obj(json, 'trainableRange', w);
-  const trainableRange = { min: num(tr, 'min', `${w}.trainableRange`, { int: true, min: 0 }), max: num(tr, 'max', `${w}.trainableRange`, { int: true, min: 1 }) };
-  if (trainableRange.max > wLayers || trainableRange.min >= trainableRange.max) throw new BundleError(`${w}.trainableRange ${JSON.stringify(trainableRange)} is not inside [0, ${wLayers}]`);
+  const trainableRange = {
+    min: num(tr, 'min', `${w}.trainableRange`, { int: true, min: 0 }),
+    max: num(tr, 'max', `${w}.trainableRange`, { int: true, min: 1 }),
+  };
+  if (trainableRange.max > wLayers || trainableRange.min >= trainableRange.max)
+    throw new BundleError(
+      `${w}.trainableRange ${JSON.stringify(trainableRange)} is not inside [0, ${wLayers}]`,
+    );
   const tokens = json['tokens'];
-  if (!Array.isArray(tokens) || tokens.length !== 2 || !tokens.every((t) => Number.isInteger(t) && t > 0)) throw new BundleError(`${w}.tokens must be [tokens, width]`);
+  if (!Array.isArray(tokens) || tokens.length !== 2 || !tokens.every((t) => Number.isInteger(t) && t > 0))
+    throw new BundleError(`${w}.tokens must be [tokens, width]`);
   const comps = obj(json, 'components', w);
   const components = {} as Record<ComponentName, ComponentInfo>;
   for (const c of ['generator', 'e4e', 'arcface', 'farl', 'faceapi'] as const) {
     const ci = obj(comps, c, `${w}.components`);
     const sha = str(ci, 'sha256', `${w}.components.${c}`);
-    if (!/^[0-9a-f]{64}$/.test(sha)) throw new BundleError(`${w}.components.${c}.sha256 is not a sha256 hex digest`);
-    components[c] = { source: str(ci, 'source', `${w}.components.${c}`), sha256: sha, license: str(ci, 'license', `${w}.components.${c}`), ...(typeof ci['note'] === 'string' ? { note: ci['note'] } : {}) };
+    if (!/^[0-9a-f]{64}$/.test(sha))
+      throw new BundleError(`${w}.components.${c}.sha256 is not a sha256 hex digest`);
+    components[c] = {
+      source: str(ci, 'source', `${w}.components.${c}`),
+      sha256: sha,
+      license: str(ci, 'license', `${w}.components.${c}`),
+      ...(typeof ci['note'] === 'string' ? { note: ci['note'] } : {}),
+    };
   }
   const ms = obj(json, 'models', w);
   const models = {} as Record<ModelName, ModelFileInfo>;
   for (const m of Object.keys(MODEL_FILES) as ModelName[]) {
     const mi = obj(ms, m, `${w}.models`);
-    const info: ModelFileInfo = { file: relFile(mi, 'file', `${w}.models.${m}`), sha256: str(mi, 'sha256', `${w}.models.${m}`), bytes: num(mi, 'bytes', `${w}.models.${m}`, { int: true, min: 1 }) };
+    const info: ModelFileInfo = {
+      file: relFile(mi, 'file', `${w}.models.${m}`),
+      sha256: str(mi, 'sha256', `${w}.models.${m}`),
+      bytes: num(mi, 'bytes', `${w}.models.${m}`, { int: true, min: 1 }),
+    };
     if (isObj(mi['data'])) {
       const d = mi['data'];
-      info.data = { file: relFile(d, 'file', `${w}.models.${m}.data`), sha256: str(d, 'sha256', `${w}.models.${m}.data`), bytes: num(d, 'bytes', `${w}.models.${m}.data`, { int: true, min: 0 }) };
+      info.data = {
+        file: relFile(d, 'file', `${w}.models.${m}.data`),
+        sha256: str(d, 'sha256', `${w}.models.${m}.data`),
+        bytes: num(d, 'bytes', `${w}.models.${m}.data`, { int: true, min: 0 }),
+      };
     }
     models[m] = info;
   }
   const d = obj(json, 'defaults', w);
   const dl = d['layers'];
-  if (!Array.isArray(dl) || dl.length !== 2 || !dl.every(Number.isInteger)) throw new BundleError(`${w}.defaults.layers must be [start, end)`);
+  if (!Array.isArray(dl) || dl.length !== 2 || !dl.every(Number.isInteger))
+    throw new BundleError(`${w}.defaults.layers must be [start, end)`);
   const defaults: BundleDefaults = {
     steps: num(d, 'steps', `${w}.defaults`, { int: true, min: 0 }),
     lr: num(d, 'lr', `${w}.defaults`, { min: 0 }),
-    lrMilestones: Array.isArray(d['lrMilestones']) ? (d['lrMilestones'] as number[]).filter((x) => typeof x === 'number') : [],
+    lrMilestones: Array.isArray(d['lrMilestones'])
+      ? (d['lrMilestones'] as number[]).filter((x) => typeof x === 'number')
+      : [],
     lrGamma: num(d, 'lrGamma', `${w}.defaults`, { min: 0 }),
     lambdaId: num(d, 'lambdaId', `${w}.defaults`, { min: 0 }),
     lambdaAttr: num(d, 'lambdaAttr', `${w}.defaults`, { min: 0 }),
@@ -269,7 +313,10 @@ export function parseManifest(json: unknown, source = MANIFEST_FILE): BundleMani
       codes: relFile(p, 'codes', `${w}.pool`),
       features: relFile(p, 'features', `${w}.pool`),
       featureDim: num(p, 'featureDim', `${w}.pool`, { int: true, min: 1 }),
-      sha256: { codes: str(sh, 'codes', `${w}.pool.sha256`), features: str(sh, 'features', `${w}.pool.sha256`) },
+      sha256: {
+        codes: str(sh, 'codes', `${w}.pool.sha256`),
+        features: str(sh, 'features', `${w}.pool.sha256`),
+      },
     };
   }
   return {
@@ -286,21 +333,39 @@ export function parseManifest(json: unknown, source = MANIFEST_FILE): BundleMani
     defaults,
     reid,
     pool,
-    licenseNotes: Array.isArray(json['licenseNotes']) ? (json['licenseNotes'] as unknown[]).filter((x): x is string => typeof x === 'string') : [],
+    licenseNotes: Array.isArray(json['licenseNotes'])
+      ? (json['licenseNotes'] as unknown[]).filter((x): x is string => typeof x === 'string')
+      : [],
   };
 }
 
 /** A trainable layer range must be integers with min ≤ start < end ≤ max. */
-export function checkLayers(layers: readonly number[], range: { min: number; max: number }, what = 'layers'): [number, number] {
+export function checkLayers(
+  layers: readonly number[],
+  range: { min: number; max: number },
+  what = 'layers',
+): [number, number] {
   const [s, e] = layers;
-  if (layers.length !== 2 || !Number.isInteger(s) || !Number.isInteger(e) || s! < range.min || e! > range.max || s! >= e!)
-    throw new BundleError(`${what} must be [start, end) with ${range.min} ≤ start < end ≤ ${range.max}, got ${JSON.stringify(layers)}`);
+  if (
+    layers.length !== 2 ||
+    !Number.isInteger(s) ||
+    !Number.isInteger(e) ||
+    s! < range.min ||
+    e! > range.max ||
+    s! >= e!
+  )
+    throw new BundleError(
+      `${what} must be [start, end) with ${range.min} ≤ start < end ≤ ${range.max}, got ${JSON.stringify(layers)}`,
+    );
   return [s!, e!];
 }
 
 export async function readManifest(dir: string): Promise<BundleManifest> {
   const p = join(dir, MANIFEST_FILE);
-  if (!existsSync(p)) throw new BundleError(`no model bundle at ${dir} (${MANIFEST_FILE} missing); build one with \`npm run models -- demo\` or \`npm run models -- build --falco <dir>\``);
+  if (!existsSync(p))
+    throw new BundleError(
+      `no model bundle at ${dir} (${MANIFEST_FILE} missing); build one with \`npm run models -- demo\` or \`npm run models -- build --falco <dir>\``,
+    );
   let json: unknown;
   try {
     json = JSON.parse(await readFile(p, 'utf8'));
@@ -312,9 +377,12 @@ export async function readManifest(dir: string): Promise<BundleManifest> {
     const f = join(dir, m.models[name].file);
     if (!existsSync(f)) throw new BundleError(`bundle ${dir}: model file ${m.models[name].file} is missing`);
     const data = m.models[name].data;
-    if (data && !existsSync(join(dir, data.file))) throw new BundleError(`bundle ${dir}: external data ${data.file} is missing`);
+    if (data && !existsSync(join(dir, data.file)))
+      throw new BundleError(`bundle ${dir}: external data ${data.file} is missing`);
   }
-  if (m.pool) for (const f of [m.pool.codes, m.pool.features]) if (!existsSync(join(dir, f))) throw new BundleError(`bundle ${dir}: pool file ${f} is missing`);
+  if (m.pool)
+    for (const f of [m.pool.codes, m.pool.features])
+      if (!existsSync(join(dir, f))) throw new BundleError(`bundle ${dir}: pool file ${f} is missing`);
   return m;
 }
 

@@ -8,7 +8,14 @@ import { join } from 'node:path';
 import { makeTensor } from '../checkpoint/tensor.js';
 import { writeNpy } from '../fixtures/npy.js';
 import { FalcoEngine, W_DIM, type EngineOptions } from '../falco/engine.js';
-import { BundleError, contentId, readManifest, sha256File, writeManifest, type BundleManifest } from './manifest.js';
+import {
+  BundleError,
+  contentId,
+  readManifest,
+  sha256File,
+  writeManifest,
+  type BundleManifest,
+} from './manifest.js';
 
 /** splitmix32-style PRNG: a 32-bit state, full period, fast; deterministic across platforms. */
 export function prng(seed: number): () => number {
@@ -46,7 +53,8 @@ export interface PoolOptions {
 
 /** Sample the pool into `<bundle>/pool/` and record it in the manifest (replacing any previous pool). */
 export async function buildPool(bundleDir: string, o: PoolOptions): Promise<BundleManifest> {
-  if (!Number.isInteger(o.n) || o.n < 1 || o.n > 1_000_000) throw new BundleError(`pool size must be an integer in 1..1000000, got ${o.n}`);
+  if (!Number.isInteger(o.n) || o.n < 1 || o.n > 1_000_000)
+    throw new BundleError(`pool size must be an integer in 1..1000000, got ${o.n}`);
   const seed = o.seed ?? 0;
   if (!Number.isInteger(seed)) throw new BundleError(`pool seed must be an integer, got ${seed}`);
   const engine = await FalcoEngine.open(bundleDir, o.engine);
@@ -88,7 +96,10 @@ export async function buildPool(bundleDir: string, o: PoolOptions): Promise<Bund
       codes: 'pool/codes.npy',
       features: 'pool/farl.npy',
       featureDim: dim,
-      sha256: { codes: await sha256File(join(dir, 'codes.npy')), features: await sha256File(join(dir, 'farl.npy')) },
+      sha256: {
+        codes: await sha256File(join(dir, 'codes.npy')),
+        features: await sha256File(join(dir, 'farl.npy')),
+      },
     };
     manifest.id = contentId(manifest);
     await writeManifest(bundleDir, manifest);

@@ -77,8 +77,14 @@ export function lrMilestones(fractions: readonly number[], steps: number): numbe
 }
 
 /** Composition: rows in [start, end) from `inner`, the others from `outer` (both [L·512]). */
-export function composeCode(outer: Float32Array, inner: Float32Array, layers: [number, number], L: number): Float32Array {
-  if (outer.length !== L * W_DIM || inner.length !== L * W_DIM) throw new EngineError(`W+ codes must have ${L}×${W_DIM} values, got ${outer.length} and ${inner.length}`);
+export function composeCode(
+  outer: Float32Array,
+  inner: Float32Array,
+  layers: [number, number],
+  L: number,
+): Float32Array {
+  if (outer.length !== L * W_DIM || inner.length !== L * W_DIM)
+    throw new EngineError(`W+ codes must have ${L}×${W_DIM} values, got ${outer.length} and ${inner.length}`);
   const out = Float32Array.from(outer);
   out.set(inner.subarray(layers[0] * W_DIM, layers[1] * W_DIM), layers[0] * W_DIM);
   return out;
@@ -108,8 +114,13 @@ export interface Pool {
  * Indices of the pool entries ordered by cosine similarity to `query` (highest first); exact ties are
  * ordered by a hash of (seed, index) so equal features never make the choice depend on pool order only.
  */
-export function rankPool(pool: Pool, query: Float32Array, seed = 0): Array<{ index: number; similarity: number }> {
-  if (query.length !== pool.dim) throw new EngineError(`pool features have ${pool.dim} dimensions, the query has ${query.length}`);
+export function rankPool(
+  pool: Pool,
+  query: Float32Array,
+  seed = 0,
+): Array<{ index: number; similarity: number }> {
+  if (query.length !== pool.dim)
+    throw new EngineError(`pool features have ${pool.dim} dimensions, the query has ${query.length}`);
   let qn = 0;
   for (const v of query) qn += v * v;
   qn = Math.sqrt(qn) || 1;
@@ -160,8 +171,14 @@ export class FalcoEngine {
           ...(this.opts.log ? { log: (m: string) => this.opts.log!(`${name}: ${m}`) } : {}),
         });
         const want = IO[name];
-        const missing = [...want.inputs.filter((i) => !sess.inputNames.includes(i)), ...want.outputs.filter((o) => !sess.outputNames.includes(o))];
-        if (missing.length) throw new BundleError(`${MODEL_FILES[name]} does not follow the model contract: missing tensors ${missing.join(', ')}`);
+        const missing = [
+          ...want.inputs.filter((i) => !sess.inputNames.includes(i)),
+          ...want.outputs.filter((o) => !sess.outputNames.includes(o)),
+        ];
+        if (missing.length)
+          throw new BundleError(
+            `${MODEL_FILES[name]} does not follow the model contract: missing tensors ${missing.join(', ')}`,
+          );
         return sess;
       })();
       // A failed creation must not be cached forever (e.g. a transient CUDA error): retry next time.
@@ -198,7 +215,11 @@ export class FalcoEngine {
   async targets(imageN: Float32Array): Promise<Targets> {
     this.checkLen('targets input', imageN, 3 * this.N * this.N);
     const out = await (await this.session('targets')).run({ image: imageN });
-    return { id: Float32Array.from(out['id']!.data), tokens: Float32Array.from(out['tokens']!.data), farl: Float32Array.from(out['farl']!.data) };
+    return {
+      id: Float32Array.from(out['id']!.data),
+      tokens: Float32Array.from(out['tokens']!.data),
+      farl: Float32Array.from(out['farl']!.data),
+    };
   }
 
   /** G(w): W+ [L·512] → image [3·N·N] (≈[-1,1], not clamped). */
@@ -219,11 +240,20 @@ export class FalcoEngine {
   pool(): Pool {
     if (this.poolCache) return this.poolCache;
     const p = this.manifest.pool;
-    if (!p) throw new BundleError(`bundle ${this.dir} has no fake pool; run \`npm run models -- pool --bundle ${this.dir} --n 64\``);
+    if (!p)
+      throw new BundleError(
+        `bundle ${this.dir} has no fake pool; run \`npm run models -- pool --bundle ${this.dir} --n 64\``,
+      );
     const codes = readNpy(join(this.dir, p.codes));
     const feats = readNpy(join(this.dir, p.features));
-    if (codes.shape.join() !== [p.n, this.L, W_DIM].join()) throw new BundleError(`pool codes have shape [${codes.shape.join(', ')}], expected [${p.n}, ${this.L}, ${W_DIM}]`);
-    if (feats.shape.join() !== [p.n, p.featureDim].join()) throw new BundleError(`pool features have shape [${feats.shape.join(', ')}], expected [${p.n}, ${p.featureDim}]`);
+    if (codes.shape.join() !== [p.n, this.L, W_DIM].join())
+      throw new BundleError(
+        `pool codes have shape [${codes.shape.join(', ')}], expected [${p.n}, ${this.L}, ${W_DIM}]`,
+      );
+    if (feats.shape.join() !== [p.n, p.featureDim].join())
+      throw new BundleError(
+        `pool features have shape [${feats.shape.join(', ')}], expected [${p.n}, ${p.featureDim}]`,
+      );
     this.poolCache = { n: p.n, codes: toFloat32(codes), features: toFloat32(feats), dim: p.featureDim };
     return this.poolCache;
   }
@@ -232,7 +262,10 @@ export class FalcoEngine {
   nearest(farl: Float32Array, seed = 0): Array<{ index: number; similarity: number; code: Float32Array }> {
     const pool = this.pool();
     const size = this.L * W_DIM;
-    return rankPool(pool, farl, seed).map((r) => ({ ...r, code: pool.codes.subarray(r.index * size, (r.index + 1) * size) }));
+    return rankPool(pool, farl, seed).map((r) => ({
+      ...r,
+      code: pool.codes.subarray(r.index * size, (r.index + 1) * size),
+    }));
   }
 
   /**
@@ -242,7 +275,8 @@ export class FalcoEngine {
   async optimize(p: OptimizeParams): Promise<OptimizeResult> {
     const L = this.L;
     const layers = checkLayers(p.layers, this.manifest.trainableRange);
-    if (!Number.isInteger(p.steps) || p.steps < 0) throw new EngineError(`steps must be an integer ≥ 0, got ${p.steps}`);
+    if (!Number.isInteger(p.steps) || p.steps < 0)
+      throw new EngineError(`steps must be an integer ≥ 0, got ${p.steps}`);
     const size = L * W_DIM;
     this.checkLen('real code', p.real, size);
     this.checkLen('fake code', p.fake, size);
@@ -270,9 +304,22 @@ export class FalcoEngine {
       // base·γ^(#milestones ≤ i).
       const lr = E.multiStepLR(p.lr, milestones, p.lrGamma, i);
       const [bc1, bc2] = E.adamBiasCorrections(i + 1, ADAM.betas);
-      const out = await session.run({ ...fixed, t, m, v, lr: Float32Array.of(lr), bc1: Float32Array.of(bc1), bc2: Float32Array.of(bc2) });
-      const l: [number, number, number] = [out['loss']!.data[0]!, out['id_loss']!.data[0]!, out['attr_loss']!.data[0]!];
-      if (!l.every(Number.isFinite)) throw new EngineError(`optimisation diverged at step ${i}: loss ${l.join(', ')}`);
+      const out = await session.run({
+        ...fixed,
+        t,
+        m,
+        v,
+        lr: Float32Array.of(lr),
+        bc1: Float32Array.of(bc1),
+        bc2: Float32Array.of(bc2),
+      });
+      const l: [number, number, number] = [
+        out['loss']!.data[0]!,
+        out['id_loss']!.data[0]!,
+        out['attr_loss']!.data[0]!,
+      ];
+      if (!l.every(Number.isFinite))
+        throw new EngineError(`optimisation diverged at step ${i}: loss ${l.join(', ')}`);
       losses.push(l);
       t = Float32Array.from(out['t_next']!.data);
       m = Float32Array.from(out['m_next']!.data);

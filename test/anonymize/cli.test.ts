@@ -28,14 +28,28 @@ afterAll(async () => {
 describe('anonymize CLI', () => {
   it('collects images recursively and refuses name clashes', async () => {
     const jobs = await collectInputs([join(root, 'in')]);
-    expect(jobs.map((j) => j.rel)).toEqual(['people.png', join('sub', 'broken.jpg'), join('sub', 'empty.jpg')]);
-    await expect(collectInputs([join(root, 'in', 'people.png'), join(root, 'in', 'people.png')])).rejects.toThrow(/both be written/);
+    expect(jobs.map((j) => j.rel)).toEqual([
+      'people.png',
+      join('sub', 'broken.jpg'),
+      join('sub', 'empty.jpg'),
+    ]);
+    await expect(
+      collectInputs([join(root, 'in', 'people.png'), join(root, 'in', 'people.png')]),
+    ).rejects.toThrow(/both be written/);
     await expect(collectInputs([join(root, 'missing')])).rejects.toBeInstanceOf(InputError);
   });
 
   it('writes images, reports, comparisons and a summary, then resumes', async () => {
     const out = join(root, 'out');
-    const opts = { out, bundle, options: { steps: 3 }, compare: true, force: false, retryFailed: false, progress: false };
+    const opts = {
+      out,
+      bundle,
+      options: { steps: 3 },
+      compare: true,
+      force: false,
+      retryFailed: false,
+      progress: false,
+    };
     const s = await runBatch([join(root, 'in')], opts);
     expect(s).toMatchObject({ files: 3, processed: 3, skipped: 0, ok: 1, noFaces: 1 });
     expect(s.failed).toHaveLength(1);

@@ -35,9 +35,13 @@ describe('fake pool', () => {
     expect(r.map((x) => x.index).slice(2)).toEqual([1, 3]);
     expect(new Set(r.slice(0, 2).map((x) => x.index))).toEqual(new Set([0, 2]));
     expect(r[0]!.similarity).toBeCloseTo(1, 6);
-    const firsts = new Set(Array.from({ length: 16 }, (_, s) => rankPool(pool, Float32Array.from([1, 0]), s)[0]!.index));
+    const firsts = new Set(
+      Array.from({ length: 16 }, (_, s) => rankPool(pool, Float32Array.from([1, 0]), s)[0]!.index),
+    );
     expect(firsts).toEqual(new Set([0, 2]));
-    expect(rankPool(pool, Float32Array.from([1, 0]), 5)).toEqual(rankPool(pool, Float32Array.from([1, 0]), 5));
+    expect(rankPool(pool, Float32Array.from([1, 0]), 5)).toEqual(
+      rankPool(pool, Float32Array.from([1, 0]), 5),
+    );
     expect(() => rankPool(pool, Float32Array.from([1, 0, 0]))).toThrow(/dimensions/);
   });
   it('samples z deterministically from N(0, 1)', () => {
@@ -50,6 +54,9 @@ describe('fake pool', () => {
   });
 });
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- deliberately malformed JSON
+type Manifestish = Record<string, any>;
+
 describe('manifest validation', () => {
   const valid = () => ({
     format: 'falco-bundle/1',
@@ -60,9 +67,29 @@ describe('manifest validation', () => {
     wLayers: 10,
     trainableRange: { min: 0, max: 10 },
     tokens: [197, 64],
-    components: Object.fromEntries(['generator', 'e4e', 'arcface', 'farl', 'faceapi'].map((c) => [c, { source: 's', sha256: 'a'.repeat(64), license: 'MIT' }])),
-    models: Object.fromEntries(['encoder', 'targets', 'step', 'render', 'mapping'].map((m) => [m, { file: `${m}.onnx`, sha256: 'b', bytes: 10 }])),
-    defaults: { steps: 50, lr: 0.01, lrMilestones: [0.75, 0.9], lrGamma: 0.8, lambdaId: 10, lambdaAttr: 0.1, idMargin: 0, layers: [3, 8], truncation: 0.7 },
+    components: Object.fromEntries(
+      ['generator', 'e4e', 'arcface', 'farl', 'faceapi'].map((c) => [
+        c,
+        { source: 's', sha256: 'a'.repeat(64), license: 'MIT' },
+      ]),
+    ),
+    models: Object.fromEntries(
+      ['encoder', 'targets', 'step', 'render', 'mapping'].map((m) => [
+        m,
+        { file: `${m}.onnx`, sha256: 'b', bytes: 10 },
+      ]),
+    ),
+    defaults: {
+      steps: 50,
+      lr: 0.01,
+      lrMilestones: [0.75, 0.9],
+      lrGamma: 0.8,
+      lambdaId: 10,
+      lambdaAttr: 0.1,
+      idMargin: 0,
+      layers: [3, 8],
+      truncation: 0.7,
+    },
     reid: { threshold: 0.6, retries: 2, marginStep: 0.2, lambdaIdFactor: 2 },
     pool: null,
   });
@@ -70,12 +97,12 @@ describe('manifest validation', () => {
     expect(parseManifest(valid()).defaults.layers).toEqual([3, 8]);
   });
   it.each([
-    ['format', (m: any) => (m.format = 'other/1'), /format/],
-    ['wLayers', (m: any) => (m.wLayers = 18), /wLayers is 18/],
-    ['layers', (m: any) => (m.defaults.layers = [8, 3]), /defaults\.layers/],
-    ['escaping path', (m: any) => (m.models.step.file = '../../etc/passwd'), /inside the bundle/],
-    ['sha', (m: any) => (m.components.farl.sha256 = 'nope'), /components\.farl\.sha256/],
-    ['steps', (m: any) => (m.defaults.steps = 'many'), /defaults\.steps/],
+    ['format', (m: Manifestish) => (m.format = 'other/1'), /format/],
+    ['wLayers', (m: Manifestish) => (m.wLayers = 18), /wLayers is 18/],
+    ['layers', (m: Manifestish) => (m.defaults.layers = [8, 3]), /defaults\.layers/],
+    ['escaping path', (m: Manifestish) => (m.models.step.file = '../../etc/passwd'), /inside the bundle/],
+    ['sha', (m: Manifestish) => (m.components.farl.sha256 = 'nope'), /components\.farl\.sha256/],
+    ['steps', (m: Manifestish) => (m.defaults.steps = 'many'), /defaults\.steps/],
   ])('rejects a bad %s', (_n, edit, msg) => {
     const m = valid();
     edit(m);

@@ -18,7 +18,13 @@ export async function toyBundle(poolSize = 8): Promise<{ dir: string; manifest: 
   const root = await mkdtemp(join(tmpdir(), 'falco-toy-'));
   const dir = join(root, 'toy');
   const comp = { source: 'toy', sha256: ZERO, license: 'test' };
-  await assembleBundle({ outDir: dir, name: 'toy', demo: true, components: { generator: comp, e4e: comp, arcface: comp, farl: comp }, writeModels: (d) => writeToyModels(d) });
+  await assembleBundle({
+    outDir: dir,
+    name: 'toy',
+    demo: true,
+    components: { generator: comp, e4e: comp, arcface: comp, farl: comp },
+    writeModels: (d) => writeToyModels(d),
+  });
   const manifest = await buildPool(dir, { n: poolSize, seed: 1 });
   return { dir, manifest };
 }
@@ -51,7 +57,10 @@ export async function noFaceJpeg(): Promise<Buffer> {
   const h = 120;
   const px = Buffer.alloc(w * h * 3);
   for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) px.set([x, y * 2, 128], (y * w + x) * 3);
-  return sharp(px, { raw: { width: w, height: h, channels: 3 } }).withExif({ IFD0: { Copyright: 'secret-owner', Artist: 'someone' } }).jpeg().toBuffer();
+  return sharp(px, { raw: { width: w, height: h, channels: 3 } })
+    .withExif({ IFD0: { Copyright: 'secret-owner', Artist: 'someone' } })
+    .jpeg()
+    .toBuffer();
 }
 
 export async function writeTemp(name: string, data: Uint8Array): Promise<string> {

@@ -42,12 +42,19 @@ describe('anonymize (toy bundle)', () => {
     const before = await rgb(photo);
     const after = await rgb(res.image);
     expect([after.width, after.height]).toEqual([before.width, before.height]);
-    const boxes = faces.map((f) => cropBounds(ffhqAlignment(f.landmarks, anon.engine.N), before.width, before.height));
+    const boxes = faces.map((f) =>
+      cropBounds(ffhqAlignment(f.landmarks, anon.engine.N), before.width, before.height),
+    );
     let outside = 0;
     for (let y = 0; y < before.height; y++)
       for (let x = 0; x < before.width; x++) {
         const i = (y * before.width + x) * 3;
-        if (before.data[i] === after.data[i] && before.data[i + 1] === after.data[i + 1] && before.data[i + 2] === after.data[i + 2]) continue;
+        if (
+          before.data[i] === after.data[i] &&
+          before.data[i + 1] === after.data[i + 1] &&
+          before.data[i + 2] === after.data[i + 2]
+        )
+          continue;
         if (!boxes.some((b) => x >= b.x0 && x < b.x1 && y >= b.y0 && y < b.y1)) outside++;
       }
     expect(outside).toBe(0);
@@ -70,7 +77,9 @@ describe('anonymize (toy bundle)', () => {
       expect(fr.attempts).toBe(1);
       expect(fr.reidentified).toBe(false);
       expect(fr.identityDistance).toBeGreaterThanOrEqual(0.6);
-      expect(Object.keys(fr.timingsMs)).toEqual(expect.arrayContaining(['align', 'invert', 'targets', 'optimize', 'render', 'paste', 'verify']));
+      expect(Object.keys(fr.timingsMs)).toEqual(
+        expect.arrayContaining(['align', 'invert', 'targets', 'optimize', 'render', 'paste', 'verify']),
+      );
     }
     // The optimisation moves the loss (toy G is smooth: 8 Adam steps must lower it on average).
     const drop = r.faces.map((f) => f.losses[0]![0] - f.losses.at(-1)![0]);
@@ -80,7 +89,12 @@ describe('anonymize (toy bundle)', () => {
     expect(fr.every((v, i) => i === 0 || v >= fr[i - 1]!)).toBe(true);
     expect(fr.at(-1)).toBe(1);
     expect(progress.filter((p) => p.stage === 'optimize').length).toBe(8 * faces.length);
-    expect(progress.find((p) => p.stage === 'optimize')).toMatchObject({ step: 1, steps: 8, face: 0, faces: faces.length });
+    expect(progress.find((p) => p.stage === 'optimize')).toMatchObject({
+      step: 1,
+      steps: 8,
+      face: 0,
+      faces: faces.length,
+    });
   });
 
   it('is deterministic for a seed', async () => {
@@ -96,7 +110,12 @@ describe('anonymize (toy bundle)', () => {
     const res = await anon.anonymize(input, { format: 'png' });
     expect(res.report.outcome).toBe('no_faces');
     expect(res.report.faces).toEqual([]);
-    expect((await probeImage(res.image)).metadata).toEqual({ exif: false, xmp: false, iptc: false, icc: false });
+    expect((await probeImage(res.image)).metadata).toEqual({
+      exif: false,
+      xmp: false,
+      iptc: false,
+      icc: false,
+    });
     expect(Buffer.compare((await rgb(res.image)).data, (await rgb(input)).data)).toBe(0);
     const jpeg = await anon.anonymize(input);
     expect(jpeg.contentType).toBe('image/jpeg');
@@ -151,7 +170,19 @@ describe('anonymize (toy bundle)', () => {
     const real = Float32Array.from({ length: size }, (_, i) => Math.sin(i));
     const fake = Float32Array.from({ length: size }, (_, i) => Math.cos(i));
     const t = await e.targets(new Float32Array(3 * e.N * e.N).fill(0.1));
-    const res = await e.optimize({ real, fake, targets: t, layers: [3, 5], steps: 3, lr: 0.01, lrMilestones: [0.75, 0.9], lrGamma: 0.8, margin: 0, lambdaId: 10, lambdaAttr: 0.1 });
+    const res = await e.optimize({
+      real,
+      fake,
+      targets: t,
+      layers: [3, 5],
+      steps: 3,
+      lr: 0.01,
+      lrMilestones: [0.75, 0.9],
+      lrGamma: 0.8,
+      margin: 0,
+      lambdaId: 10,
+      lambdaAttr: 0.1,
+    });
     expect(Array.from(res.code.subarray(0, 3 * 512))).toEqual(Array.from(real.subarray(0, 3 * 512)));
     expect(Array.from(res.code.subarray(5 * 512))).toEqual(Array.from(real.subarray(5 * 512)));
     const moved = res.code.subarray(3 * 512, 5 * 512).some((v, i) => v !== fake[3 * 512 + i]);

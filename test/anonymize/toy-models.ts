@@ -34,8 +34,14 @@ export async function writeToyModels(dir: string, o: ToyOptions = {}): Promise<v
     return E.resizeBilinear(small, N, N);
   };
   const l2 = (x: E.Tensor) => E.div(x, E.sqrt(E.reduceSum(E.mul(x, x), [1], true)));
-  const idNet = (g: E.Graph, x: E.Tensor) => l2(E.matmul(E.reshape(E.adaptiveAvgPool2d(x, 8), [1, 192]), g.constant(B, [192, 512], 'B')));
-  const tokNet = (g: E.Graph, x: E.Tensor) => E.reshape(E.matmul(E.reshape(E.adaptiveAvgPool2d(x, 4), [1, 48]), g.constant(C, [48, T * D], 'C')), [1, T, D]);
+  const idNet = (g: E.Graph, x: E.Tensor) =>
+    l2(E.matmul(E.reshape(E.adaptiveAvgPool2d(x, 8), [1, 192]), g.constant(B, [192, 512], 'B')));
+  const tokNet = (g: E.Graph, x: E.Tensor) =>
+    E.reshape(E.matmul(E.reshape(E.adaptiveAvgPool2d(x, 4), [1, 48]), g.constant(C, [48, T * D], 'C')), [
+      1,
+      T,
+      D,
+    ]);
 
   {
     const g = new E.Graph('toy_render');

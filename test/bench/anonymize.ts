@@ -44,9 +44,15 @@ async function demo(args: string[], threads?: number): Promise<DemoFigures | und
     }
     report(BENCH, 'demo_bundle_build', performance.now() - t0, 'ms');
   }
-  const a = await createAnonymizer({ bundleDir: bundle, warm: true, ...(threads ? { engine: { threads } } : {}) });
+  const a = await createAnonymizer({
+    bundleDir: bundle,
+    warm: true,
+    ...(threads ? { engine: { threads } } : {}),
+  });
   try {
-    const photo = await readFile(join(REPO_ROOT, 'node_modules', '@vladmandic', 'face-api', 'demo', 'sample2.jpg'));
+    const photo = await readFile(
+      join(REPO_ROOT, 'node_modules', '@vladmandic', 'face-api', 'demo', 'sample2.jpg'),
+    );
     await a.anonymize(photo, { steps: 2 }); // warm-up: first runs allocate arenas
     const t0 = performance.now();
     const res = await a.anonymize(photo, { steps: 50, format: 'png' });
@@ -57,11 +63,29 @@ async function demo(args: string[], threads?: number): Promise<DemoFigures | und
     const opt = faces.map((f) => f.timingsMs['optimize'] ?? 0);
     const mean = (xs: number[]) => xs.reduce((x, y) => x + y, 0) / xs.length;
     const provider = await a.engine.provider();
-    const extra = { bundle: res.report.bundle.id, resolution: a.engine.N, faces: faces.length, provider, threads: threads ?? 'default' };
-    report(BENCH, 'demo_per_face_50_steps', mean(perFace), 'ms', extra);
-    report(BENCH, 'demo_step', mean(opt) / 50, 'ms', extra);
-    report(BENCH, 'demo_image_wall', wall, 'ms', extra);
-    return { perFaceMs: mean(perFace), overheadMs: mean(perFace) - mean(opt) - mean(faces.map((f) => (f.timingsMs['invert'] ?? 0) + (f.timingsMs['targets'] ?? 0) + (f.timingsMs['render'] ?? 0))) };
+    const extra = {
+      bundle: res.report.bundle.id,
+      resolution: a.engine.N,
+      faces: faces.length,
+      provider,
+      threads: threads ?? 'default',
+    };
+    const p = a.engine.manifest.name;
+    report(BENCH, `${p}_per_face_50_steps`, mean(perFace), 'ms', extra);
+    report(BENCH, `${p}_step`, mean(opt) / 50, 'ms', extra);
+    report(BENCH, `${p}_image_wall`, wall, 'ms', extra);
+    return {
+      perFaceMs: mean(perFace),
+      overheadMs:
+        mean(perFace) -
+        mean(opt) -
+        mean(
+          faces.map(
+            (f) =>
+              (f.timingsMs['invert'] ?? 0) + (f.timingsMs['targets'] ?? 0) + (f.timingsMs['render'] ?? 0),
+          ),
+        ),
+    };
   } finally {
     await a.close();
   }
@@ -70,7 +94,8 @@ async function demo(args: string[], threads?: number): Promise<DemoFigures | und
 async function full(threads: number | undefined, demoFig: DemoFigures | undefined): Promise<void> {
   const spec = (f: string) => loadSpec(fixturePath(f));
   // Imported here: graph building code is only needed for this figure.
-  const graphs = (await import('../../models/falco/graphs.js')) as typeof import('../../models/falco/graphs.js');
+  const graphs =
+    (await import('../../models/falco/graphs.js')) as typeof import('../../models/falco/graphs.js');
   const w = graphs.falcoWeightsFromMaps({
     generator: spec('stylegan2_genforce_r1024.spec.json'),
     arcface: spec('arcface_irse50.spec.json'),
@@ -84,7 +109,11 @@ async function full(threads: number | undefined, demoFig: DemoFigures | undefine
   const N = 1024;
   const code = pattern('bench.code', L * 512, -1, 1);
   const img = (n: number) => pattern(`bench.img${n}`, 3 * n * n, -1, 1);
-  const time = async (name: keyof typeof MODEL_FILES, feeds: Record<string, Float32Array>, reps: number): Promise<number> => {
+  const time = async (
+    name: keyof typeof MODEL_FILES,
+    feeds: Record<string, Float32Array>,
+    reps: number,
+  ): Promise<number> => {
     let t = performance.now();
     await graphs.writeFalcoModels(w, dir, { only: [name] });
     report(BENCH, `full_${name}_build`, performance.now() - t, 'ms');

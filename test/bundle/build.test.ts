@@ -8,17 +8,39 @@ import { mkdtemp, readFile, rm, unlink } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadCheckpoint, stateDict, getPath, isTensor, saveCheckpoint, PyOrderedDict } from '../../models/checkpoint/index.js';
+import {
+  loadCheckpoint,
+  stateDict,
+  getPath,
+  isTensor,
+  saveCheckpoint,
+  PyOrderedDict,
+} from '../../models/checkpoint/index.js';
 import { pattern } from '../../models/fixtures/pattern.js';
-import { DEMO_SIZES, arcfaceLayout, e4eLayout, farlLayout, generatorLayout, writeDemoCheckpoints } from '../../models/bundle/demo-weights.js';
+import {
+  DEMO_SIZES,
+  arcfaceLayout,
+  e4eLayout,
+  farlLayout,
+  generatorLayout,
+  writeDemoCheckpoints,
+} from '../../models/bundle/demo-weights.js';
 import { BundleError } from '../../models/bundle/manifest.js';
-import { OFFICIAL_FILES, buildFromCheckpoints, loadGraphs, officialPaths } from '../../models/bundle/build.js';
+import {
+  OFFICIAL_FILES,
+  buildFromCheckpoints,
+  loadGraphs,
+  officialPaths,
+} from '../../models/bundle/build.js';
 import { buildPool } from '../../models/bundle/pool.js';
 import { createAnonymizer } from '../../functions/pipeline/anonymize.js';
 import { samplePng } from '../anonymize/helpers.js';
 
 let dir: string;
-const sha = async (p: string) => createHash('sha256').update(await readFile(p)).digest('hex');
+const sha = async (p: string) =>
+  createHash('sha256')
+    .update(await readFile(p))
+    .digest('hex');
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'falco-ckpt-'));
@@ -32,10 +54,14 @@ afterAll(async () => {
 async function demoSizesSupported(): Promise<boolean> {
   const d = await mkdtemp(join(tmpdir(), 'falco-probe-'));
   try {
-    await (await loadGraphs()).loadOfficialWeights(officialPaths(await writeDemoCheckpoints(d).then(() => d)));
+    await (
+      await loadGraphs()
+    ).loadOfficialWeights(officialPaths(await writeDemoCheckpoints(d).then(() => d)));
     return true;
   } catch (e) {
-    console.warn(`demo sizes not (yet) accepted by the network builders; end-to-end build test skipped:\n${(e as Error).message.slice(0, 400)}`);
+    console.warn(
+      `demo sizes not (yet) accepted by the network builders; end-to-end build test skipped:\n${(e as Error).message.slice(0, 400)}`,
+    );
     return false;
   } finally {
     await rm(d, { recursive: true, force: true });
@@ -47,7 +73,8 @@ describe('demo checkpoints in the official layouts', () => {
   it('are deterministic', async () => {
     const again = join(dir, 'again');
     await writeDemoCheckpoints(again);
-    for (const f of Object.values(OFFICIAL_FILES)) expect(await sha(join(again, f)), f).toBe(await sha(join(dir, 'demo', f)));
+    for (const f of Object.values(OFFICIAL_FILES))
+      expect(await sha(join(again, f)), f).toBe(await sha(join(dir, 'demo', f)));
   });
 
   it('read back with the official nesting and the layout keys', async () => {
@@ -57,12 +84,22 @@ describe('demo checkpoints in the official layouts', () => {
     expect([...gen.keys()]).toEqual(generatorLayout(DEMO_SIZES).map((e) => e.key));
     const w = gen.get('synthesis.layer3.weight')!;
     expect(w.shape).toEqual([64, 64, 3, 3]);
-    expect(Array.from((w.data as Float32Array).subarray(0, 5))).toEqual(Array.from(pattern('synthesis.layer3.weight', 5, -Math.sqrt(3), Math.sqrt(3))));
+    expect(Array.from((w.data as Float32Array).subarray(0, 5))).toEqual(
+      Array.from(pattern('synthesis.layer3.weight', 5, -Math.sqrt(3), Math.sqrt(3))),
+    );
     const e = await loadCheckpoint(p.e4e);
     expect(isTensor(getPath(e, 'latent_avg'))).toBe(true);
-    expect([...stateDict(getPath(e, 'state_dict')).keys()]).toEqual(e4eLayout(DEMO_SIZES).map((x) => x.key).filter((k) => k !== 'latent_avg'));
-    expect([...stateDict(await loadCheckpoint(p.arcface)).keys()]).toEqual(arcfaceLayout(DEMO_SIZES).map((x) => x.key));
-    expect([...stateDict(getPath(await loadCheckpoint(p.farl), 'state_dict')).keys()]).toEqual(farlLayout(DEMO_SIZES).map((x) => x.key));
+    expect([...stateDict(getPath(e, 'state_dict')).keys()]).toEqual(
+      e4eLayout(DEMO_SIZES)
+        .map((x) => x.key)
+        .filter((k) => k !== 'latent_avg'),
+    );
+    expect([...stateDict(await loadCheckpoint(p.arcface)).keys()]).toEqual(
+      arcfaceLayout(DEMO_SIZES).map((x) => x.key),
+    );
+    expect([...stateDict(getPath(await loadCheckpoint(p.farl), 'state_dict')).keys()]).toEqual(
+      farlLayout(DEMO_SIZES).map((x) => x.key),
+    );
   });
 });
 
@@ -72,7 +109,9 @@ describe('models build: errors', () => {
     await writeDemoCheckpoints(d);
     await unlink(join(d, OFFICIAL_FILES.e4e));
     await unlink(join(d, OFFICIAL_FILES.farl));
-    const err = await buildFromCheckpoints({ falcoDir: d, outDir: join(dir, 'never') }).catch((x: unknown) => x);
+    const err = await buildFromCheckpoints({ falcoDir: d, outDir: join(dir, 'never') }).catch(
+      (x: unknown) => x,
+    );
     expect(err).toBeInstanceOf(BundleError);
     expect((err as Error).message).toContain(OFFICIAL_FILES.e4e);
     expect((err as Error).message).toContain(OFFICIAL_FILES.farl);
@@ -86,7 +125,9 @@ describe('models build: errors', () => {
     for (const [k, v] of sd) if (k !== 'output_layer.3.bias') edited.set(k, v as never);
     edited.set('bogus.extra.weight', sd.get('output_layer.3.weight') as never);
     await saveCheckpoint(p.arcface, edited as never);
-    const err = await buildFromCheckpoints({ falcoDir: d, outDir: join(dir, 'never') }).catch((x: unknown) => x);
+    const err = await buildFromCheckpoints({ falcoDir: d, outDir: join(dir, 'never') }).catch(
+      (x: unknown) => x,
+    );
     expect(err).toBeInstanceOf(Error);
     expect((err as Error).message).toMatch(/arcface[^\n]*missing/i);
     expect((err as Error).message).toContain('bogus.extra.weight');
@@ -98,7 +139,12 @@ describe('models build: errors', () => {
 describe.runIf(supported)('models build: end to end at demo size', () => {
   it('builds a bundle from the checkpoints and anonymizes a photo', async () => {
     const out = join(dir, 'bundle');
-    const m = await buildFromCheckpoints({ falcoDir: join(dir, 'demo'), outDir: out, name: 'demo', demo: true });
+    const m = await buildFromCheckpoints({
+      falcoDir: join(dir, 'demo'),
+      outDir: out,
+      name: 'demo',
+      demo: true,
+    });
     expect(m.resolution).toBe(DEMO_SIZES.generator.resolution);
     expect(m.tokens).toEqual([197, DEMO_SIZES.farl.width]);
     await buildPool(out, { n: 4 });

@@ -7,7 +7,15 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { parseSpec, type SpecEntry } from '../../models/fixtures/spec.js';
 import { fixturePath } from '../../models/fixtures/paths.js';
-import { DEMO_SIZES, FULL_SIZES, arcfaceLayout, e4eLayout, farlLayout, generatorLayout, type NetworkSizes } from '../../models/bundle/demo-weights.js';
+import {
+  DEMO_SIZES,
+  FULL_SIZES,
+  arcfaceLayout,
+  e4eLayout,
+  farlLayout,
+  generatorLayout,
+  type NetworkSizes,
+} from '../../models/bundle/demo-weights.js';
 
 function same(mine: SpecEntry[], file: string): void {
   const spec = parseSpec(JSON.parse(readFileSync(fixturePath(file), 'utf8')), file);
@@ -24,7 +32,8 @@ function same(mine: SpecEntry[], file: string): void {
 }
 
 describe('demo-weight layouts at full size equal the fixture specs', () => {
-  it('StyleGAN2 genforce 1024 px', () => same(generatorLayout(FULL_SIZES), 'stylegan2_genforce_r1024.spec.json'));
+  it('StyleGAN2 genforce 1024 px', () =>
+    same(generatorLayout(FULL_SIZES), 'stylegan2_genforce_r1024.spec.json'));
   it('StyleGAN2 genforce 64 px (full width)', () => {
     const s: NetworkSizes = { ...FULL_SIZES, generator: { ...FULL_SIZES.generator, resolution: 64 } };
     same(generatorLayout(s), 'stylegan2_genforce_r64.spec.json');
