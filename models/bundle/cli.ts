@@ -47,7 +47,7 @@ function bar(label: string) {
 function summary(dir: string, m: BundleManifest): string {
   return [
     `bundle ${m.id} at ${dir}${m.demo ? '  (DEMO: pattern weights, output is not photorealistic)' : ''}`,
-    `  generator ${m.resolution}px, W+ ${m.wLayers}×512, trainable layers ${JSON.stringify(m.defaults.layers)} of [${m.trainableRange.min}, ${m.trainableRange.max})`,
+    `  generator ${m.resolution}px, W+ ${m.wLayers}×512, trainable layers [${m.defaults.layers.join(', ')}) of [${m.trainableRange.min}, ${m.trainableRange.max})`,
     `  tokens ${m.tokens.join('×')}, pool ${m.pool ? `${m.pool.n} fakes (ψ=${m.pool.psi}, seed ${m.pool.seed})` : 'none'}`,
     ...Object.entries(m.models).map(
       ([k, v]) => `  ${k.padEnd(8)} ${v.file}  ${((v.bytes + (v.data?.bytes ?? 0)) / 1e6).toFixed(1)} MB`,
