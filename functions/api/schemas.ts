@@ -92,7 +92,7 @@ export const CreateJobMultipartSchema = z
     image: z
       .array(z.any().openapi({ type: 'string', format: 'binary' }))
       .openapi({
-        description: 'One or more image files (JPEG, PNG, WebP), each ≤ 4 MiB, ≤ 4.5 MiB in total.',
+        description: 'One or more image files (JPEG, PNG, WebP), ≤ 4 MiB in total (Lambda's 6 MB request cap after base64); larger files go through POST /v1/uploads.',
       }),
     options: z
       .string()

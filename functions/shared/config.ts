@@ -8,7 +8,7 @@ export interface Limits {
   maxUploadBytes: number;
   /** Largest image accepted inline in a multipart POST /v1/jobs (Lambda's 6 MB request cap, base64 overhead). */
   maxInlineBytes: number;
-  /** Largest inline multipart body in total. */
+  /** Largest inline multipart body in total: API Gateway base64-encodes binary bodies into the 6 MB Lambda event. */
   maxInlineTotalBytes: number;
   /** width × height above which an image is refused before decoding (decompression-bomb guard). */
   maxPixels: number;
@@ -78,7 +78,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     limits: {
       maxUploadBytes: num(env, 'MAX_UPLOAD_BYTES', 25 * 1024 * 1024),
       maxInlineBytes: num(env, 'MAX_INLINE_BYTES', 4 * 1024 * 1024),
-      maxInlineTotalBytes: num(env, 'MAX_INLINE_TOTAL_BYTES', 4.5 * 1024 * 1024),
+      maxInlineTotalBytes: num(env, 'MAX_INLINE_TOTAL_BYTES', 4 * 1024 * 1024),
       maxPixels: num(env, 'MAX_PIXELS', 40_000_000),
       maxImagesPerJob: num(env, 'MAX_IMAGES_PER_JOB', 20),
     },

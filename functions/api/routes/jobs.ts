@@ -190,13 +190,9 @@ const createDoc = createRoute({
   security: [{ bearer: [] }],
   request: {
     headers: z.object({
-      'Idempotency-Key': z
-        .string()
-        .max(255)
-        .optional()
-        .openapi({
-          description: 'Same key + same body → same job; same key + different body → 409. Remembered 24 h.',
-        }),
+      'Idempotency-Key': z.string().max(255).optional().openapi({
+        description: 'Same key + same body → same job; same key + different body → 409. Remembered 24 h.',
+      }),
     }),
     body: {
       required: true,

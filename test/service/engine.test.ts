@@ -1,0 +1,63 @@
+/**
+ * The service with the real engine (functions/pipeline/anonymize.ts) loaded the way the worker loads it
+ * (dynamic import via loadEngine), on a toy-model bundle: proves the contract end to end — options pass
+ * through, progress reaches the jobs table, the engine's report lands in the job JSON, the image is billed once.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import sharp from 'sharp';
+import { startLocalStack, type LocalStack } from '../../functions/local/stack.js';
+import { loadEngine } from '../../functions/worker/engine.js';
+import { createLogger } from '../../functions/shared/logger.js';
+import { listUsage } from '../../functions/shared/usage-repo.js';
+import { toyBundle } from '../anonymize/helpers.js';
+import { api, SAMPLE2, waitFor } from './helpers.js';
+
+let stack: LocalStack;
+
+beforeAll(async () => {
+  const { dir } = await toyBundle(8);
+  const { anonymizer, real } = await loadEngine({ bundleDir: dir, log: createLogger('test', 'ERROR') });
+  expect(real).toBe(true);
+  stack = await startLocalStack({ port: 0, anonymizer, webPage: false, worker: { visibilityTimeout: 30 } });
+});
+
+afterAll(async () => {
+  await stack?.stop();
+});
+
+describe('real engine (toy bundle)', () => {
+  it('anonymizes through the queue and reports per face', async () => {
+    const photo = await sharp(SAMPLE2).resize({ width: 800 }).jpeg().toBuffer();
+    const client = api(stack);
+    const created = await client.postImages([{ bytes: photo, name: 'people.jpg' }], {
+      options: { steps: 2, seed: 5, format: 'webp' },
+    });
+    expect(created.status).toBe(202);
+    const job = await waitFor(
+      'job to finish',
+      async () => {
+        const r = await client.call('GET', `/v1/jobs/${created.data.id}`);
+        return ['completed', 'failed'].includes(r.data.status) ? r.data : null;
+      },
+      240_000,
+      300,
+    );
+    expect(job.images[0].error).toBeNull();
+    expect(job.status).toBe('completed');
+    const img = job.images[0];
+    expect(img.result.contentType).toBe('image/webp');
+    expect(img.report.bundle).toEqual({ id: expect.stringMatching(/^toy-/), demo: true });
+    expect(img.report.outcome).toBe('ok');
+    expect(img.report.faces.length).toBeGreaterThan(0);
+    for (const f of img.report.faces) {
+      expect(f.reidentified).toBe(false);
+      expect(f.losses.length).toBeGreaterThanOrEqual(2);
+    }
+    const out = await sharp(Buffer.from(await (await fetch(img.result.url)).arrayBuffer())).metadata();
+    expect([out.format, out.width]).toEqual(['webp', 800]);
+    const usage = (await listUsage(stack.ctx, 'demo', new Date().toISOString().slice(0, 7))).filter(
+      (u) => u.jobId === job.id,
+    );
+    expect(usage).toHaveLength(1);
+  });
+});
