@@ -31,9 +31,9 @@ describe('Adam (PyTorch semantics)', () => {
     let p = [1, -2, 0.5];
     let m = [0, 0, 0];
     let v = [0, 0, 0];
-    let fp = Float32Array.from(p);
-    let fm = new Float32Array(3);
-    let fv = new Float32Array(3);
+    let fp: Float32Array = Float32Array.from(p);
+    let fm: Float32Array = new Float32Array(3);
+    let fv: Float32Array = new Float32Array(3);
     for (let t = 1; t <= 3; t++) {
       const g = grads[t - 1]!;
       m = m.map((mi, i) => 0.9 * mi + 0.1 * g[i]!);
