@@ -1,6 +1,6 @@
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { App, type AppProps, Validations } from 'aws-cdk-lib';
+import { App, Validations } from 'aws-cdk-lib';
 import { CURRENTLY_RECOMMENDED_FLAGS } from 'aws-cdk-lib/cx-api';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { loadConfig } from './config.js';
@@ -18,7 +18,7 @@ export function buildApp(
     context?: Record<string, unknown>;
     outdir?: string;
     stackOverrides?: Partial<ServiceStackProps>;
-  } & Pick<AppProps, 'outdir'> = {},
+  } = {},
 ): { app: App; stack: ServiceStack } {
   const app = new App({
     outdir: opts.outdir,

@@ -197,6 +197,8 @@ export class Workers extends Construct {
         BUNDLE_URI: bundleUri,
         // The EC2 launch type does not inject the region; the SDK needs it.
         AWS_REGION: Stack.of(this).region,
+        // Read by functions/worker/main.ts: finish or hand back the current message within stopTimeout.
+        SHUTDOWN_GRACE_MS: '100000',
       },
     });
 

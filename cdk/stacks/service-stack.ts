@@ -135,10 +135,13 @@ export class ServiceStack extends Stack {
     new CfnOutput(this, 'UploadsBucketName', { value: this.storage.uploads.bucketName });
     new CfnOutput(this, 'ResultsBucketName', { value: this.storage.results.bucketName });
     new CfnOutput(this, 'BundleUri', { value: this.bundleUri, description: 'Upload the model bundle here' });
+    new CfnOutput(this, 'ApiFunctionName', { value: this.functions.api.functionName });
     new CfnOutput(this, 'KeysTableName', { value: this.storage.keys.tableName });
     new CfnOutput(this, 'JobsQueueUrl', { value: this.queues.jobs.queueUrl });
     new CfnOutput(this, 'AlarmTopicArn', { value: this.observability.topic.topicArn });
     new CfnOutput(this, 'DashboardName', { value: `falco-${cfg.stage}` });
+    new CfnOutput(this, 'ClusterName', { value: this.workers.cluster.clusterName });
+    new CfnOutput(this, 'WorkerServiceName', { value: this.workers.service.serviceName });
 
     addNagSuppressions(this);
   }
