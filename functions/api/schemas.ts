@@ -75,25 +75,20 @@ export const CreateJobJsonSchema = z
       .min(1)
       .openapi({ description: 'Images previously uploaded with POST /v1/uploads.' }),
     options: OptionsSchema.optional(),
-    webhook: z
-      .string()
-      .max(2048)
-      .optional()
-      .openapi({
-        description: 'HTTPS URL that receives job.completed / job.failed (Standard Webhooks signed).',
-        example: 'https://example.com/hooks/falco',
-      }),
+    webhook: z.string().max(2048).optional().openapi({
+      description: 'HTTPS URL that receives job.completed / job.failed (Standard Webhooks signed).',
+      example: 'https://example.com/hooks/falco',
+    }),
   })
   .strict()
   .openapi('CreateJobJson');
 
 export const CreateJobMultipartSchema = z
   .object({
-    image: z
-      .array(z.any().openapi({ type: 'string', format: 'binary' }))
-      .openapi({
-        description: 'One or more image files (JPEG, PNG, WebP), ≤ 4 MiB in total (Lambda's 6 MB request cap after base64); larger files go through POST /v1/uploads.',
-      }),
+    image: z.array(z.any().openapi({ type: 'string', format: 'binary' })).openapi({
+      description:
+        'One or more image files (JPEG, PNG, WebP), ≤ 4 MiB in total (the Lambda 6 MB request cap, after base64); larger files go through POST /v1/uploads.',
+    }),
     options: z
       .string()
       .optional()
@@ -119,11 +114,9 @@ export const UploadSchema = z
   .object({
     id: z.string(),
     method: z.literal('POST'),
-    url: z
-      .string()
-      .openapi({
-        description: 'Presigned S3 POST target: send `fields` then the file as `file` (multipart/form-data).',
-      }),
+    url: z.string().openapi({
+      description: 'Presigned S3 POST target: send `fields` then the file as `file` (multipart/form-data).',
+    }),
     fields: z.record(z.string(), z.string()),
     maxBytes: z.number().int(),
     expiresAt: z.string(),
