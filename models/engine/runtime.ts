@@ -12,6 +12,12 @@ export interface SessionOptions {
   provider?: 'auto' | Provider;
   /** Intra-op threads (default: onnxruntime's choice = physical cores). */
   threads?: number;
+  /**
+   * Let idle worker threads busy-wait between ops (onnxruntime's default). Off unless FALCO_ORT_SPIN=1:
+   * on a shared or oversubscribed CPU spinning burns the cycles other threads need (measured on the
+   * 2-core CI machine: FaRL forward+backward 1319 → 674 ms wall with spinning off).
+   */
+  spin?: boolean;
   log?: (msg: string) => void;
 }
 
@@ -48,6 +54,8 @@ export class Session {
       ...(opts.threads ? { intraOpNumThreads: opts.threads } : {}),
       logSeverityLevel: 3,
     };
+    const spin = opts.spin ?? process.env.FALCO_ORT_SPIN === '1';
+    if (!spin) base.extra = { session: { intra_op: { allow_spinning: '0' } } };
     const tryCreate = (p: Provider) =>
       ort.InferenceSession.create(model as never, { ...base, executionProviders: p === 'cuda' ? ['cuda', 'cpu'] : ['cpu'] });
     let provider: Provider = 'cpu';
