@@ -301,25 +301,20 @@ export class Workers extends Construct {
     });
 
     // Target tracking multiplies the current count, so it can never leave zero: a step policy adds
-    // the first task when messages wait and no task is desired. ChangeInCapacity (+1, not "exactly
-    // 1") so a late re-trigger can only add one task, never cut a fleet that target tracking grew.
-    const desiredMetric = new cloudwatch.Metric({
-      namespace: 'ECS/ContainerInsights',
-      metricName: 'DesiredTaskCount',
-      dimensionsMap: { ClusterName: this.cluster.clusterName, ServiceName: this.service.serviceName },
-      statistic: 'Maximum',
-      period: Duration.minutes(1),
-    });
+    // a task when jobs wait and no worker holds one (nothing in flight) — true at zero tasks, and
+    // while the first GPU instance boots. Only SQS metrics, which exist whenever the queue is in use
+    // (Container Insights publishes nothing for a service with no tasks). ChangeInCapacity (+1, not
+    // "exactly 1") so a re-trigger can only add a task, never cut a fleet target tracking grew; the
+    // cooldown roughly covers an instance boot, bounding the extra tasks while the first one starts.
+    const sqsMetric = (metric: cloudwatch.Metric) =>
+      metric.with({ statistic: 'Maximum', period: Duration.minutes(1) });
     const wakeMetric = new cloudwatch.MathExpression({
-      expression: 'IF(FILL(desired, 0) < 1, visible, 0)',
+      expression: 'IF(visible >= 1 AND inflight == 0, visible, 0)',
       usingMetrics: {
-        desired: desiredMetric,
-        visible: props.queues.jobs.metricApproximateNumberOfMessagesVisible({
-          statistic: 'Maximum',
-          period: Duration.minutes(1),
-        }),
+        visible: sqsMetric(props.queues.jobs.metricApproximateNumberOfMessagesVisible()),
+        inflight: sqsMetric(props.queues.jobs.metricApproximateNumberOfMessagesNotVisible()),
       },
-      label: 'Jobs waiting while no task is desired',
+      label: 'Jobs waiting while no worker is busy',
       period: Duration.minutes(1),
     });
     this.scalableTarget.scaleOnMetric('WakeFromZero', {
@@ -329,7 +324,7 @@ export class Workers extends Construct {
         { upper: 0, change: 0 },
         { lower: 1, change: 1 },
       ],
-      cooldown: Duration.minutes(5),
+      cooldown: Duration.minutes(10),
       evaluationPeriods: 1,
     });
   }

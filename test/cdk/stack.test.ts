@@ -332,7 +332,7 @@ describe('GPU workers', () => {
         },
       }),
     });
-    // Waking from zero: a step policy adds a task when jobs wait and none is desired.
+    // Waking from zero: a step policy adds a task when jobs wait and no worker holds one.
     s.template.hasResourceProperties('AWS::ApplicationAutoScaling::ScalingPolicy', {
       PolicyType: 'StepScaling',
       StepScalingPolicyConfiguration: Match.objectLike({
@@ -340,20 +340,21 @@ describe('GPU workers', () => {
         StepAdjustments: [{ MetricIntervalLowerBound: 0, ScalingAdjustment: 1 }],
       }),
     });
+    const sqsMetric = (id: string, name: string) =>
+      Match.objectLike({
+        Id: id,
+        MetricStat: Match.objectLike({
+          Metric: Match.objectLike({ MetricName: name, Dimensions: queueDim }),
+        }),
+      });
     s.template.hasResourceProperties('AWS::CloudWatch::Alarm', {
       ComparisonOperator: 'GreaterThanOrEqualToThreshold',
       Threshold: 1,
+      AlarmActions: [{ Ref: Match.stringLikeRegexp('WakeFromZero') }],
       Metrics: Match.arrayWith([
-        Match.objectLike({ Expression: 'IF(FILL(desired, 0) < 1, visible, 0)' }),
-        Match.objectLike({
-          Id: 'visible',
-          MetricStat: Match.objectLike({
-            Metric: Match.objectLike({
-              MetricName: 'ApproximateNumberOfMessagesVisible',
-              Dimensions: queueDim,
-            }),
-          }),
-        }),
+        Match.objectLike({ Expression: 'IF(visible >= 1 AND inflight == 0, visible, 0)' }),
+        sqsMetric('visible', 'ApproximateNumberOfMessagesVisible'),
+        sqsMetric('inflight', 'ApproximateNumberOfMessagesNotVisible'),
       ]),
     });
     s.template.hasResourceProperties('AWS::ECS::Service', {
