@@ -59,7 +59,7 @@ export function addNagSuppressions(stack: ServiceStack): void {
     fns.apiRoute,
     'AwsSolutions-APIG4',
     'Authorization is done by the application: every /v1 route checks the API key (hashed, in the keys table) ' +
-      'and tenant quotas; the docs and health routes are public by design. An API Gateway authorizer would ' +
+      'and a per-key rate limit; the docs and health routes are public by design. An API Gateway authorizer would ' +
       'duplicate that lookup and add latency and cost per request.',
   );
 

@@ -138,6 +138,7 @@ export class Functions extends Construct {
     // --- permissions: each function gets what its role in the flow needs, nothing account-wide.
     storage.uploads.grantReadWrite(this.api); // presigned uploads, copy uploads/ -> inputs/
     storage.results.grantRead(this.api); // presigned downloads, reports
+    storage.results.grantDelete(this.api); // DELETE /v1/jobs/{id} erases results and reports now
     storage.jobs.grantReadWriteData(this.api);
     storage.keys.grantReadWriteData(this.api);
     storage.usage.grantReadWriteData(this.api);
@@ -145,6 +146,8 @@ export class Functions extends Construct {
     queues.webhooks.grantSendMessages(this.api);
 
     storage.results.grantRead(this.complete);
+    storage.results.grantDelete(this.complete); // erased jobs: discard results that arrive after DELETE
+    storage.uploads.grantDelete(this.complete, 'inputs/*'); // originals deleted once the image is terminal
     storage.jobs.grantReadWriteData(this.complete);
     storage.usage.grantReadWriteData(this.complete);
     queues.webhooks.grantSendMessages(this.complete);
@@ -154,6 +157,7 @@ export class Functions extends Construct {
     queues.webhooks.grantSendMessages(this.webhooks); // delayed re-enqueue
 
     storage.jobs.grantReadWriteData(this.dlq);
+    storage.uploads.grantDelete(this.dlq, 'inputs/*'); // a failed image's original is deleted too
     storage.usage.grantReadWriteData(this.dlq);
     queues.webhooks.grantSendMessages(this.dlq); // "image failed" webhook
 
@@ -179,8 +183,8 @@ export class Functions extends Construct {
     );
 
     // --- HTTP API: cheaper and lower-latency than a REST API, and its stage throttling protects the
-    // account's Lambda concurrency (a function URL has no throttling at all). Per-tenant quotas are
-    // enforced by the application against the usage table, so REST usage plans are not needed.
+    // account's Lambda concurrency (a function URL has no throttling at all). Per-key rate limits are
+    // enforced by the API itself (a token bucket per key), so REST usage plans are not needed.
     this.httpApi = new apigw.HttpApi(this, 'HttpApi', {
       description: 'FALCO anonymization API',
       defaultIntegration: new HttpLambdaIntegration('ApiIntegration', this.api, {

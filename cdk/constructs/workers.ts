@@ -205,6 +205,7 @@ export class Workers extends Construct {
     const role = this.taskDefinition.taskRole;
     props.queues.jobs.grantConsumeMessages(role); // includes ChangeMessageVisibility (heartbeats)
     props.storage.uploads.grantRead(role, 'inputs/*');
+    props.storage.uploads.grantDelete(role, 'inputs/*'); // inputs of erased jobs
     props.storage.results.grantPut(role);
     props.storage.results.grantRead(role);
     props.storage.jobs.grantReadWriteData(role);
