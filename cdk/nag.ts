@@ -49,6 +49,16 @@ export function addNagSuppressions(stack: ServiceStack): void {
   }
   for (const a of ['s3:Abort*', 's3:DeleteObject*'])
     ack(fns.api, `AwsSolutions-IAM5[Action::${a}]`, bucketGrant);
+  // Completion and DLQ handlers delete originals (inputs/ only) once an image is terminal; completion also
+  // discards results of erased jobs.
+  for (const fn of [fns.complete, fns.dlq]) {
+    ack(fn, 'AwsSolutions-IAM5[Action::s3:DeleteObject*]', bucketGrant);
+    ack(
+      fn,
+      'AwsSolutions-IAM5[Resource::<StorageUploadsBDC5E374.Arn>/inputs/*]',
+      'Deletes job originals (inputs/ prefix only) of any tenant once processed: privacy requirement.',
+    );
+  }
   ack(
     fns.api,
     'AwsSolutions-IAM5[Resource::<StorageUploadsBDC5E374.Arn>/*]',
@@ -81,7 +91,7 @@ export function addNagSuppressions(stack: ServiceStack): void {
   // ---- GPU workers
   const w = stack.workers;
   const taskRole = w.taskDefinition.taskRole;
-  for (const a of ['s3:Abort*', 's3:GetBucket*', 's3:GetObject*', 's3:List*'])
+  for (const a of ['s3:Abort*', 's3:GetBucket*', 's3:GetObject*', 's3:List*', 's3:DeleteObject*'])
     ack(taskRole, `AwsSolutions-IAM5[Action::${a}]`, bucketGrant);
   ack(
     taskRole,
@@ -91,7 +101,7 @@ export function addNagSuppressions(stack: ServiceStack): void {
   ack(
     taskRole,
     'AwsSolutions-IAM5[Resource::<StorageUploadsBDC5E374.Arn>/inputs/*]',
-    'Reads job inputs (inputs/ prefix only).',
+    'Reads job inputs and deletes those of erased jobs (inputs/ prefix only).',
   );
   ack(taskRole, 'AwsSolutions-IAM5[Resource::<StorageJobs4C7573CB.Arn>/index/*]', 'Jobs table GSI queries.');
   for (const id of modelBucketFindings(stack)) ack(taskRole, id, 'Reads the model bundle (its prefix only).');
