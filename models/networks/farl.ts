@@ -4,6 +4,10 @@
  * QuickGELU), truncated where FALCO's attribute loss reads it: the 197×width tokens after the
  * transformer, before `ln_post`.
  *
+ * The configuration (width, depth, patch, resolution, heads, MLP width) is inferred from the weight
+ * shapes (`inferFarlConfig`), so the demo bundle's narrow 2-block ViT loads through the same code; an
+ * explicit `config` is still accepted and checked against the shapes.
+ *
  * Design notes (why the graph looks the way it does):
  * - Tokens are kept as a 2-D [197, width] matrix (batch 1): every projection is then a plain 2-D GEMM
  *   against a constant weight, the fastest path of onnxruntime's CPU and CUDA kernels.
@@ -21,6 +25,7 @@ import { quickGelu, split } from './vit/ops.js';
 import { loadCheckpoint } from '../checkpoint/read.js';
 import { stateDict } from '../checkpoint/statedict.js';
 import { toFloat32, type Tensor as WeightTensor } from '../checkpoint/tensor.js';
+import { shapeOf, vote } from './irse50/weights.js';
 
 // ------------------------------------------------------------------------------------------ config
 
@@ -37,6 +42,8 @@ export interface FarlConfig {
   heads: number;
   /** CLIP's output projection width (512); only shape-checked, the tokens never use it. */
   outputDim: number;
+  /** Hidden width of the MLP (default 4 · width, CLIP's fixed ratio). */
+  mlpWidth?: number;
 }
 
 export const FARL_VITB16: Readonly<FarlConfig> = Object.freeze({
@@ -63,6 +70,7 @@ export function farlWeightShapes(
 
 function expectedShapes(c: FarlConfig): Map<string, { shape: number[]; required: boolean }> {
   const w = c.width;
+  const mlp = c.mlpWidth ?? 4 * w;
   const m = new Map<string, { shape: number[]; required: boolean }>();
   const put = (k: string, shape: number[], required = true) => m.set(k, { shape, required });
   put('class_embedding', [w]);
@@ -78,9 +86,9 @@ function expectedShapes(c: FarlConfig): Map<string, { shape: number[]; required:
     put(`${p}attn.out_proj.bias`, [w]);
     put(`${p}ln_1.weight`, [w]);
     put(`${p}ln_1.bias`, [w]);
-    put(`${p}mlp.c_fc.weight`, [4 * w, w]);
-    put(`${p}mlp.c_fc.bias`, [4 * w]);
-    put(`${p}mlp.c_proj.weight`, [w, 4 * w]);
+    put(`${p}mlp.c_fc.weight`, [mlp, w]);
+    put(`${p}mlp.c_fc.bias`, [mlp]);
+    put(`${p}mlp.c_proj.weight`, [w, mlp]);
     put(`${p}mlp.c_proj.bias`, [w]);
     put(`${p}ln_2.weight`, [w]);
     put(`${p}ln_2.bias`, [w]);
@@ -107,6 +115,120 @@ export class FarlWeightsError extends Error {
   }
 }
 
+/** Names (without `visual.`) the encoder knows, for maps already stripped of the prefix. */
+const FARL_NAME =
+  /^(class_embedding|positional_embedding|proj|conv1\.weight|ln_(pre|post)\.(weight|bias)|transformer\.resblocks\.\d+\..+)$/;
+/** CLIP gives each head 64 channels. */
+const HEAD_DIM = 64;
+/** A stray huge block index would otherwise make a giant spec; CLIP's largest ViT has 48 blocks. */
+const MAX_LAYERS = 256;
+
+/**
+ * The FaRL/CLIP ViT configuration that `visual.*` tensor shapes describe (`shape(name)` gives the
+ * shape of `visual.<name>`):
+ * - width W: the size class_embedding, conv1, ln_pre and positional_embedding agree on;
+ * - layers: 1 + the largest `transformer.resblocks.<i>` index;
+ * - patch P: conv1.weight [W, 3, P, P];
+ * - resolution R = P·√(T − 1) from positional_embedding [T, W] (197 tokens at P = 16 → 224);
+ * - heads = W / 64 as CLIP builds it (`vision_width // 64`), and 1 below 64 channels;
+ * - MLP width: c_fc [M, W] (4W in CLIP); outputDim: proj [W, D] (512 when absent).
+ * A size no tensor tells falls back to ViT-B/16's, so the validation then names the missing keys.
+ */
+export function inferFarlConfigFromShapes(
+  shape: (name: string) => readonly number[] | undefined,
+  names: Iterable<string>,
+): FarlConfig {
+  const dim = (name: string, rank: number, d: number): number | undefined => {
+    const s = shape(name);
+    return s && s.length === rank && s[d]! > 0 ? s[d] : undefined;
+  };
+  const width =
+    vote([
+      dim('class_embedding', 1, 0),
+      dim('conv1.weight', 4, 0),
+      dim('ln_pre.weight', 1, 0),
+      dim('ln_pre.bias', 1, 0),
+      dim('positional_embedding', 2, 1),
+    ]) ?? FARL_VITB16.width;
+  let layers = 0;
+  for (const n of names) {
+    const m = /^transformer\.resblocks\.(\d+)\./.exec(n);
+    if (m) layers = Math.max(layers, Number(m[1]) + 1);
+  }
+  if (layers > MAX_LAYERS)
+    throw new FarlWeightsError(
+      `visual.transformer.resblocks.${layers - 1}.* implies ${layers} blocks (more than ${MAX_LAYERS})`,
+      [],
+      [],
+      [],
+    );
+  const conv = shape('conv1.weight');
+  const patch = conv?.length === 4 && conv[2] === conv[3] && conv[2]! > 0 ? conv[2]! : FARL_VITB16.patch;
+  const tokens = dim('positional_embedding', 2, 0);
+  let grid = FARL_VITB16.resolution / FARL_VITB16.patch;
+  if (tokens !== undefined) {
+    grid = Math.round(Math.sqrt(tokens - 1));
+    if (tokens < 2 || grid * grid !== tokens - 1)
+      throw new FarlWeightsError(
+        `visual.positional_embedding has ${tokens} rows: not a class token plus a square grid of patches`,
+        [],
+        [],
+        [`visual.positional_embedding [${shape('positional_embedding')!.join(', ')}]`],
+      );
+  }
+  const mlps: Array<number | undefined> = [];
+  for (let i = 0; i < layers; i++) {
+    const p = `transformer.resblocks.${i}.mlp.`;
+    mlps.push(dim(`${p}c_fc.weight`, 2, 0), dim(`${p}c_fc.bias`, 1, 0), dim(`${p}c_proj.weight`, 2, 1));
+  }
+  const mlpWidth = vote(mlps) ?? 4 * width;
+  return {
+    resolution: patch * grid,
+    patch,
+    width,
+    layers,
+    heads: width >= HEAD_DIM ? Math.floor(width / HEAD_DIM) : 1,
+    outputDim: dim('proj', 2, 1) ?? FARL_VITB16.outputDim,
+    ...(mlpWidth !== 4 * width ? { mlpWidth } : {}),
+  };
+}
+
+/** The configuration a FaRL weight map describes (the keys as `loadFarlWeights` accepts them). */
+export function inferFarlConfig(map: ReadonlyMap<string, WeightTensor>): FarlConfig {
+  const visual = visualKeys(map);
+  return inferFarlConfigFromShapes((n) => {
+    const k = visual.get(n);
+    return k === undefined ? undefined : shapeOf(map, k);
+  }, visual.keys());
+}
+
+/**
+ * `visual.*` names → source keys, from `visual.*` / `state_dict.visual.*` / `module.visual.*` keys, or
+ * from bare encoder names when the map has none of those. Two sources for one name are an error.
+ */
+function visualKeys(map: ReadonlyMap<string, WeightTensor>): Map<string, string> {
+  const strip = (k: string): string | undefined => {
+    let s = k;
+    if (s.startsWith('state_dict.')) s = s.slice('state_dict.'.length);
+    if (s.startsWith('module.')) s = s.slice('module.'.length);
+    return s.startsWith('visual.') ? s.slice('visual.'.length) : undefined;
+  };
+  const visual = new Map<string, string>(); // stripped name → source key
+  const add = (name: string, from: string) => {
+    const prev = visual.get(name);
+    if (prev !== undefined)
+      throw new FarlWeightsError(`keys ${prev} and ${from} both give FaRL weight visual.${name}`, [], [], []);
+    visual.set(name, from);
+  };
+  for (const k of map.keys()) {
+    const name = strip(k);
+    if (name !== undefined) add(name, k);
+  }
+  // A map already stripped of `visual.` (e.g. stateDict(ckpt, 'state_dict.visual.')).
+  if (visual.size === 0) for (const k of map.keys()) if (FARL_NAME.test(k)) add(k, k);
+  return visual;
+}
+
 /** Validated encoder weights: float32 values keyed by the CLIP name without the `visual.` prefix. */
 export interface FarlWeights {
   readonly config: Readonly<FarlConfig>;
@@ -116,6 +238,7 @@ export interface FarlWeights {
 }
 
 export interface LoadFarlOptions {
+  /** Expected configuration (default: inferred from the shapes, `inferFarlConfig`); checked against them. */
   config?: FarlConfig;
   /**
    * Fail on unknown `visual.*` keys too. Off by default because FALCO loads the FaRL state dict with
@@ -140,41 +263,33 @@ export function loadFarlWeights(
   map: ReadonlyMap<string, WeightTensor>,
   opts: LoadFarlOptions = {},
 ): FarlWeights {
-  const config = opts.config ?? FARL_VITB16;
-  if (config.width % config.heads !== 0 || config.resolution % config.patch !== 0)
-    throw new FarlWeightsError(`bad FaRL config ${JSON.stringify(config)}`, [], [], []);
-  const expected = expectedShapes(config);
-
-  const strip = (k: string): string | undefined => {
-    let s = k;
-    if (s.startsWith('state_dict.')) s = s.slice('state_dict.'.length);
-    if (s.startsWith('module.')) s = s.slice('module.'.length);
-    return s.startsWith('visual.') ? s.slice('visual.'.length) : undefined;
-  };
   // Keys first, tensors only for names we use: a lazy map (fixture spec) then generates nothing else,
   // and a real checkpoint's text tower is never touched.
-  const visual = new Map<string, string>(); // stripped name → source key
-  const add = (name: string, from: string) => {
-    const prev = visual.get(name);
-    if (prev !== undefined)
-      throw new FarlWeightsError(`keys ${prev} and ${from} both give FaRL weight visual.${name}`, [], [], []);
-    visual.set(name, from);
-  };
-  for (const k of map.keys()) {
-    const name = strip(k);
-    if (name !== undefined) add(name, k);
-  }
-  // A map already stripped of `visual.` (e.g. stateDict(ckpt, 'state_dict.visual.')).
-  if (visual.size === 0) for (const k of map.keys()) if (expected.has(k)) add(k, k);
+  const visual = visualKeys(map);
   if (visual.size === 0) {
     const some = [...map.keys()].slice(0, 8);
+    const full = expectedShapes(opts.config ?? FARL_VITB16);
     throw new FarlWeightsError(
       `no FaRL visual-encoder weights found: expected keys like visual.conv1.weight (optionally under state_dict. / module.); got ${map.size} keys${some.length ? ` such as ${some.join(', ')}` : ''}`,
-      [...expected.keys()].filter((k) => expected.get(k)!.required).map((k) => `visual.${k}`),
+      [...full.keys()].filter((k) => full.get(k)!.required).map((k) => `visual.${k}`),
       [],
       [],
     );
   }
+  const config =
+    opts.config ??
+    inferFarlConfigFromShapes((n) => {
+      const k = visual.get(n);
+      return k === undefined ? undefined : shapeOf(map, k);
+    }, visual.keys());
+  const bad =
+    config.width % config.heads !== 0
+      ? `width ${config.width} is not divisible by ${config.heads} heads`
+      : config.resolution % config.patch !== 0
+        ? `resolution ${config.resolution} is not a multiple of patch ${config.patch}`
+        : undefined;
+  if (bad) throw new FarlWeightsError(`bad FaRL config ${JSON.stringify(config)}: ${bad}`, [], [], []);
+  const expected = expectedShapes(config);
 
   const missing: string[] = [];
   const badShapes: string[] = [];
@@ -206,7 +321,7 @@ export function loadFarlWeights(
     if (opts.strict && unexpected.length)
       parts.push(`unexpected ${unexpected.length} key(s): ${list(unexpected)}`);
     throw new FarlWeightsError(
-      `FaRL ViT (width ${config.width}, ${config.layers} layers, patch ${config.patch}) weights do not fit: ${parts.join('; ')}`,
+      `FaRL ViT (width ${config.width}, ${config.layers} layers, patch ${config.patch}, ${config.resolution} px${opts.config ? '' : ', inferred from the shapes'}) weights do not fit: ${parts.join('; ')}`,
       missing,
       unexpected,
       badShapes,

@@ -12,11 +12,13 @@ import { saveCheckpoint } from '../../models/checkpoint/index.js';
 import { makeTensor, numberToHalfBits, type Tensor } from '../../models/checkpoint/tensor.js';
 import { loadCases, pattern, requireFixturesDir } from '../../models/fixtures/index.js';
 import {
+  FARL_VITB16,
   type FarlConfig,
   FarlWeightsError,
   buildFarl,
   farlCheckpointSelect,
   farlWeightShapes,
+  inferFarlConfig,
   loadFarlCheckpoint,
   loadFarlWeights,
 } from '../../models/networks/farl.js';
@@ -233,7 +235,7 @@ describe('FaRL weight loading', () => {
     );
   });
 
-  it('full-size config: a wrong conv1 from a ViT-B/32 checkpoint is named precisely', () => {
+  it('a ViT-B/32 checkpoint is inferred as such, and named precisely against an explicit B/16 config', () => {
     const m = new Map<string, Tensor>();
     for (const [k, { shape }] of farlWeightShapes())
       m.set(`visual.${k}`, { dtype: 'float32', shape, data: new Float32Array(0) } as Tensor);
@@ -247,7 +249,8 @@ describe('FaRL weight loading', () => {
       shape: [50, 768],
       data: new Float32Array(0),
     } as Tensor);
-    expect(() => loadFarlWeights(m)).toThrow(
+    expect(inferFarlConfig(m)).toEqual({ ...FARL_VITB16, patch: 32 });
+    expect(() => loadFarlWeights(m, { config: FARL_VITB16 })).toThrow(
       /wrong shape\/dtype for 2 key\(s\): visual\.positional_embedding: expected \[197, 768\], got \[50, 768\], visual\.conv1\.weight: expected \[768, 3, 16, 16\], got \[768, 3, 32, 32\]/,
     );
   });

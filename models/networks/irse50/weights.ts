@@ -82,13 +82,31 @@ export function checkWeights(
  * Shape and dtype of `key` without materialising it where the map can say (the fixtures' lazy spec
  * maps generate a tensor on every `get`; a full e4e spec is ~1 GB).
  */
-function meta(weights: WeightMap, key: string): Pick<WeightTensor, 'shape' | 'dtype'> | undefined {
+export function meta(weights: WeightMap, key: string): Pick<WeightTensor, 'shape' | 'dtype'> | undefined {
   const lazy = weights as WeightMap & { shapeOf?: (k: string) => readonly number[] | undefined };
   if (typeof lazy.shapeOf === 'function') {
     const shape = lazy.shapeOf(key);
     return shape ? { shape, dtype: 'float32' } : undefined;
   }
   return weights.get(key);
+}
+
+/** Shape of `key` (lazily, see `meta`), or undefined when absent. */
+export const shapeOf = (weights: WeightMap, key: string): readonly number[] | undefined =>
+  meta(weights, key)?.shape;
+
+/**
+ * The value most of `candidates` agree on (ties: the earliest), ignoring undefined. Architecture
+ * inference reads each size from every tensor that carries it, so one mis-shaped tensor is outvoted
+ * and reported as a wrong shape instead of changing the inferred architecture.
+ */
+export function vote(candidates: ReadonlyArray<number | undefined>): number | undefined {
+  const counts = new Map<number, number>();
+  for (const c of candidates) if (c !== undefined) counts.set(c, (counts.get(c) ?? 0) + 1);
+  let best: number | undefined;
+  let bestN = 0;
+  for (const [v, n] of counts) if (n > bestN) [best, bestN] = [v, n];
+  return best;
 }
 
 function isFloat(t: Pick<WeightTensor, 'dtype'>): boolean {
