@@ -8,7 +8,7 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import type { Command } from 'commander';
-import sharp from 'sharp';
+import sharp, { type OverlayOptions, type Sharp } from 'sharp';
 import { alignFace, applyMat3, type AlignedFace } from '../pipeline/align.js';
 import { FaceDetector, type DetectedFace } from '../pipeline/detect.js';
 import { decodeImage, type RgbImage } from '../pipeline/image-io.js';
@@ -57,7 +57,7 @@ function cropOverlay(tile: number, face: DetectedFace, a: AlignedFace, i: number
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${tile}" height="${tile}">${dots}<polygon points="${mask}" fill="none" stroke="#fff" stroke-opacity="0.6"/><text x="6" y="22" font-family="sans-serif" font-size="18" fill="${c}" stroke="#000" stroke-width="0.6">#${i}${a.coverage < 1 ? ` pad ${(100 - a.coverage * 100).toFixed(0)}%` : ''}</text></svg>`;
 }
 
-function rawInput(img: RgbImage): sharp.Sharp {
+function rawInput(img: RgbImage): Sharp {
   return sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } });
 }
 
@@ -75,7 +75,7 @@ export async function contactSheet(photo: RgbImage, faces: DetectedFace[], align
   const tile = Math.min(256, Math.floor((pw - gap * (perRow - 1)) / perRow));
   const rows = Math.ceil(aligned.length / perRow);
   const height = ph + (rows ? gap + rows * (tile + gap) : 0);
-  const layers: sharp.OverlayOptions[] = [{ input: photoPng, top: 0, left: 0 }];
+  const layers: OverlayOptions[] = [{ input: photoPng, top: 0, left: 0 }];
   for (let i = 0; i < aligned.length; i++) {
     const tilePng = await rawInput(aligned[i].crop)
       .resize(tile, tile)
