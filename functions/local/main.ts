@@ -2,6 +2,7 @@
  * `npm start`: the whole service on this machine at http://localhost:8787 — API, worker, completion,
  * DLQ and webhook dispatcher against in-process emulators, with the demo model bundle.
  */
+import { existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createLogger } from '../shared/logger.js';
@@ -15,6 +16,17 @@ async function main(): Promise<void> {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
   const log = createLogger('local', process.env.LOG_LEVEL ?? 'INFO');
   const bundleDir = process.env.BUNDLE_DIR ?? join(root, 'var', 'bundles', 'demo');
+  // First run on a fresh checkout: build the demo bundle (deterministic, seconds) so `npm start` alone
+  // gives the real pipeline. An explicit BUNDLE_DIR is never built over.
+  if (!process.env.BUNDLE_DIR && !existsSync(join(bundleDir, 'manifest.json'))) {
+    process.stdout.write(`building the demo model bundle into ${bundleDir} (first run only)…\n`);
+    try {
+      const { buildDemoBundle } = await import('../../models/bundle/demo.js');
+      await buildDemoBundle({ outDir: bundleDir });
+    } catch (e) {
+      log.error('demo bundle build failed; falling back to the stand-in engine', { error: (e as Error).message });
+    }
+  }
   const { anonymizer, real } = await loadEngine({
     bundleDir,
     log,
