@@ -4,10 +4,9 @@
  */
 import * as E from '../../engine/index.js';
 import type { Tensor as CkptTensor } from '../../checkpoint/tensor.js';
-import { W_DIM, Z_DIM, arch } from './config.js';
 import { buildMapping, truncate, type TruncationOptions } from './mapping.js';
 import { buildSynthesis } from './synthesis.js';
-import { loadStyleGAN2Weights, type StyleGAN2Weights } from './weights.js';
+import { type LoadStyleGAN2Options, loadStyleGAN2Weights, type StyleGAN2Weights } from './weights.js';
 
 export * from './config.js';
 export * from './weights.js';
@@ -20,12 +19,12 @@ export interface GeneratorGraphOptions {
   withProbeGrad?: boolean;
 }
 
-/** A standalone graph: input `wp` [N, L, 512] → output `image` [N, 3, R, R] (+ `grad_wp`). */
+/** A standalone graph: input `wp` [N, L, w] → output `image` [N, 3, R, R] (+ `grad_wp`). */
 export function buildGeneratorGraph(weights: StyleGAN2Weights, opts: GeneratorGraphOptions = {}): E.Graph {
-  const a = arch(weights.resolution);
+  const a = weights.arch;
   const N = opts.batch ?? 1;
   const g = new E.Graph(`stylegan2_${a.resolution}`);
-  const wp = g.input('wp', [N, a.numWLayers, W_DIM]);
+  const wp = g.input('wp', [N, a.numWLayers, a.wDim]);
   const image = buildSynthesis(g, weights, wp);
   g.output(image, 'image');
   if (opts.withProbeGrad) {
@@ -36,14 +35,16 @@ export function buildGeneratorGraph(weights: StyleGAN2Weights, opts: GeneratorGr
   return g;
 }
 
-/** A standalone graph: input `z` [N, 512] → output `wp` [N, L, 512] (mapping + truncation). */
+/** A standalone graph: input `z` [N, z] → output `wp` [N, L, w] (mapping + truncation). */
 export function buildMappingGraph(weights: StyleGAN2Weights, opts: TruncationOptions & { batch?: number } = {}): E.Graph {
   const g = new E.Graph(`stylegan2_mapping_${weights.resolution}`);
-  const z = g.input('z', [opts.batch ?? 1, Z_DIM]);
+  const z = g.input('z', [opts.batch ?? 1, weights.arch.zDim]);
   g.output(truncate(g, weights, buildMapping(g, weights, z), opts), 'wp');
   return g;
 }
 
 /** Convenience: validate a state dict (bare, or a full checkpoint with `generator_smooth.*`). */
-export const generatorWeights = (map: ReadonlyMap<string, CkptTensor>, resolution?: number): StyleGAN2Weights =>
-  loadStyleGAN2Weights(map, resolution);
+export const generatorWeights = (
+  map: ReadonlyMap<string, CkptTensor>,
+  resolutionOrOptions?: number | LoadStyleGAN2Options,
+): StyleGAN2Weights => loadStyleGAN2Weights(map, resolutionOrOptions);

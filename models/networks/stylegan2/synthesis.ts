@@ -22,7 +22,7 @@
  */
 import * as E from '../../engine/index.js';
 import type { Graph, Tensor } from '../../engine/index.js';
-import { DEMOD_EPS, LRELU_GAIN, LRELU_SLOPE, W_DIM, arch, channelsAt } from './config.js';
+import { DEMOD_EPS, LRELU_GAIN, LRELU_SLOPE } from './config.js';
 import { StyleGAN2WeightsError, type StyleGAN2Weights } from './weights.js';
 
 export class SynthesisInputError extends Error {
@@ -77,15 +77,16 @@ function depthwise(k: Float32Array, channels: number, flip: boolean): Float32Arr
 }
 
 /**
- * Build G.synthesis(wp) into `g`. `wp` is the W+ code [N, L, 512] with L = 10 (64 px), 14 (256 px) or
- * 18 (1024 px); returns the image [N, 3, R, R] in genforce's range (about [-1, 1], not clamped, no tanh).
+ * Build G.synthesis(wp) into `g`. `wp` is the W+ code [N, L, w] (w = 512 for FALCO) with L = 10 (64 px),
+ * 14 (256 px) or 18 (1024 px); widths come from `weights.arch` (inferred from the checkpoint); returns the image [N, 3, R, R] in genforce's range (about [-1, 1], not clamped, no tanh).
  * Every weight becomes a graph constant (pre-scaled on the host); only `wp` carries gradients.
  */
 export function buildSynthesis(g: Graph, weights: StyleGAN2Weights, wp: Tensor, opts: SynthesisOptions = {}): Tensor {
-  const a = arch(weights.resolution);
-  if (wp.rank !== 3 || wp.shape[1] !== a.numWLayers || wp.shape[2] !== W_DIM)
+  const a = weights.arch;
+  const { wDim } = a;
+  if (wp.rank !== 3 || wp.shape[1] !== a.numWLayers || wp.shape[2] !== wDim)
     throw new SynthesisInputError(
-      `StyleGAN2 ${a.resolution}px synthesis expects a W+ code [N, ${a.numWLayers}, ${W_DIM}], got ${wp}`,
+      `StyleGAN2 ${a.resolution}px synthesis expects a W+ code [N, ${a.numWLayers}, ${wDim}], got ${wp}`,
     );
   const N = wp.shape[0]!;
   const W = (k: string) => weights.get(k);
@@ -94,23 +95,24 @@ export function buildSynthesis(g: Graph, weights: StyleGAN2Weights, wp: Tensor, 
     const wLayer = new Map<number, Tensor>();
     const wAt = (l: number): Tensor => {
       let t = wLayer.get(l);
-      if (!t) wLayer.set(l, (t = E.reshape(E.slice(wp, [l], [l + 1], [1]), [N, W_DIM])));
+      if (!t) wLayer.set(l, (t = E.reshape(E.slice(wp, [l], [l + 1], [1]), [N, wDim])));
       return t;
     };
-    /** Affine style of a layer: w · (Ws/√512)ᵀ + b + 1 (genforce's DenseBlock with additional_bias 1). */
+    /** Affine style of a layer: w · (Ws/√w_dim)ᵀ + b + 1 (genforce's DenseBlock with additional_bias 1). */
     const style = (prefix: string, l: number, cin: number): Tensor =>
       g.scope(`${prefix}.style`, () => {
-        const ws = g.constant(scaled(W(`${prefix}.style.weight`), 1 / Math.sqrt(W_DIM)), [cin, W_DIM], `${prefix}.style.weight`);
+        const ws = g.constant(scaled(W(`${prefix}.style.weight`), 1 / Math.sqrt(wDim)), [cin, wDim], `${prefix}.style.weight`);
         const b = W(`${prefix}.style.bias`).map((v) => v + 1);
         return E.linear(wAt(l), ws, g.constant(Float32Array.from(b), [cin], `${prefix}.style.bias1`));
       });
 
     /** One ModulateConvBlock (3×3, demodulated, noise, bias, leaky ReLU × √2). */
-    const modConv = (idx: number, x: Tensor, res: number, up: boolean): Tensor =>
+    const modConv = (idx: number, x: Tensor, b: number, up: boolean): Tensor =>
       g.scope(`layer${idx}`, () => {
         const prefix = `synthesis.layer${idx}`;
+        const res = a.blockResolutions[b]!;
         const cin = x.shape[1]!;
-        const cout = channelsAt(res);
+        const cout = a.channels[b]!;
         const s = style(prefix, idx, cin);
         const wscaled = scaled(W(`${prefix}.weight`), 1 / Math.sqrt(9 * cin));
         let y = E.mul(x, E.reshape(s, [N, cin, 1, 1]));
@@ -151,13 +153,13 @@ export function buildSynthesis(g: Graph, weights: StyleGAN2Weights, wp: Tensor, 
     const upK = g.constant(depthwise(W('synthesis.upsample.kernel'), 3, true), [3, 1, 4, 4], 'synthesis.upsample.kernel_T');
     const upsampleImage = (img: Tensor): Tensor => E.convTranspose2d(img, upK, undefined, { stride: 2, padding: 1, groups: 3 });
 
-    const c0 = channelsAt(4);
+    const c0 = a.channels[0]!;
     let x: Tensor = g.constant(W('synthesis.early_layer.const'), [1, c0, 4, 4], 'synthesis.early_layer.const');
     if (N > 1) x = E.expand(x, [N, c0, 4, 4]);
     let image: Tensor | undefined;
-    a.blockResolutions.forEach((res, b) => {
-      if (b > 0) x = modConv(2 * b - 1, x, res, true);
-      x = modConv(2 * b, x, res, false);
+    a.blockResolutions.forEach((_res, b) => {
+      if (b > 0) x = modConv(2 * b - 1, x, b, true);
+      x = modConv(2 * b, x, b, false);
       const rgb = toRgb(b, x);
       image = image ? E.add(rgb, upsampleImage(image)) : rgb;
     });

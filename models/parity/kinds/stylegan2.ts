@@ -11,7 +11,7 @@ import { checkGradient, checkOutput } from '../../fixtures/metrics.js';
 import { readNpy } from '../../fixtures/npy.js';
 import { pattern } from '../../fixtures/pattern.js';
 import { loadSpec } from '../../fixtures/spec.js';
-import { W_DIM, arch, buildSynthesis, loadStyleGAN2Weights, type StyleGAN2Weights } from '../../networks/stylegan2/index.js';
+import { buildSynthesis, loadStyleGAN2Weights, type StyleGAN2Weights } from '../../networks/stylegan2/index.js';
 import type { ParityCase, ParityCheck, ParityContext, ParityHandler } from '../types.js';
 
 const named = (name: string, r: { pass: boolean; metrics: object }): ParityCheck => ({
@@ -50,9 +50,9 @@ export async function runGenerator(
   probe?: Float32Array,
   opts: { threads?: number } = {},
 ): Promise<GeneratorRun> {
-  const a = arch(weights.resolution);
+  const a = weights.arch;
   const g = new E.Graph(`stylegan2_${a.resolution}`);
-  const x = g.input('wp', [1, a.numWLayers, W_DIM]);
+  const x = g.input('wp', [1, a.numWLayers, a.wDim]);
   const image = buildSynthesis(g, weights, x);
   g.output(image, 'image');
   if (probe) {
@@ -107,9 +107,9 @@ const stylegan2Handler: ParityHandler = async (c: ParityCase, ctx: ParityContext
   }
 
   const weights = loadStyleGAN2Weights(loadSpec(join(ctx.dir, c['weights'])), res);
-  const a = arch(res);
+  const a = weights.arch;
   const inRef = patternRef(c, 'input');
-  const wpShape = [1, a.numWLayers, W_DIM];
+  const wpShape = [1, a.numWLayers, a.wDim];
   if (inRef.shape && !sameShape(inRef.shape, wpShape))
     throw new FixtureFormatError(`case ${c.name}: input shape [${inRef.shape}] but the ${res}px generator takes [${wpShape}]`);
   const imgShape = [1, 3, res, res];
