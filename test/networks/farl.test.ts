@@ -1,7 +1,8 @@
 /**
  * FaRL ViT-B/16: parity with the upstream goldens for every `farl` case of the fixtures directory
  * (full-size network, pattern weights), finite-difference gradient checks of the encoder's own
- * primitives and of a tiny configuration, constant sharing, and the weight loader's errors.
+ * primitives and of a tiny configuration, constant sharing, the weight loader's errors, and the
+ * configuration inferred from the shapes (the demo bundle's 64-wide 2-block ViT: build, gradient, errors).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,7 +11,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import * as E from '../../models/engine/index.js';
 import { saveCheckpoint } from '../../models/checkpoint/index.js';
 import { makeTensor, numberToHalfBits, type Tensor } from '../../models/checkpoint/tensor.js';
-import { loadCases, pattern, requireFixturesDir } from '../../models/fixtures/index.js';
+import { loadCases, pattern, requireFixturesDir, specTensor } from '../../models/fixtures/index.js';
+import { DEMO_SIZES, farlLayout } from '../../models/bundle/demo-weights.js';
 import {
   FARL_VITB16,
   type FarlConfig,
@@ -271,5 +273,67 @@ describe('FaRL weight loading', () => {
       expect(farlCheckpointSelect('state_dict.visual.conv1.weight')).toBe(true);
       expect(farlCheckpointSelect('state_dict.token_embedding.weight')).toBe(false);
     });
+  });
+});
+
+// ------------------------------------------------------------------------ small (demo) sizes
+
+describe('FaRL configuration inferred from the shapes', () => {
+  const shapesOnly = (cfg?: FarlConfig) => {
+    const m = new Map<string, Tensor>();
+    for (const [k, { shape }] of farlWeightShapes(cfg))
+      m.set(`visual.${k}`, { dtype: 'float32', shape, data: new Float32Array(0) } as Tensor);
+    return m;
+  };
+  const demoMap = () => new Map(farlLayout(DEMO_SIZES).map((e) => [e.key, specTensor(e) as Tensor]));
+
+  it('ViT-B/16 shapes give exactly FARL_VITB16 (12 heads of 64, MLP 4W)', () => {
+    expect(inferFarlConfig(shapesOnly())).toEqual(FARL_VITB16);
+  });
+
+  it('the demo layout: width 64, 2 blocks, 1 head, still 197 tokens at 224 px', () => {
+    const w = loadFarlWeights(demoMap(), { strict: true });
+    expect(w.config).toEqual({ resolution: 224, patch: 16, width: 64, layers: 2, heads: 1, outputDim: 512 });
+    const g = new E.Graph('farl-demo');
+    expect(buildFarl(g, w, g.input('x', [1, 3, 224, 224])).shape).toEqual([1, 197, 64]);
+  });
+
+  it('demo encoder: input gradient matches central finite differences', async () => {
+    const w = loadFarlWeights(demoMap());
+    const r = await gradCheck((g, [x]) => buildFarl(g, w, x!), [{ shape: [1, 3, 224, 224] }], {
+      eps: 1e-2,
+      directions: 3,
+    });
+    expect(r.maxRelErr, `analytic ${r.analytic} vs numeric ${r.numeric}`).toBeLessThan(1e-2);
+    expect(Math.max(...r.analytic.map(Math.abs))).toBeGreaterThan(1e-3);
+  });
+
+  it('heads follow CLIP (W / 64, at least 1), a non-4W MLP is read from c_fc, B/32-style grids work', () => {
+    const cfg: FarlConfig = { resolution: 64, patch: 32, width: 128, layers: 3, heads: 2, outputDim: 8, mlpWidth: 96 };
+    expect(inferFarlConfig(shapesOnly(cfg))).toEqual(cfg);
+    const narrow: FarlConfig = { ...TINY, heads: 1 };
+    expect(inferFarlConfig(tinyMap(TINY))).toEqual(narrow);
+  });
+
+  it('an inconsistent small checkpoint: the odd tensor is named against the inferred config', () => {
+    const m = demoMap();
+    m.set('visual.transformer.resblocks.1.mlp.c_fc.weight', makeTensor('float32', [128, 64], new Float32Array(128 * 64)));
+    m.set('visual.ln_pre.weight', makeTensor('float32', [48], new Float32Array(48)));
+    expect(() => loadFarlWeights(m)).toThrow(
+      /^FaRL ViT \(width 64, 2 layers, patch 16, 224 px, inferred from the shapes\) weights do not fit: wrong shape\/dtype for 2 key\(s\): visual\.ln_pre\.weight: expected \[64\], got \[48\], visual\.transformer\.resblocks\.1\.mlp\.c_fc\.weight: expected \[256, 64\], got \[128, 64\]$/,
+    );
+  });
+
+  it('an explicit config is checked against the shapes; impossible grids and head splits are refused', () => {
+    expect(() => loadFarlWeights(demoMap(), { config: FARL_VITB16 })).toThrow(
+      /missing 120 key\(s\): visual\.transformer\.resblocks\.2\..*wrong shape\/dtype for .*visual\.class_embedding: expected \[768\], got \[64\]/,
+    );
+    const m = demoMap();
+    m.set('visual.positional_embedding', makeTensor('float32', [150, 64], new Float32Array(150 * 64)));
+    expect(() => loadFarlWeights(m)).toThrow(/positional_embedding has 150 rows: not a class token plus a square grid/);
+    expect(() => inferFarlConfig(shapesOnly({ ...FARL_VITB16, width: 200, heads: 1 }))).not.toThrow();
+    expect(() => loadFarlWeights(shapesOnly({ ...FARL_VITB16, width: 200, heads: 1 }))).toThrow(
+      /bad FaRL config .*width 200 is not divisible by 3 heads/,
+    );
   });
 });
