@@ -43,7 +43,11 @@ export interface ArcFaceArch {
   readonly embedding: number;
 }
 
-export const ARCFACE_IRSE50: ArcFaceArch = Object.freeze({ body: IRSE50, channels: 512, embedding: ARCFACE_DIM });
+export const ARCFACE_IRSE50: ArcFaceArch = Object.freeze({
+  body: IRSE50,
+  channels: 512,
+  embedding: ARCFACE_DIM,
+});
 
 const BN = ['weight', 'bias', 'running_mean', 'running_var'] as const;
 

@@ -157,7 +157,8 @@ export function loadE4EWeights(weights: WeightMap, opts: { expectStyles?: number
   if (opts.expectStyles !== undefined && n !== opts.expectStyles)
     throw new WeightsError(`e4e: the weights have ${n} style blocks, expected ${opts.expectStyles}`);
   // A stray huge index would make a giant spec; W+ of a 2^k px generator has 2k − 2 ≤ 30 layers.
-  if (n > 64) throw new WeightsError(`e4e: encoder.styles.${n - 1}.* implies ${n} style blocks (more than 64)`);
+  if (n > 64)
+    throw new WeightsError(`e4e: encoder.styles.${n - 1}.* implies ${n} style blocks (more than 64)`);
   const arch = inferE4EArch(weights, n);
   const what = describe(arch);
   const strided = arch.body.units.filter((u) => u.stride === 2).length;

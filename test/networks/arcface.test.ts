@@ -177,7 +177,11 @@ describe('ArcFace architecture inference', () => {
 
   it('one mis-shaped conv of a full-size checkpoint is reported, not taken as another architecture', () => {
     const m = fakeWeights();
-    m.set('body.3.res_layer.1.weight', { dtype: 'float32', shape: [256, 64, 3, 3], data: new Float32Array(0) });
+    m.set('body.3.res_layer.1.weight', {
+      dtype: 'float32',
+      shape: [256, 64, 3, 3],
+      data: new Float32Array(0),
+    });
     const e = thrown(() => loadArcFaceWeights(m));
     expect(e.missing).toEqual([]);
     expect(e.unexpected).toEqual([]);
@@ -204,7 +208,15 @@ describe('ArcFace architecture inference', () => {
   it('stride-1 units, a MaxPool shortcut inside a stage and SE reduction 4', () => {
     const sizes: NetworkSizes = {
       ...DEMO_SIZES,
-      irse: { stages: [[8, 8, 2], [8, 16, 1], [16, 24, 3], [24, 32, 1]], seReduction: 4 },
+      irse: {
+        stages: [
+          [8, 8, 2],
+          [8, 16, 1],
+          [16, 24, 3],
+          [24, 32, 1],
+        ],
+        seReduction: 4,
+      },
     };
     const w = loadArcFaceWeights(layoutMap(arcfaceLayout(sizes)));
     expect(w.arch.body.units.map((u) => [u.inC, u.depth, u.stride, u.se])).toEqual([
@@ -280,7 +292,17 @@ describe('ArcFace at small size', () => {
   });
 
   it('a body that does not reach 7×7 at 112 px is refused with the reason', () => {
-    const three: NetworkSizes = { ...DEMO_SIZES, irse: { stages: [[16, 16, 1], [16, 32, 1], [32, 64, 1]], seReduction: 16 } };
+    const three: NetworkSizes = {
+      ...DEMO_SIZES,
+      irse: {
+        stages: [
+          [16, 16, 1],
+          [16, 32, 1],
+          [32, 64, 1],
+        ],
+        seReduction: 16,
+      },
+    };
     expect(() => loadArcFaceWeights(layoutMap(arcfaceLayout(three)))).toThrow(
       /3 stride-2 stage\(s\) take the 112 px input to 14×14, but the output layer flattens a 7×7 map/,
     );

@@ -221,10 +221,19 @@ describe('e4e at small size', () => {
 
   it('inconsistent small checkpoints: odd conv, missing conv, extra conv named precisely', () => {
     const m = layoutMap(e4eLayout(DEMO_SIZES));
-    m.set('encoder.styles.4.convs.0.weight', makeTensor('float32', [64, 32, 3, 3], new Float32Array(64 * 32 * 9)));
+    m.set(
+      'encoder.styles.4.convs.0.weight',
+      makeTensor('float32', [64, 32, 3, 3], new Float32Array(64 * 32 * 9)),
+    );
     m.delete('encoder.styles.8.convs.10.weight');
-    m.set('encoder.styles.0.convs.8.weight', makeTensor('float32', [64, 64, 3, 3], new Float32Array(64 * 64 * 9)));
-    m.set('encoder.body.1.res_layer.1.weight', makeTensor('float32', [32, 8, 3, 3], new Float32Array(32 * 8 * 9)));
+    m.set(
+      'encoder.styles.0.convs.8.weight',
+      makeTensor('float32', [64, 64, 3, 3], new Float32Array(64 * 64 * 9)),
+    );
+    m.set(
+      'encoder.body.1.res_layer.1.weight',
+      makeTensor('float32', [32, 8, 3, 3], new Float32Array(32 * 8 * 9)),
+    );
     const e = thrown(() => loadE4EWeights(m));
     expect(e.missing).toEqual(['encoder.styles.8.convs.10.weight']);
     expect(e.unexpected).toEqual(['encoder.styles.0.convs.8.weight']);
@@ -232,7 +241,9 @@ describe('e4e at small size', () => {
       'encoder.body.1.res_layer.1.weight [32, 8, 3, 3] (expected [32, 16, 3, 3])',
       'encoder.styles.4.convs.0.weight [64, 32, 3, 3] (expected [64, 128, 3, 3])',
     ]);
-    expect(e.message).toMatch(/^e4e encoder \(IR-SE \(input 16, 4 units, stage depths 16\/32\/64\/128\), style width 64, W 512\)/);
+    expect(e.message).toMatch(
+      /^e4e encoder \(IR-SE \(input 16, 4 units, stage depths 16\/32\/64\/128\), style width 64, W 512\)/,
+    );
   });
 
   it('a body without 4 stride-2 stages is refused with the reason', () => {

@@ -309,7 +309,15 @@ describe('FaRL configuration inferred from the shapes', () => {
   });
 
   it('heads follow CLIP (W / 64, at least 1), a non-4W MLP is read from c_fc, B/32-style grids work', () => {
-    const cfg: FarlConfig = { resolution: 64, patch: 32, width: 128, layers: 3, heads: 2, outputDim: 8, mlpWidth: 96 };
+    const cfg: FarlConfig = {
+      resolution: 64,
+      patch: 32,
+      width: 128,
+      layers: 3,
+      heads: 2,
+      outputDim: 8,
+      mlpWidth: 96,
+    };
     expect(inferFarlConfig(shapesOnly(cfg))).toEqual(cfg);
     const narrow: FarlConfig = { ...TINY, heads: 1 };
     expect(inferFarlConfig(tinyMap(TINY))).toEqual(narrow);
@@ -317,7 +325,10 @@ describe('FaRL configuration inferred from the shapes', () => {
 
   it('an inconsistent small checkpoint: the odd tensor is named against the inferred config', () => {
     const m = demoMap();
-    m.set('visual.transformer.resblocks.1.mlp.c_fc.weight', makeTensor('float32', [128, 64], new Float32Array(128 * 64)));
+    m.set(
+      'visual.transformer.resblocks.1.mlp.c_fc.weight',
+      makeTensor('float32', [128, 64], new Float32Array(128 * 64)),
+    );
     m.set('visual.ln_pre.weight', makeTensor('float32', [48], new Float32Array(48)));
     expect(() => loadFarlWeights(m)).toThrow(
       /^FaRL ViT \(width 64, 2 layers, patch 16, 224 px, inferred from the shapes\) weights do not fit: wrong shape\/dtype for 2 key\(s\): visual\.ln_pre\.weight: expected \[64\], got \[48\], visual\.transformer\.resblocks\.1\.mlp\.c_fc\.weight: expected \[256, 64\], got \[128, 64\]$/,
@@ -330,7 +341,9 @@ describe('FaRL configuration inferred from the shapes', () => {
     );
     const m = demoMap();
     m.set('visual.positional_embedding', makeTensor('float32', [150, 64], new Float32Array(150 * 64)));
-    expect(() => loadFarlWeights(m)).toThrow(/positional_embedding has 150 rows: not a class token plus a square grid/);
+    expect(() => loadFarlWeights(m)).toThrow(
+      /positional_embedding has 150 rows: not a class token plus a square grid/,
+    );
     expect(() => inferFarlConfig(shapesOnly({ ...FARL_VITB16, width: 200, heads: 1 }))).not.toThrow();
     expect(() => loadFarlWeights(shapesOnly({ ...FARL_VITB16, width: 200, heads: 1 }))).toThrow(
       /bad FaRL config .*width 200 is not divisible by 3 heads/,
