@@ -56,6 +56,9 @@ export function falcoWeightsFromMaps(m: { generator: WeightMap; arcface: WeightM
   let e4e: E4EWeights | undefined;
   try {
     e4e = loadE4EWeights(m.e4e, step ? { expectStyles: arch(step.generator.resolution).numWLayers } : {});
+    // The encoder's codes are fed to the generator: their widths must agree.
+    if (e4e.arch.wDim !== W_DIM)
+      errors.push(`e4e: its W+ codes are ${e4e.arch.wDim}-D but the generator takes ${W_DIM}-D codes`);
   } catch (e) {
     errors.push(`e4e: ${(e as Error).message}`);
   }
@@ -207,7 +210,7 @@ export function buildStepGraph(w: StepWeights, opts: StepGraphOptions = {}): E.G
   const lr = g.input('lr', []);
   const bc1 = g.input('bc1', []);
   const bc2 = g.input('bc2', []);
-  const targetId = g.input('target_id', [1, 512]);
+  const targetId = g.input('target_id', [1, w.arcface.arch.embedding]);
   const targetTokens = g.input('target_tokens', [1, T, D]);
   const margin = g.input('margin', []);
   const lambdaId = g.input('lambda_id', []);
@@ -216,7 +219,7 @@ export function buildStepGraph(w: StepWeights, opts: StepGraphOptions = {}): E.G
   // w = real outside the trainable rows, t inside (FALCO's concat(real[:, :a], t, real[:, b:])). Written as
   // real·(1−mask) + t·mask, which is exact for a 0/1 mask (real + mask·(t − real) would round t).
   const wp = E.add(E.mul(real, E.sub(1, mask)), E.mul(t, mask));
-  const image = g.scope('G', () => buildSynthesis(g, w.generator, wp));
+  const image = buildSynthesis(g, w.generator, wp); // scoped 'G' inside
   const id = g.scope('arcface', () => buildArcFace(g, w.arcface, id112(image)));
   const tokens = g.scope('farl', () => buildFarl(g, w.farl, farl224(image)));
   const idLoss = E.abs(E.sub(dot(id, targetId), margin));
