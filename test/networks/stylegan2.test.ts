@@ -4,18 +4,25 @@ import { describe, expect, it } from 'vitest';
 import * as E from '../../models/engine/index.js';
 import { makeTensor, type Tensor } from '../../models/checkpoint/tensor.js';
 import { fixturesDir } from '../../models/fixtures/paths.js';
-import { loadSpec } from '../../models/fixtures/spec.js';
+import { loadSpec, specTensor } from '../../models/fixtures/spec.js';
+import { pattern } from '../../models/fixtures/pattern.js';
+import { DEMO_SIZES, generatorLayout } from '../../models/bundle/demo-weights.js';
 import {
+  type GeneratorArch,
   StyleGAN2WeightsError,
   SynthesisInputError,
   arch,
+  buildGeneratorGraph,
   buildMappingGraph,
   buildSynthesis,
   expectedKeys,
+  fullArch,
+  inferArch,
   inferResolution,
   loadStyleGAN2Weights,
   selectGeneratorDict,
 } from '../../models/networks/stylegan2/index.js';
+import { gradCheck, rand } from '../helpers/gradcheck.js';
 import handler, { imageStats, subsample } from '../../models/parity/kinds/stylegan2.js';
 import type { ParityCase } from '../../models/parity/types.js';
 
@@ -131,5 +138,159 @@ describe('StyleGAN2 weights', () => {
     expect(Array.from(subsample(img, 3, 4, 2))).toEqual([0, 2, 8, 10, 16, 18, 24, 26, 32, 34, 40, 42]);
     const st = imageStats(Float32Array.of(1, 2, 3, 4));
     expect(Array.from(st)).toEqual([2.5, Math.sqrt(5 / 3), 1, 4]);
+  });
+});
+
+/** The demo bundle's generator (64 px, 64 channels everywhere, 512-D W) as a key → tensor map. */
+const demoGenerator = (): Map<string, Tensor> => new Map(generatorLayout(DEMO_SIZES).map((e) => [e.key, specTensor(e) as Tensor]));
+
+/** Pattern weights for any architecture (range rules as the fixture specs; values don't matter here). */
+function syntheticGenerator(a: GeneratorArch): Map<string, Tensor> {
+  const m = new Map<string, Tensor>();
+  for (const [k, shape] of expectedKeys(a)) {
+    let data: Float32Array;
+    if (k.endsWith('.kernel')) data = Float32Array.from([1, 3, 3, 1].flatMap((u) => [1, 3, 3, 1].map((v) => (u * v) / 16)));
+    else if (k.endsWith('style.bias')) data = pattern(k, shape, 0.9, 1.1);
+    else if (k.endsWith('noise_strength')) data = Float32Array.of(0.1);
+    else if (k.endsWith('.bias') || k.endsWith('w_avg')) data = pattern(k, shape, -0.1, 0.1);
+    else data = pattern(k, shape, -Math.sqrt(3), Math.sqrt(3));
+    m.set(k, makeTensor('float32', shape, data));
+  }
+  return m;
+}
+
+const loadError = (f: () => unknown): StyleGAN2WeightsError => {
+  try {
+    f();
+  } catch (e) {
+    expect(e).toBeInstanceOf(StyleGAN2WeightsError);
+    return e as StyleGAN2WeightsError;
+  }
+  throw new Error('expected a StyleGAN2WeightsError');
+};
+
+describe('StyleGAN2 architecture inferred from the weights', () => {
+  it('full-size specs infer the official architecture (channelsAt, 512-D, 8 mapping layers)', () => {
+    for (const r of [64, 1024]) {
+      const a = inferArch(loadSpec(join(dir, `stylegan2_genforce_r${r}.spec.json`)));
+      expect(a).toEqual(fullArch(r));
+    }
+    expect(fullArch(1024).channels).toEqual([512, 512, 512, 512, 512, 256, 128, 64, 32]);
+  });
+
+  it('the demo generator (64 px, 64 channels): inferred widths, key set equal to the layout, renders a finite image', async () => {
+    const w = loadStyleGAN2Weights(demoGenerator());
+    expect(w.arch).toEqual({ ...fullArch(64), channels: [64, 64, 64, 64, 64] });
+    const layout = generatorLayout(DEMO_SIZES);
+    expect([...expectedKeys(w.arch).entries()].sort()).toEqual(layout.map((e) => [e.key, [...e.shape]]).sort());
+
+    const s = await E.Session.create(E.toBytes(buildGeneratorGraph(w)), { provider: 'cpu' });
+    const out = (await s.run({ wp: rand(10 * 512, 5, -1, 1) }))['image']!;
+    await s.release();
+    expect(out.dims).toEqual([1, 3, 64, 64]);
+    expect(Array.from(out.data).every(Number.isFinite)).toBe(true);
+    const [, std] = imageStats(out.data as Float32Array);
+    // Pattern weights give an O(1) image; a dead (constant) one would mean a broken path.
+    expect(std).toBeGreaterThan(0.1);
+    expect(std).toBeLessThan(100);
+  });
+
+  it('d image / d wp of the demo generator matches central differences; a wrong VJP fails the same check', async () => {
+    const w = loadStyleGAN2Weights(demoGenerator());
+    const x0 = rand(10 * 512, 3, -1, 1);
+    const fwd = await E.Session.create(E.toBytes(buildGeneratorGraph(w)), { provider: 'cpu' });
+    const y0 = (await fwd.run({ wp: x0 }))['image']!.data as Float32Array;
+    await fwd.release();
+    type Patch = (g: E.Graph) => void;
+    /**
+     * Error of the directional derivatives relative to their RMS over the directions (not to each one:
+     * some random directions give near-zero derivatives). Measured (8 directions, eps 2e-4): ~6e-3
+     * for the true VJP, the floor of float32 forward rounding and leaky-ReLU kinks; ≥ 0.1 with the
+     * demodulation gradient dropped or the leaky-ReLU slope 0.25 instead of 0.2 in the backward.
+     * Subtracting the base image keeps the float32 loss sum near 0, so its rounding adds no noise.
+     */
+    const check = async (patch?: Patch) => {
+      const r = await gradCheck(
+        (g, [wp]) => {
+          const y = buildSynthesis(g, w, wp!);
+          patch?.(g);
+          return E.sub(y, g.constant(y0, y.shape));
+        },
+        [{ shape: [1, 10, 512], data: x0 }],
+        { eps: 2e-4, directions: 8 },
+      );
+      const rms = Math.sqrt(r.analytic.reduce((acc, a) => acc + a * a, 0) / r.analytic.length);
+      expect(rms).toBeGreaterThan(1);
+      return Math.max(...r.analytic.map((a, i) => Math.abs(a - r.numeric[i]!))) / rms;
+    };
+    /** Replace the VJP of every recorded `opName` node of the graph (forward unchanged). */
+    const wrongVjp =
+      (opName: string, vjp: (orig: E.OpDef<unknown>['vjp']) => E.OpDef<unknown>['vjp']): Patch =>
+      (g) => {
+        let n = 0;
+        for (const e of g.tape)
+          if (e.op.name === opName) {
+            e.op = { ...e.op, vjp: vjp(e.op.vjp) };
+            n++;
+          }
+        expect(n, opName).toBeGreaterThan(0);
+      };
+    expect(await check()).toBeLessThan(3e-2);
+    const leaky = wrongVjp('LeakyRelu', (orig) => (ctx, gys) => orig({ ...ctx, attrs: { alpha: 0.25 } }, gys));
+    expect(await check(leaky)).toBeGreaterThan(6e-2);
+    const noDemod = wrongVjp('Reciprocal', () => (ctx) => [E.mul(ctx.inputs[0]!, 0)]);
+    expect(await check(noDemod)).toBeGreaterThan(6e-2);
+  }, 60_000);
+
+  it('a mis-shaped tensor of the demo generator is named precisely (its neighbours out-vote it)', () => {
+    const m = demoGenerator();
+    m.set('synthesis.layer5.weight', makeTensor('float32', [64, 32, 3, 3], new Float32Array(64 * 32 * 9)));
+    m.delete('synthesis.output3.style.bias');
+    m.set('synthesis.output3.bias', makeTensor('float32', [64], new Float32Array(64)));
+    m.set('mapping.dense0.weight', makeTensor('float32', [512, 256], new Float32Array(512 * 256)));
+    m.set('synthesis.layer2.extra', makeTensor('float32', [1], new Float32Array(1)));
+    const e = loadError(() => loadStyleGAN2Weights(m));
+    expect(e.missing).toEqual(['synthesis.output3.style.bias']);
+    expect(e.unexpected).toEqual(['synthesis.layer2.extra']);
+    expect(e.wrongShape.sort()).toEqual([
+      'mapping.dense0.weight: expected [512, 512], got [512, 256]',
+      'synthesis.layer5.weight: expected [64, 64, 3, 3], got [64, 32, 3, 3]',
+      'synthesis.output3.bias: expected [3], got [64]',
+    ]);
+    expect(e.message).toContain('64 px, channels 4:64 8:64 16:64 32:64 64:64, w 512, z 512, 8 mapping layers');
+  });
+
+  it('a mis-shaped layer of the full-size r64 spec is still named precisely', () => {
+    const m = new Map(loadSpec(join(dir, 'stylegan2_genforce_r64.spec.json')).entries());
+    m.set('synthesis.layer5.weight', makeTensor('float32', [256, 512, 3, 3], new Float32Array(256 * 512 * 9)));
+    const e = loadError(() => loadStyleGAN2Weights(m));
+    expect([e.missing, e.unexpected]).toEqual([[], []]);
+    expect(e.wrongShape).toEqual(['synthesis.layer5.weight: expected [512, 512, 3, 3], got [256, 512, 3, 3]']);
+  });
+
+  it('uneven widths and other latent sizes: built with anyLatentDim, rejected by default with the reason', async () => {
+    const a: GeneratorArch = { ...arch(16), channels: [32, 16, 8], wDim: 32, zDim: 16, mappingLayers: 2 };
+    const m = syntheticGenerator(a);
+    const e = loadError(() => loadStyleGAN2Weights(m));
+    expect(e.message).toContain('the tensors describe a 32-D W space');
+    const w = loadStyleGAN2Weights(m, { anyLatentDim: true });
+    expect(w.arch).toEqual(a);
+    const ms = await E.Session.create(E.toBytes(buildMappingGraph(w, { psi: 0.7 })), { provider: 'cpu' });
+    const wp = (await ms.run({ z: rand(16, 9) }))['wp']!;
+    await ms.release();
+    expect(wp.dims).toEqual([1, 6, 32]);
+    const gs = await E.Session.create(E.toBytes(buildGeneratorGraph(w)), { provider: 'cpu' });
+    const img = (await gs.run({ wp: wp.data as Float32Array }))['image']!;
+    await gs.release();
+    expect(img.dims).toEqual([1, 3, 16, 16]);
+    expect(Array.from(img.data).every(Number.isFinite)).toBe(true);
+  });
+
+  it('a stray deeper mapping key makes a 9-layer mapping whose missing weight is reported', () => {
+    const m = demoGenerator();
+    m.set('mapping.dense8.bias', makeTensor('float32', [512], new Float32Array(512)));
+    const e = loadError(() => loadStyleGAN2Weights(m));
+    expect(e.missing).toEqual(['mapping.dense8.weight']);
+    expect(e.message).toContain('9 mapping layers');
   });
 });

@@ -188,7 +188,10 @@ export function loadStyleGAN2Weights(
   const opts: LoadStyleGAN2Options =
     typeof resolutionOrOptions === 'number' ? { resolution: resolutionOrOptions } : (resolutionOrOptions ?? {});
   const dict = selectGeneratorDict(map);
-  const a = inferArch(dict, opts.resolution);
+  const inferred = inferArch(dict, opts.resolution);
+  // With FALCO's fixed 512-D latents, checking against 512 (not the vote) names the exact tensors that
+  // disagree, e.g. a mis-shaped mapping.dense0.weight (z has no second witness to out-vote it).
+  const a: GeneratorArch = opts.anyLatentDim ? inferred : { ...inferred, wDim: W_DIM, zDim: Z_DIM };
   const res = a.resolution;
   const want = expectedKeys(a);
   const missing = [...want.keys()].filter((k) => !dict.has(k));
@@ -207,8 +210,10 @@ export function loadStyleGAN2Weights(
   }
   const zeroWidth = a.channels.some((c) => c < 1) || a.wDim < 1 || a.zDim < 1;
   if (zeroWidth) other.push('a width of 0 (empty tensors)');
-  if (!opts.anyLatentDim && (a.wDim !== W_DIM || a.zDim !== Z_DIM))
-    other.push(`latent dims w ${a.wDim}, z ${a.zDim}: FALCO's bundle contract needs w = z = ${W_DIM}`);
+  if (!opts.anyLatentDim && inferred.wDim !== W_DIM)
+    other.push(
+      `the tensors describe a ${inferred.wDim}-D W space; FALCO's bundle contract needs w = z = ${W_DIM} (anyLatentDim accepts others)`,
+    );
   if (missing.length || unexpected.length || wrongShape.length || badType.length || other.length) {
     const parts = [
       `StyleGAN2 ${res}px generator weights do not match genforce's StyleGAN2Generator (architecture read off the weights: ${describeArch(a)}):`,
