@@ -11,7 +11,7 @@ const [name, ...args] = process.argv.slice(2);
 const names = name
   ? [name]
   : readdirSync(here)
-      .filter((f) => f.endsWith('.ts') && !['main.ts', 'report.ts'].includes(f))
+      .filter((f) => f.endsWith('.ts') && !['main.ts', 'report.ts'].includes(f) && !f.endsWith('-run.ts'))
       .map((f) => f.slice(0, -3));
 for (const n of names) {
   let mod: { default: (args: string[]) => Promise<void> };
