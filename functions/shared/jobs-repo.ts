@@ -5,12 +5,24 @@ import {
   PutCommand,
   QueryCommand,
   UpdateCommand,
+  type UpdateCommandInput,
   DeleteCommand,
 } from '@aws-sdk/lib-dynamodb';
 import type { ServiceContext } from './context.js';
 import { isConditionalCheckFailed } from './aws.js';
 import { imageSk, jobPk, tenantGsi, type IdempotencyItem, type ImageItem, type JobItem } from './records.js';
 import type { ImageReport } from '../pipeline/types.js';
+
+/** A conditional update: true when it applied, false when its condition did not hold. */
+async function updateIf(ctx: ServiceContext, input: UpdateCommandInput): Promise<boolean> {
+  try {
+    await ctx.clients.ddb.send(new UpdateCommand(input));
+    return true;
+  } catch (err) {
+    if (isConditionalCheckFailed(err)) return false;
+    throw err;
+  }
+}
 
 export async function getJobWithImages(
   ctx: ServiceContext,
@@ -196,36 +208,28 @@ export async function markImageDone(
   imageId: string,
   fields: { resultKey: string; reportKey: string; contentType: string; report?: ImageReport },
 ): Promise<boolean> {
-  try {
-    await ctx.clients.ddb.send(
-      new UpdateCommand({
-        TableName: ctx.cfg.jobsTable,
-        Key: { pk: jobPk(jobId), sk: imageSk(imageId) },
-        UpdateExpression:
-          'SET #s = :done, progress = :one, stage = :st, resultKey = :rk, reportKey = :rpk, contentType = :ct, billed = :t, completedAt = :now, updatedAt = :now' +
-          (fields.report ? ', report = :rep' : ''),
-        ConditionExpression: 'attribute_exists(pk) AND (#s = :q OR #s = :p)',
-        ExpressionAttributeNames: { '#s': 'status' },
-        ExpressionAttributeValues: {
-          ':done': 'done',
-          ':one': 1,
-          ':st': 'done',
-          ':rk': fields.resultKey,
-          ':rpk': fields.reportKey,
-          ':ct': fields.contentType,
-          ':t': true,
-          ':now': new Date(ctx.now()).toISOString(),
-          ':q': 'queued',
-          ':p': 'processing',
-          ...(fields.report ? { ':rep': fields.report } : {}),
-        },
-      }),
-    );
-    return true;
-  } catch (err) {
-    if (isConditionalCheckFailed(err)) return false;
-    throw err;
-  }
+  return updateIf(ctx, {
+    TableName: ctx.cfg.jobsTable,
+    Key: { pk: jobPk(jobId), sk: imageSk(imageId) },
+    UpdateExpression:
+      'SET #s = :done, progress = :one, stage = :st, resultKey = :rk, reportKey = :rpk, contentType = :ct, billed = :t, completedAt = :now, updatedAt = :now' +
+      (fields.report ? ', report = :rep' : ''),
+    ConditionExpression: 'attribute_exists(pk) AND (#s = :q OR #s = :p)',
+    ExpressionAttributeNames: { '#s': 'status' },
+    ExpressionAttributeValues: {
+      ':done': 'done',
+      ':one': 1,
+      ':st': 'done',
+      ':rk': fields.resultKey,
+      ':rpk': fields.reportKey,
+      ':ct': fields.contentType,
+      ':t': true,
+      ':now': new Date(ctx.now()).toISOString(),
+      ':q': 'queued',
+      ':p': 'processing',
+      ...(fields.report ? { ':rep': fields.report } : {}),
+    },
+  });
 }
 
 export async function markImageFailed(
@@ -235,29 +239,21 @@ export async function markImageFailed(
   code: string,
   detail: string,
 ): Promise<boolean> {
-  try {
-    await ctx.clients.ddb.send(
-      new UpdateCommand({
-        TableName: ctx.cfg.jobsTable,
-        Key: { pk: jobPk(jobId), sk: imageSk(imageId) },
-        UpdateExpression: 'SET #s = :f, #e = :e, billed = :no, completedAt = :now, updatedAt = :now',
-        ConditionExpression: 'attribute_exists(pk) AND (#s = :q OR #s = :p)',
-        ExpressionAttributeNames: { '#s': 'status', '#e': 'error' },
-        ExpressionAttributeValues: {
-          ':f': 'failed',
-          ':e': { code, detail: detail.slice(0, 1000) },
-          ':no': false,
-          ':now': new Date(ctx.now()).toISOString(),
-          ':q': 'queued',
-          ':p': 'processing',
-        },
-      }),
-    );
-    return true;
-  } catch (err) {
-    if (isConditionalCheckFailed(err)) return false;
-    throw err;
-  }
+  return updateIf(ctx, {
+    TableName: ctx.cfg.jobsTable,
+    Key: { pk: jobPk(jobId), sk: imageSk(imageId) },
+    UpdateExpression: 'SET #s = :f, #e = :e, billed = :no, completedAt = :now, updatedAt = :now',
+    ConditionExpression: 'attribute_exists(pk) AND (#s = :q OR #s = :p)',
+    ExpressionAttributeNames: { '#s': 'status', '#e': 'error' },
+    ExpressionAttributeValues: {
+      ':f': 'failed',
+      ':e': { code, detail: detail.slice(0, 1000) },
+      ':no': false,
+      ':now': new Date(ctx.now()).toISOString(),
+      ':q': 'queued',
+      ':p': 'processing',
+    },
+  });
 }
 
 /** queued|running → completed|failed. Exactly one caller wins; only the winner enqueues the webhook. */
@@ -313,22 +309,14 @@ export async function setWebhookState(
     cond += ` AND (${onlyFrom.map((_, i) => `#w = :from${i}`).join(' OR ')})`;
     onlyFrom.forEach((s, i) => (values[`:from${i}`] = s));
   }
-  try {
-    await ctx.clients.ddb.send(
-      new UpdateCommand({
-        TableName: ctx.cfg.jobsTable,
-        Key: { pk: jobPk(jobId), sk: 'JOB' },
-        UpdateExpression: update,
-        ConditionExpression: cond,
-        ExpressionAttributeNames: names,
-        ExpressionAttributeValues: values,
-      }),
-    );
-    return true;
-  } catch (err) {
-    if (isConditionalCheckFailed(err)) return false;
-    throw err;
-  }
+  return updateIf(ctx, {
+    TableName: ctx.cfg.jobsTable,
+    Key: { pk: jobPk(jobId), sk: 'JOB' },
+    UpdateExpression: update,
+    ConditionExpression: cond,
+    ExpressionAttributeNames: names,
+    ExpressionAttributeValues: values,
+  });
 }
 
 /** Tombstone: the job stays (status deleted, short ttl) so in-flight workers and events see it and stop. */

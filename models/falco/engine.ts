@@ -14,6 +14,7 @@
  * bundles of any resolution / token width work without code changes.
  */
 import { join } from 'node:path';
+import { fmix32 } from '../fixtures/pattern.js';
 import * as E from '../engine/index.js';
 import { readNpy } from '../fixtures/npy.js';
 import { toFloat32 } from '../checkpoint/tensor.js';
@@ -92,13 +93,7 @@ export function composeCode(
 
 /** A 32-bit mix of (seed, index): deterministic tie-breaking that changes with the seed. */
 export function seededRank(seed: number, i: number): number {
-  let h = (Math.imul(i + 1, 0x9e3779b9) ^ Math.imul(seed | 0, 0x85ebca6b)) >>> 0;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return fmix32((Math.imul(i + 1, 0x9e3779b9) ^ Math.imul(seed | 0, 0x85ebca6b)) >>> 0);
 }
 
 export interface Pool {

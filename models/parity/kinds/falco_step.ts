@@ -63,21 +63,7 @@ export default async function falcoStep(pc: ParityCase, ctx: ParityContext): Pro
   let grad0: Float32Array | undefined;
   for (let s = 1; s <= p.steps; s++) {
     const [bc1, bc2] = adamBiasCorrections(s, p.betas);
-    const o = await step.run({
-      t,
-      real,
-      mask,
-      m,
-      v,
-      lr: Float32Array.of(p.lr),
-      bc1: Float32Array.of(bc1),
-      bc2: Float32Array.of(bc2),
-      target_id: tgt.id!.data,
-      target_tokens: tgt.tokens!.data,
-      margin: Float32Array.of(p.id_margin),
-      lambda_id: Float32Array.of(p.lambda_id),
-      lambda_attr: Float32Array.of(p.lambda_attr),
-    });
+    const o = await step.run({ ...feedsAt(t), m, v, bc1: Float32Array.of(bc1), bc2: Float32Array.of(bc2) });
     losses.push(o.loss!.data[0]!, o.id_loss!.data[0]!, o.attr_loss!.data[0]!);
     if (s === 1) grad0 = rows(o.grad!.data, a, b, D);
     t = o.t_next!.data;
