@@ -1,6 +1,7 @@
 /**
  * The service with the real engine (functions/pipeline/anonymize.ts) loaded the way the worker loads it
- * (dynamic import via loadEngine), on a toy-model bundle: proves the contract end to end — options pass
+ * (dynamic import via loadEngine), on the demo bundle (FALCO's networks at demo size, built here in about a
+ * second exactly as `npm run models -- demo` builds it): proves the contract end to end — options pass
  * through, progress reaches the jobs table, the engine's report lands in the job JSON, the image is billed once.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,13 +10,17 @@ import { startLocalStack, type LocalStack } from '../../functions/local/stack.js
 import { loadEngine } from '../../functions/worker/engine.js';
 import { createLogger } from '../../functions/shared/logger.js';
 import { listUsage } from '../../functions/shared/usage-repo.js';
-import { toyBundle } from '../anonymize/helpers.js';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildDemoBundle } from '../../models/bundle/demo.js';
 import { api, SAMPLE2, waitFor } from './helpers.js';
 
 let stack: LocalStack;
 
 beforeAll(async () => {
-  const { dir } = await toyBundle(8);
+  const dir = join(await mkdtemp(join(tmpdir(), 'falco-demo-')), 'demo');
+  await buildDemoBundle({ outDir: dir, poolSize: 8 });
   const { anonymizer, real } = await loadEngine({ bundleDir: dir, log: createLogger('test', 'ERROR') });
   expect(real).toBe(true);
   stack = await startLocalStack({ port: 0, anonymizer, webPage: false, worker: { visibilityTimeout: 30 } });
@@ -25,7 +30,7 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-describe('real engine (toy bundle)', () => {
+describe('real engine (demo bundle)', () => {
   it('anonymizes through the queue and reports per face', async () => {
     const photo = await sharp(SAMPLE2).resize({ width: 800 }).jpeg().toBuffer();
     const client = api(stack);
@@ -46,7 +51,7 @@ describe('real engine (toy bundle)', () => {
     expect(job.status).toBe('completed');
     const img = job.images[0];
     expect(img.result.contentType).toBe('image/webp');
-    expect(img.report.bundle).toEqual({ id: expect.stringMatching(/^toy-/), demo: true });
+    expect(img.report.bundle).toEqual({ id: expect.stringMatching(/^demo-/), demo: true });
     expect(img.report.outcome).toBe('ok');
     expect(img.report.faces.length).toBeGreaterThan(0);
     for (const f of img.report.faces) {
