@@ -6,8 +6,9 @@ import { Command } from 'commander';
 import { InputError } from '../pipeline/types.js';
 import { register as registerFaces } from './faces.js';
 import { registerAnonymize } from './anonymize.js';
+import { registerKeys } from './keys.js';
 
-const COMMANDS: Array<(program: Command) => void> = [registerFaces, registerAnonymize];
+const COMMANDS: Array<(program: Command) => void> = [registerFaces, registerAnonymize, registerKeys];
 
 export function buildProgram(): Command {
   const program = new Command('falco')

@@ -1,0 +1,42 @@
+/**
+ * `npm run cli -- keys create --tenant <id> [--name <label>]`: issue an API key for a tenant on a deployed
+ * stack (or any stack whose tables the environment points at). Writes the same items the API reads —
+ * the key's SHA-256, the tenant and its webhook secret — through the service's own repository code.
+ *
+ * Needs KEYS_TABLE (stack output `KeysTableName`) and AWS credentials/region in the environment. The key
+ * and the webhook secret are printed once and never stored in clear.
+ */
+import type { Command } from 'commander';
+import { createContext } from '../shared/context.js';
+import { createApiKey } from '../shared/keys-repo.js';
+
+/** Issue a key; only KEYS_TABLE matters, the service's other resources are not touched by this command. */
+export async function issueKey(tenant: string, name: string, env: NodeJS.ProcessEnv = process.env) {
+  if (!env.KEYS_TABLE) throw new Error('KEYS_TABLE is not set (the stack output KeysTableName)');
+  const unused = 'unused-by-keys-command';
+  const ctx = createContext('cli-keys', {
+    UPLOADS_BUCKET: unused,
+    RESULTS_BUCKET: unused,
+    JOBS_TABLE: unused,
+    USAGE_TABLE: unused,
+    JOBS_QUEUE_URL: unused,
+    WEBHOOKS_QUEUE_URL: unused,
+    ...env,
+  });
+  return createApiKey(ctx, tenant, name);
+}
+
+export function registerKeys(program: Command): void {
+  const keys = program.command('keys').description('API keys of a deployed stack');
+  keys
+    .command('create')
+    .description('create a tenant (if new) and an API key for it; prints the key and the webhook secret once')
+    .requiredOption('--tenant <id>', 'tenant id (letters, digits, - and _)')
+    .option('--name <label>', 'a label for the key', 'default')
+    .action(async (o: { tenant: string; name: string }) => {
+      const r = await issueKey(o.tenant, o.name);
+      process.stdout.write(
+        JSON.stringify({ tenant: o.tenant, apiKey: r.apiKey, keyId: r.keyId, webhookSecret: r.webhookSecret }, null, 2) + '\n',
+      );
+    });
+}
