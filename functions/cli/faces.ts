@@ -25,22 +25,42 @@ export interface FacesCommandOptions {
 
 const COLORS = ['#00e5ff', '#ffea00', '#ff4081', '#76ff03', '#ff9100', '#d500f9'];
 
-const poly = (pts: Array<[number, number]>, s: number): string => pts.map(([x, y]) => `${(x * s).toFixed(1)},${(y * s).toFixed(1)}`).join(' ');
+const poly = (pts: Array<[number, number]>, s: number): string =>
+  pts.map(([x, y]) => `${(x * s).toFixed(1)},${(y * s).toFixed(1)}`).join(' ');
 
 /** SVG overlay for the (scaled) photo. */
-function photoOverlay(w: number, h: number, scale: number, faces: DetectedFace[], aligned: AlignedFace[]): string {
+function photoOverlay(
+  w: number,
+  h: number,
+  scale: number,
+  faces: DetectedFace[],
+  aligned: AlignedFace[],
+): string {
   const parts: string[] = [];
   faces.forEach((f, i) => {
     const c = COLORS[i % COLORS.length];
     const { x, y, width, height } = f.box;
     const stroke = Math.max(2, Math.round(w / 500));
-    parts.push(`<rect x="${x * scale}" y="${y * scale}" width="${width * scale}" height="${height * scale}" fill="none" stroke="${c}" stroke-width="${stroke}"/>`);
-    parts.push(`<polygon points="${poly(aligned[i].alignment.quad, scale)}" fill="none" stroke="${c}" stroke-width="1" stroke-dasharray="6,4"/>`);
-    const mask = faceMask(aligned[i].alignment, f.landmarks).polygon.map((p) => applyMat3(aligned[i].alignment.inverse, p));
-    parts.push(`<polygon points="${poly(mask, scale)}" fill="none" stroke="#ffffff" stroke-opacity="0.7" stroke-width="1"/>`);
-    for (const [px, py] of f.landmarks) parts.push(`<circle cx="${(px * scale).toFixed(1)}" cy="${(py * scale).toFixed(1)}" r="${Math.max(1.5, stroke * 0.8)}" fill="${c}"/>`);
+    parts.push(
+      `<rect x="${x * scale}" y="${y * scale}" width="${width * scale}" height="${height * scale}" fill="none" stroke="${c}" stroke-width="${stroke}"/>`,
+    );
+    parts.push(
+      `<polygon points="${poly(aligned[i].alignment.quad, scale)}" fill="none" stroke="${c}" stroke-width="1" stroke-dasharray="6,4"/>`,
+    );
+    const mask = faceMask(aligned[i].alignment, f.landmarks).polygon.map((p) =>
+      applyMat3(aligned[i].alignment.inverse, p),
+    );
+    parts.push(
+      `<polygon points="${poly(mask, scale)}" fill="none" stroke="#ffffff" stroke-opacity="0.7" stroke-width="1"/>`,
+    );
+    for (const [px, py] of f.landmarks)
+      parts.push(
+        `<circle cx="${(px * scale).toFixed(1)}" cy="${(py * scale).toFixed(1)}" r="${Math.max(1.5, stroke * 0.8)}" fill="${c}"/>`,
+      );
     const fs = Math.max(14, Math.round(w / 60));
-    parts.push(`<text x="${x * scale}" y="${Math.max(fs, y * scale - 4)}" font-family="sans-serif" font-size="${fs}" fill="${c}" stroke="#000" stroke-width="0.6">#${i} ${f.score.toFixed(2)}</text>`);
+    parts.push(
+      `<text x="${x * scale}" y="${Math.max(fs, y * scale - 4)}" font-family="sans-serif" font-size="${fs}" fill="${c}" stroke="#000" stroke-width="0.6">#${i} ${f.score.toFixed(2)}</text>`,
+    );
   });
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}">${parts.join('')}</svg>`;
 }
@@ -61,7 +81,12 @@ function rawInput(img: RgbImage): Sharp {
   return sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } });
 }
 
-export async function contactSheet(photo: RgbImage, faces: DetectedFace[], aligned: AlignedFace[], sheetWidth: number): Promise<Buffer> {
+export async function contactSheet(
+  photo: RgbImage,
+  faces: DetectedFace[],
+  aligned: AlignedFace[],
+  sheetWidth: number,
+): Promise<Buffer> {
   const scale = Math.min(1, sheetWidth / photo.width);
   const pw = Math.round(photo.width * scale);
   const ph = Math.round(photo.height * scale);
@@ -82,24 +107,40 @@ export async function contactSheet(photo: RgbImage, faces: DetectedFace[], align
       .composite([{ input: Buffer.from(cropOverlay(tile, faces[i], aligned[i], i)), top: 0, left: 0 }])
       .png()
       .toBuffer();
-    layers.push({ input: tilePng, top: ph + gap + Math.floor(i / perRow) * (tile + gap), left: (i % perRow) * (tile + gap) });
+    layers.push({
+      input: tilePng,
+      top: ph + gap + Math.floor(i / perRow) * (tile + gap),
+      left: (i % perRow) * (tile + gap),
+    });
   }
-  return sharp({ create: { width: pw, height, channels: 3, background: '#202020' } }).composite(layers).png().toBuffer();
+  return sharp({ create: { width: pw, height, channels: 3, background: '#202020' } })
+    .composite(layers)
+    .png()
+    .toBuffer();
 }
 
-export async function runFaces(image: string, o: FacesCommandOptions): Promise<{ sheet: string; json: string; faces: number }> {
+export async function runFaces(
+  image: string,
+  o: FacesCommandOptions,
+): Promise<{ sheet: string; json: string; faces: number }> {
   let bytes: Buffer;
   try {
     bytes = await readFile(image);
   } catch (err) {
-    throw new InputError('not_found', `cannot read ${image}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    throw new InputError(
+      'not_found',
+      `cannot read ${image}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+    );
   }
   const t0 = performance.now();
   const decoded = await decodeImage(bytes);
   const t1 = performance.now();
   const detector = new FaceDetector({ provider: 'cpu' });
   try {
-    const faces = await detector.detect(decoded.image, { scoreThreshold: o.threshold, minFaceSize: o.minFaceSize });
+    const faces = await detector.detect(decoded.image, {
+      scoreThreshold: o.threshold,
+      minFaceSize: o.minFaceSize,
+    });
     const t2 = performance.now();
     const aligned = faces.map((f) => alignFace(decoded.image, f.landmarks, o.size));
     const t3 = performance.now();
@@ -138,7 +179,10 @@ function num(name: string, min: number, max: number, integer = false) {
   return (v: string): number => {
     const n = Number(v);
     if (!Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
-      throw new InputError('invalid_options', `--${name} must be ${integer ? 'an integer' : 'a number'} in [${min}, ${max}], got "${v}"`);
+      throw new InputError(
+        'invalid_options',
+        `--${name} must be ${integer ? 'an integer' : 'a number'} in [${min}, ${max}], got "${v}"`,
+      );
     }
     return n;
   };
@@ -150,9 +194,19 @@ export function register(program: Command): void {
     .description('detect faces, 68 landmarks and FFHQ crops; write a contact sheet PNG and a JSON report')
     .argument('<image>', 'JPEG, PNG or WebP photo')
     .requiredOption('--out <dir>', 'output folder')
-    .option('--size <n>', 'aligned crop size N (the generator bundle uses 1024)', num('size', 16, 4096, true), 256)
+    .option(
+      '--size <n>',
+      'aligned crop size N (the generator bundle uses 1024)',
+      num('size', 16, 4096, true),
+      256,
+    )
     .option('--threshold <p>', 'detector score threshold', num('threshold', 0.01, 0.99), 0.5)
-    .option('--min-face-size <px>', 'ignore faces whose box is smaller than this', num('min-face-size', 0, 10000), 0)
+    .option(
+      '--min-face-size <px>',
+      'ignore faces whose box is smaller than this',
+      num('min-face-size', 0, 10000),
+      0,
+    )
     .option('--sheet-width <px>', 'width of the contact sheet', num('sheet-width', 320, 8000, true), 1600)
     .action(async (image: string, opts: FacesCommandOptions) => {
       const r = await runFaces(image, opts);

@@ -36,7 +36,11 @@ export function registerKeys(program: Command): void {
     .action(async (o: { tenant: string; name: string }) => {
       const r = await issueKey(o.tenant, o.name);
       process.stdout.write(
-        JSON.stringify({ tenant: o.tenant, apiKey: r.apiKey, keyId: r.keyId, webhookSecret: r.webhookSecret }, null, 2) + '\n',
+        JSON.stringify(
+          { tenant: o.tenant, apiKey: r.apiKey, keyId: r.keyId, webhookSecret: r.webhookSecret },
+          null,
+          2,
+        ) + '\n',
       );
     });
 }

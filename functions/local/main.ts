@@ -24,7 +24,9 @@ async function main(): Promise<void> {
       const { buildDemoBundle } = await import('../../models/bundle/demo.js');
       await buildDemoBundle({ outDir: bundleDir });
     } catch (e) {
-      log.error('demo bundle build failed; falling back to the stand-in engine', { error: (e as Error).message });
+      log.error('demo bundle build failed; falling back to the stand-in engine', {
+        error: (e as Error).message,
+      });
     }
   }
   const { anonymizer, real } = await loadEngine({

@@ -75,7 +75,8 @@ export function applyMat3(m: Mat3, p: Point): Point {
 export function multiplyMat3(a: Mat3, b: Mat3): Mat3 {
   const r = new Array<number>(9);
   for (let i = 0; i < 3; i++) {
-    for (let j = 0; j < 3; j++) r[i * 3 + j] = a[i * 3] * b[j] + a[i * 3 + 1] * b[3 + j] + a[i * 3 + 2] * b[6 + j];
+    for (let j = 0; j < 3; j++)
+      r[i * 3 + j] = a[i * 3] * b[j] + a[i * 3 + 1] * b[3 + j] + a[i * 3 + 2] * b[6 + j];
   }
   return r as Mat3;
 }
@@ -87,7 +88,17 @@ export function invertMat3(m: Mat3): Mat3 {
   const C = d * h - e * g;
   const det = a * A + b * B + c * C;
   if (!Number.isFinite(det) || Math.abs(det) < 1e-12) throw new RangeError('matrix is singular');
-  const inv = [A, -(b * i - c * h), b * f - c * e, B, a * i - c * g, -(a * f - c * d), C, -(a * h - b * g), a * e - b * d];
+  const inv = [
+    A,
+    -(b * i - c * h),
+    b * f - c * e,
+    B,
+    a * i - c * g,
+    -(a * f - c * d),
+    C,
+    -(a * h - b * g),
+    a * e - b * d,
+  ];
   return inv.map((v) => v / det) as Mat3;
 }
 
@@ -104,9 +115,11 @@ function mean(lm: readonly Point[], [s, e]: readonly [number, number]): Point {
 /** The FFHQ crop for 68 landmarks (see file comment). Throws RangeError on degenerate landmarks. */
 export function ffhqAlignment(landmarks: readonly Point[], size: number): Alignment {
   if (landmarks.length !== 68) throw new RangeError(`expected 68 landmarks, got ${landmarks.length}`);
-  if (!Number.isInteger(size) || size < 8) throw new RangeError(`crop size must be an integer ≥ 8, got ${size}`);
+  if (!Number.isInteger(size) || size < 8)
+    throw new RangeError(`crop size must be an integer ≥ 8, got ${size}`);
   for (const p of landmarks) {
-    if (!Number.isFinite(p[0]) || !Number.isFinite(p[1])) throw new RangeError('landmarks must be finite numbers');
+    if (!Number.isFinite(p[0]) || !Number.isFinite(p[1]))
+      throw new RangeError('landmarks must be finite numbers');
   }
   const eyeL = mean(landmarks, LANDMARK_GROUPS.eyeLeft);
   const eyeR = mean(landmarks, LANDMARK_GROUPS.eyeRight);
@@ -119,8 +132,12 @@ export function ffhqAlignment(landmarks: readonly Point[], size: number): Alignm
   // x = eyeToEye - rot90(eyeToMouth), rot90(v) = (-v.y, v.x)
   let x: Point = [eyeToEye[0] + eyeToMouth[1], eyeToEye[1] - eyeToMouth[0]];
   const xn = Math.hypot(x[0], x[1]);
-  const half = Math.max(Math.hypot(eyeToEye[0], eyeToEye[1]) * 2.0, Math.hypot(eyeToMouth[0], eyeToMouth[1]) * 1.8);
-  if (!(xn > 1e-6) || !(half > 1e-6)) throw new RangeError('landmarks are degenerate (eyes and mouth coincide)');
+  const half = Math.max(
+    Math.hypot(eyeToEye[0], eyeToEye[1]) * 2.0,
+    Math.hypot(eyeToMouth[0], eyeToMouth[1]) * 1.8,
+  );
+  if (!(xn > 1e-6) || !(half > 1e-6))
+    throw new RangeError('landmarks are degenerate (eyes and mouth coincide)');
   x = [(x[0] / xn) * half, (x[1] / xn) * half];
   const y: Point = [-x[1], x[0]];
   const c: Point = [eyeAvg[0] + eyeToMouth[0] * 0.1, eyeAvg[1] + eyeToMouth[1] * 0.1];
@@ -133,9 +150,15 @@ export function ffhqAlignment(landmarks: readonly Point[], size: number): Alignm
   // crop (u, v) ∈ [0, N]² → photo: c + x(2u/N - 1) + y(2v/N - 1)
   const s = 2 / size;
   const inverse: Mat3 = [
-    x[0] * s, y[0] * s, c[0] - x[0] - y[0],
-    x[1] * s, y[1] * s, c[1] - x[1] - y[1],
-    0, 0, 1,
+    x[0] * s,
+    y[0] * s,
+    c[0] - x[0] - y[0],
+    x[1] * s,
+    y[1] * s,
+    c[1] - x[1] - y[1],
+    0,
+    0,
+    1,
   ];
   return { size, quad, forward: invertMat3(inverse), inverse, scale: (2 * half) / size };
 }
@@ -212,7 +235,8 @@ export function warpAffine(
   visit?: (pixel: number, r: number, g: number, b: number, dx: number, dy: number) => void,
 ): void {
   assertRgbImage(src, 'warp source');
-  if (dstToSrc[6] !== 0 || dstToSrc[7] !== 0 || dstToSrc[8] !== 1) throw new RangeError('warpAffine needs an affine matrix');
+  if (dstToSrc[6] !== 0 || dstToSrc[7] !== 0 || dstToSrc[8] !== 1)
+    throw new RangeError('warpAffine needs an affine matrix');
   const region = options.region ?? { x0: 0, y0: 0, x1: dst.width, y1: dst.height };
   const x0 = Math.max(0, Math.floor(region.x0));
   const y0 = Math.max(0, Math.floor(region.y0));
@@ -271,7 +295,11 @@ export function alignFace(photo: RgbImage, landmarks: readonly Point[], size: nu
 }
 
 /** Axis-aligned photo-space bounding box of the crop square (clamped to the photo), integer pixel bounds. */
-export function cropBounds(alignment: Alignment, width: number, height: number): { x0: number; y0: number; x1: number; y1: number } {
+export function cropBounds(
+  alignment: Alignment,
+  width: number,
+  height: number,
+): { x0: number; y0: number; x1: number; y1: number } {
   const xs = alignment.quad.map((p) => p[0]);
   const ys = alignment.quad.map((p) => p[1]);
   return {
@@ -288,19 +316,27 @@ export function cropBounds(alignment: Alignment, width: number, height: number):
  */
 export function unalignFace(photo: RgbImage, crop: RgbImage, alignment: Alignment): RgbImage {
   if (crop.width !== alignment.size || crop.height !== alignment.size) {
-    throw new RangeError(`crop is ${crop.width}×${crop.height}, alignment expects ${alignment.size}×${alignment.size}`);
+    throw new RangeError(
+      `crop is ${crop.width}×${crop.height}, alignment expects ${alignment.size}×${alignment.size}`,
+    );
   }
   const out: RgbImage = { width: photo.width, height: photo.height, data: new Uint8Array(photo.data) };
   const n = alignment.size;
   const [a, b, c, d, e, f] = alignment.forward;
-  warpAffine(crop, out, alignment.forward, { region: cropBounds(alignment, photo.width, photo.height) }, (pix, r, g, bl, px, py) => {
-    const u = a * (px + 0.5) + b * (py + 0.5) + c;
-    const v = d * (px + 0.5) + e * (py + 0.5) + f;
-    if (u < 0 || v < 0 || u >= n || v >= n) return;
-    out.data[pix * 3] = Math.round(Math.min(255, Math.max(0, r)));
-    out.data[pix * 3 + 1] = Math.round(Math.min(255, Math.max(0, g)));
-    out.data[pix * 3 + 2] = Math.round(Math.min(255, Math.max(0, bl)));
-  });
+  warpAffine(
+    crop,
+    out,
+    alignment.forward,
+    { region: cropBounds(alignment, photo.width, photo.height) },
+    (pix, r, g, bl, px, py) => {
+      const u = a * (px + 0.5) + b * (py + 0.5) + c;
+      const v = d * (px + 0.5) + e * (py + 0.5) + f;
+      if (u < 0 || v < 0 || u >= n || v >= n) return;
+      out.data[pix * 3] = Math.round(Math.min(255, Math.max(0, r)));
+      out.data[pix * 3 + 1] = Math.round(Math.min(255, Math.max(0, g)));
+      out.data[pix * 3 + 2] = Math.round(Math.min(255, Math.max(0, bl)));
+    },
+  );
   return out;
 }
 

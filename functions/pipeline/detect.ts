@@ -37,7 +37,10 @@ function checkOptions(o: DetectFacesOptions): Required<DetectFacesOptions> {
     throw new InputError('invalid_options', `scoreThreshold must be in (0, 1), got ${scoreThreshold}`);
   }
   if (!(minFaceSize >= 0 && Number.isFinite(minFaceSize))) {
-    throw new InputError('invalid_options', `minFaceSize must be a non-negative number of pixels, got ${minFaceSize}`);
+    throw new InputError(
+      'invalid_options',
+      `minFaceSize must be a non-negative number of pixels, got ${minFaceSize}`,
+    );
   }
   if (!(Number.isInteger(maxFaces) && maxFaces >= 1 && maxFaces <= 1000)) {
     throw new InputError('invalid_options', `maxFaces must be an integer in 1..1000, got ${maxFaces}`);
@@ -57,7 +60,10 @@ export class FaceDetector {
 
   async detect(image: RgbImage, options: DetectFacesOptions = {}): Promise<DetectedFace[]> {
     const opts = checkOptions(options);
-    const raw = await this.models.detect(image, { minConfidence: opts.scoreThreshold, maxResults: opts.maxFaces });
+    const raw = await this.models.detect(image, {
+      minConfidence: opts.scoreThreshold,
+      maxResults: opts.maxFaces,
+    });
     const faces: DetectedFace[] = [];
     for (const d of raw) {
       if (Math.min(d.box.width, d.box.height) < opts.minFaceSize) continue;

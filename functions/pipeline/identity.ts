@@ -29,7 +29,11 @@ export function euclideanDistance(a: ArrayLike<number>, b: ArrayLike<number>): n
   return Math.sqrt(s);
 }
 
-export function compareDescriptors(a: ArrayLike<number>, b: ArrayLike<number>, threshold = REIDENTIFICATION_THRESHOLD): IdentityCheck {
+export function compareDescriptors(
+  a: ArrayLike<number>,
+  b: ArrayLike<number>,
+  threshold = REIDENTIFICATION_THRESHOLD,
+): IdentityCheck {
   if (!(threshold > 0)) throw new RangeError(`threshold must be positive, got ${threshold}`);
   const distance = euclideanDistance(a, b);
   return { distance, reidentified: distance < threshold, threshold };

@@ -106,7 +106,8 @@ export function sniffFormat(bytes: Uint8Array): ImageFormat | null {
 function sniff(bytes: Uint8Array): { format: ImageFormat | null; guess: string } {
   const b = bytes;
   const ascii = (start: number, end: number): string => String.fromCharCode(...b.subarray(start, end));
-  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return { format: 'jpeg', guess: 'JPEG' };
+  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff)
+    return { format: 'jpeg', guess: 'JPEG' };
   if (
     b.length >= 8 &&
     b[0] === 0x89 &&
@@ -118,22 +119,28 @@ function sniff(bytes: Uint8Array): { format: ImageFormat | null; guess: string }
   ) {
     return { format: 'png', guess: 'PNG' };
   }
-  if (b.length >= 12 && ascii(0, 4) === 'RIFF' && ascii(8, 12) === 'WEBP') return { format: 'webp', guess: 'WebP' };
-  if (b.length >= 6 && (ascii(0, 6) === 'GIF87a' || ascii(0, 6) === 'GIF89a')) return { format: null, guess: 'GIF' };
-  if (b.length >= 4 && (ascii(0, 4) === 'II*\0' || ascii(0, 4) === 'MM\0*')) return { format: null, guess: 'TIFF' };
+  if (b.length >= 12 && ascii(0, 4) === 'RIFF' && ascii(8, 12) === 'WEBP')
+    return { format: 'webp', guess: 'WebP' };
+  if (b.length >= 6 && (ascii(0, 6) === 'GIF87a' || ascii(0, 6) === 'GIF89a'))
+    return { format: null, guess: 'GIF' };
+  if (b.length >= 4 && (ascii(0, 4) === 'II*\0' || ascii(0, 4) === 'MM\0*'))
+    return { format: null, guess: 'TIFF' };
   if (b.length >= 12 && ascii(4, 8) === 'ftyp') return { format: null, guess: 'HEIF/AVIF' };
   if (b.length >= 4 && ascii(0, 4) === '%PDF') return { format: null, guess: 'PDF' };
   if (b.length >= 2 && b[0] === 0x42 && b[1] === 0x4d) return { format: null, guess: 'BMP' };
   const head = ascii(0, Math.min(b.length, 256)).trimStart().toLowerCase();
   if (head.startsWith('<svg') || head.startsWith('<?xml')) return { format: null, guess: 'SVG/XML' };
-  const printable = b.subarray(0, Math.min(b.length, 512)).every((c) => c === 9 || c === 10 || c === 13 || (c >= 32 && c < 127));
+  const printable = b
+    .subarray(0, Math.min(b.length, 512))
+    .every((c) => c === 9 || c === 10 || c === 13 || (c >= 32 && c < 127));
   return { format: null, guess: printable ? 'text' : 'unknown binary data' };
 }
 
 function limitsOf(partial?: Partial<ImageLimits>): ImageLimits {
   const l = { ...DEFAULT_LIMITS, ...partial };
   for (const [k, v] of Object.entries(l)) {
-    if (!Number.isFinite(v) || v <= 0) throw new RangeError(`image limit ${k} must be a positive number, got ${v}`);
+    if (!Number.isFinite(v) || v <= 0)
+      throw new RangeError(`image limit ${k} must be a positive number, got ${v}`);
   }
   return l;
 }
@@ -153,14 +160,21 @@ function decodeError(err: unknown, format: ImageFormat): InputError {
 /** Header checks only (size, signature, dimensions); decodes no pixels. */
 export async function probeImage(bytes: Uint8Array, limits?: Partial<ImageLimits>): Promise<ProbeResult> {
   const lim = limitsOf(limits);
-  if (!(bytes instanceof Uint8Array)) throw new InputError('invalid_input', 'The image must be given as bytes.');
+  if (!(bytes instanceof Uint8Array))
+    throw new InputError('invalid_input', 'The image must be given as bytes.');
   if (bytes.length === 0) throw new InputError('empty', 'The image is empty (0 bytes).');
   if (bytes.length > lim.maxBytes) {
-    throw new InputError('too_large', `The image is ${bytes.length} bytes; the limit is ${lim.maxBytes} bytes.`);
+    throw new InputError(
+      'too_large',
+      `The image is ${bytes.length} bytes; the limit is ${lim.maxBytes} bytes.`,
+    );
   }
   const { format, guess } = sniff(bytes);
   if (format === null) {
-    throw new InputError('unsupported_format', `Unsupported image format (${guess}); send JPEG, PNG or WebP.`);
+    throw new InputError(
+      'unsupported_format',
+      `Unsupported image format (${guess}); send JPEG, PNG or WebP.`,
+    );
   }
   let meta: Metadata;
   try {
@@ -172,19 +186,24 @@ export async function probeImage(bytes: Uint8Array, limits?: Partial<ImageLimits
   }
   if (meta.format !== format) {
     // The signature said one thing and libvips parsed another: refuse rather than guess.
-    throw new InputError('corrupt', `The file looks like ${format.toUpperCase()} but could not be read as one.`);
+    throw new InputError(
+      'corrupt',
+      `The file looks like ${format.toUpperCase()} but could not be read as one.`,
+    );
   }
   const w = meta.width ?? 0;
   const h = meta.height ?? 0;
-  if (!(w > 0 && h > 0)) throw new InputError('corrupt', `The ${format.toUpperCase()} header has no valid size.`);
+  if (!(w > 0 && h > 0))
+    throw new InputError('corrupt', `The ${format.toUpperCase()} header has no valid size.`);
   if (w * h > lim.maxPixels || w > lim.maxDimension || h > lim.maxDimension) {
     throw new InputError(
       'too_many_pixels',
-      `The image is ${w}×${h} (${(w * h / 1e6).toFixed(1)} MP); the limits are ${(lim.maxPixels / 1e6).toFixed(1)} MP ` +
+      `The image is ${w}×${h} (${((w * h) / 1e6).toFixed(1)} MP); the limits are ${(lim.maxPixels / 1e6).toFixed(1)} MP ` +
         `and ${lim.maxDimension} px per side.`,
     );
   }
-  const orientation = meta.orientation && meta.orientation >= 1 && meta.orientation <= 8 ? meta.orientation : 1;
+  const orientation =
+    meta.orientation && meta.orientation >= 1 && meta.orientation <= 8 ? meta.orientation : 1;
   const swap = orientation >= 5;
   return {
     format,
@@ -214,7 +233,10 @@ export async function decodeImage(bytes: Uint8Array, limits?: Partial<ImageLimit
   }
   const { width, height, channels } = raw.info;
   if (width !== probe.width || height !== probe.height) {
-    throw new InputError('corrupt', `Decoded size ${width}×${height} does not match the header (${probe.width}×${probe.height}).`);
+    throw new InputError(
+      'corrupt',
+      `Decoded size ${width}×${height} does not match the header (${probe.width}×${probe.height}).`,
+    );
   }
   const n = width * height;
   const src = raw.data;
@@ -236,7 +258,10 @@ export async function decodeImage(bytes: Uint8Array, limits?: Partial<ImageLimit
     // A fully opaque alpha channel carries no information; dropping it keeps JPEG/WebP outputs simple.
     if (opaque) alpha = undefined;
   } else {
-    throw new InputError('unsupported_format', `Unsupported channel layout (${channels} channels after sRGB conversion).`);
+    throw new InputError(
+      'unsupported_format',
+      `Unsupported channel layout (${channels} channels after sRGB conversion).`,
+    );
   }
   return { ...probe, image: { width, height, data, ...(alpha ? { alpha } : {}) } };
 }
@@ -245,7 +270,11 @@ export async function decodeImage(bytes: Uint8Array, limits?: Partial<ImageLimit
  * Encodes RGB (+ optional alpha) with no metadata at all: no EXIF/GPS, XMP, IPTC or ICC (see file comment).
  * JPEG has no alpha: transparent pixels are flattened onto white, the usual expectation for photos.
  */
-export async function encodeImage(img: RgbImage, format: ImageFormat, options: EncodeOptions = {}): Promise<Buffer> {
+export async function encodeImage(
+  img: RgbImage,
+  format: ImageFormat,
+  options: EncodeOptions = {},
+): Promise<Buffer> {
   assertRgbImage(img);
   const quality = options.quality ?? 92;
   if (!Number.isInteger(quality) || quality < 1 || quality > 100) {
@@ -269,7 +298,9 @@ export async function encodeImage(img: RgbImage, format: ImageFormat, options: E
   switch (format) {
     case 'jpeg':
       if (channels === 4) pipe = pipe.flatten({ background: '#ffffff' });
-      return pipe.jpeg({ quality, mozjpeg: false, chromaSubsampling: quality >= 90 ? '4:4:4' : '4:2:0' }).toBuffer();
+      return pipe
+        .jpeg({ quality, mozjpeg: false, chromaSubsampling: quality >= 90 ? '4:4:4' : '4:2:0' })
+        .toBuffer();
     case 'png':
       return pipe.png({ compressionLevel: 6 }).toBuffer();
     case 'webp':
@@ -284,7 +315,9 @@ export function assertRgbImage(img: RgbImage, what = 'image'): void {
     throw new RangeError(`${what}: invalid size ${img.width}×${img.height}`);
   }
   if (img.data.length !== img.width * img.height * 3) {
-    throw new RangeError(`${what}: data has ${img.data.length} bytes, expected ${img.width * img.height * 3}`);
+    throw new RangeError(
+      `${what}: data has ${img.data.length} bytes, expected ${img.width * img.height * 3}`,
+    );
   }
   if (img.alpha && img.alpha.length !== img.width * img.height) {
     throw new RangeError(`${what}: alpha has ${img.alpha.length} bytes, expected ${img.width * img.height}`);
@@ -294,7 +327,11 @@ export function assertRgbImage(img: RgbImage, what = 'image'): void {
 /**
  * Planar float32 CHW in [0, 1] (layout models take), from interleaved RGB. `mean`/`std` optional per channel.
  */
-export function toFloatPlanes(img: RgbImage, mean: [number, number, number] = [0, 0, 0], std: [number, number, number] = [1, 1, 1]): Float32Array {
+export function toFloatPlanes(
+  img: RgbImage,
+  mean: [number, number, number] = [0, 0, 0],
+  std: [number, number, number] = [1, 1, 1],
+): Float32Array {
   const n = img.width * img.height;
   const out = new Float32Array(n * 3);
   for (let c = 0; c < 3; c++) {
@@ -306,7 +343,13 @@ export function toFloatPlanes(img: RgbImage, mean: [number, number, number] = [0
 }
 
 /** Inverse of toFloatPlanes (values clamped and rounded to 8 bits). */
-export function fromFloatPlanes(planes: Float32Array, width: number, height: number, mean: [number, number, number] = [0, 0, 0], std: [number, number, number] = [1, 1, 1]): RgbImage {
+export function fromFloatPlanes(
+  planes: Float32Array,
+  width: number,
+  height: number,
+  mean: [number, number, number] = [0, 0, 0],
+  std: [number, number, number] = [1, 1, 1],
+): RgbImage {
   const n = width * height;
   if (planes.length !== n * 3) throw new RangeError(`expected ${n * 3} floats, got ${planes.length}`);
   const data = new Uint8Array(n * 3);

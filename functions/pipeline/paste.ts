@@ -55,7 +55,8 @@ export interface PasteResult {
 export function convexHull(points: readonly Point[]): Point[] {
   const pts = [...points].sort((p, q) => p[0] - q[0] || p[1] - q[1]);
   if (pts.length < 3) return pts;
-  const cross = (o: Point, a: Point, b: Point): number => (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]);
+  const cross = (o: Point, a: Point, b: Point): number =>
+    (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0]);
   const lower: Point[] = [];
   for (const p of pts) {
     while (lower.length >= 2 && cross(lower[lower.length - 2], lower[lower.length - 1], p) <= 0) lower.pop();
@@ -73,7 +74,11 @@ export function convexHull(points: readonly Point[]): Point[] {
 }
 
 /** Builds the crop-space face mask from the photo-space landmarks. */
-export function faceMask(alignment: Alignment, landmarks: readonly Point[], options: MaskOptions = {}): FaceMask {
+export function faceMask(
+  alignment: Alignment,
+  landmarks: readonly Point[],
+  options: MaskOptions = {},
+): FaceMask {
   if (landmarks.length !== 68) throw new RangeError(`expected 68 landmarks, got ${landmarks.length}`);
   const feather = options.feather ?? 0.08;
   const lift = options.foreheadLift ?? 0.1;
@@ -118,7 +123,12 @@ function edgeLines(polygon: readonly Point[]): Array<[number, number, number]> {
 }
 
 /** Mask alpha at a crop-space point (exported for tests and for the contact sheet). */
-export function maskAlphaAt(mask: FaceMask, lines: Array<[number, number, number]>, u: number, v: number): number {
+export function maskAlphaAt(
+  mask: FaceMask,
+  lines: Array<[number, number, number]>,
+  u: number,
+  v: number,
+): number {
   let d = Math.min(u, v, mask.size - u, mask.size - v);
   for (const [nx, ny, c] of lines) {
     const e = nx * u + ny * v + c;
@@ -147,7 +157,9 @@ export function pasteFace(
   assertRgbImage(photo, 'photo');
   assertRgbImage(face, 'face');
   if (face.width !== alignment.size || face.height !== alignment.size) {
-    throw new RangeError(`face is ${face.width}×${face.height}, alignment expects ${alignment.size}×${alignment.size}`);
+    throw new RangeError(
+      `face is ${face.width}×${face.height}, alignment expects ${alignment.size}×${alignment.size}`,
+    );
   }
   const mask = faceMask(alignment, landmarks, options);
   const lines = maskLines(mask);

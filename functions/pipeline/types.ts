@@ -94,6 +94,10 @@ export class PrivacyError extends Error {
 }
 
 export interface Anonymizer {
-  anonymize(input: Uint8Array, options?: AnonymizeOptions, onProgress?: (p: Progress) => void): Promise<AnonymizeResult>;
+  anonymize(
+    input: Uint8Array,
+    options?: AnonymizeOptions,
+    onProgress?: (p: Progress) => void,
+  ): Promise<AnonymizeResult>;
   close(): Promise<void>;
 }

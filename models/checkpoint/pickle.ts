@@ -94,18 +94,74 @@ export function tuple<T>(items: T[]): readonly T[] {
 
 // Opcode names for error messages: covers the whole pickle alphabet, including what we reject.
 const OPNAMES: Record<number, string> = {
-  0x28: 'MARK', 0x2e: 'STOP', 0x30: 'POP', 0x31: 'POP_MARK', 0x32: 'DUP', 0x46: 'FLOAT', 0x49: 'INT',
-  0x4a: 'BININT', 0x4b: 'BININT1', 0x4c: 'LONG', 0x4d: 'BININT2', 0x4e: 'NONE', 0x50: 'PERSID',
-  0x51: 'BINPERSID', 0x52: 'REDUCE', 0x53: 'STRING', 0x54: 'BINSTRING', 0x55: 'SHORT_BINSTRING',
-  0x56: 'UNICODE', 0x58: 'BINUNICODE', 0x61: 'APPEND', 0x62: 'BUILD', 0x63: 'GLOBAL', 0x64: 'DICT',
-  0x7d: 'EMPTY_DICT', 0x65: 'APPENDS', 0x67: 'GET', 0x68: 'BINGET', 0x69: 'INST', 0x6a: 'LONG_BINGET',
-  0x6c: 'LIST', 0x5d: 'EMPTY_LIST', 0x6f: 'OBJ', 0x70: 'PUT', 0x71: 'BINPUT', 0x72: 'LONG_BINPUT',
-  0x73: 'SETITEM', 0x74: 'TUPLE', 0x29: 'EMPTY_TUPLE', 0x75: 'SETITEMS', 0x47: 'BINFLOAT',
-  0x80: 'PROTO', 0x81: 'NEWOBJ', 0x82: 'EXT1', 0x83: 'EXT2', 0x84: 'EXT4', 0x85: 'TUPLE1', 0x86: 'TUPLE2',
-  0x87: 'TUPLE3', 0x88: 'NEWTRUE', 0x89: 'NEWFALSE', 0x8a: 'LONG1', 0x8b: 'LONG4', 0x42: 'BINBYTES',
-  0x43: 'SHORT_BINBYTES', 0x8c: 'SHORT_BINUNICODE', 0x8d: 'BINUNICODE8', 0x8e: 'BINBYTES8',
-  0x8f: 'EMPTY_SET', 0x90: 'ADDITEMS', 0x91: 'FROZENSET', 0x92: 'NEWOBJ_EX', 0x93: 'STACK_GLOBAL',
-  0x94: 'MEMOIZE', 0x95: 'FRAME', 0x96: 'BYTEARRAY8', 0x97: 'NEXT_BUFFER', 0x98: 'READONLY_BUFFER',
+  0x28: 'MARK',
+  0x2e: 'STOP',
+  0x30: 'POP',
+  0x31: 'POP_MARK',
+  0x32: 'DUP',
+  0x46: 'FLOAT',
+  0x49: 'INT',
+  0x4a: 'BININT',
+  0x4b: 'BININT1',
+  0x4c: 'LONG',
+  0x4d: 'BININT2',
+  0x4e: 'NONE',
+  0x50: 'PERSID',
+  0x51: 'BINPERSID',
+  0x52: 'REDUCE',
+  0x53: 'STRING',
+  0x54: 'BINSTRING',
+  0x55: 'SHORT_BINSTRING',
+  0x56: 'UNICODE',
+  0x58: 'BINUNICODE',
+  0x61: 'APPEND',
+  0x62: 'BUILD',
+  0x63: 'GLOBAL',
+  0x64: 'DICT',
+  0x7d: 'EMPTY_DICT',
+  0x65: 'APPENDS',
+  0x67: 'GET',
+  0x68: 'BINGET',
+  0x69: 'INST',
+  0x6a: 'LONG_BINGET',
+  0x6c: 'LIST',
+  0x5d: 'EMPTY_LIST',
+  0x6f: 'OBJ',
+  0x70: 'PUT',
+  0x71: 'BINPUT',
+  0x72: 'LONG_BINPUT',
+  0x73: 'SETITEM',
+  0x74: 'TUPLE',
+  0x29: 'EMPTY_TUPLE',
+  0x75: 'SETITEMS',
+  0x47: 'BINFLOAT',
+  0x80: 'PROTO',
+  0x81: 'NEWOBJ',
+  0x82: 'EXT1',
+  0x83: 'EXT2',
+  0x84: 'EXT4',
+  0x85: 'TUPLE1',
+  0x86: 'TUPLE2',
+  0x87: 'TUPLE3',
+  0x88: 'NEWTRUE',
+  0x89: 'NEWFALSE',
+  0x8a: 'LONG1',
+  0x8b: 'LONG4',
+  0x42: 'BINBYTES',
+  0x43: 'SHORT_BINBYTES',
+  0x8c: 'SHORT_BINUNICODE',
+  0x8d: 'BINUNICODE8',
+  0x8e: 'BINBYTES8',
+  0x8f: 'EMPTY_SET',
+  0x90: 'ADDITEMS',
+  0x91: 'FROZENSET',
+  0x92: 'NEWOBJ_EX',
+  0x93: 'STACK_GLOBAL',
+  0x94: 'MEMOIZE',
+  0x95: 'FRAME',
+  0x96: 'BYTEARRAY8',
+  0x97: 'NEXT_BUFFER',
+  0x98: 'READONLY_BUFFER',
 };
 
 export function opcodeName(op: number): string {
@@ -164,7 +220,8 @@ export function unpickle(bytes: Uint8Array, hooks: PickleHooks, start = 0): Unpi
     need(8);
     const v = dv.getBigUint64(pos, true);
     pos += 8;
-    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new PickleFormatError(`length ${v} too large at offset ${opStart}`);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER))
+      throw new PickleFormatError(`length ${v} too large at offset ${opStart}`);
     return Number(v);
   };
   const take = (n: number): Uint8Array => {
@@ -192,13 +249,16 @@ export function unpickle(bytes: Uint8Array, hooks: PickleHooks, start = 0): Unpi
   };
   const pop = (): PyValue => {
     const v = stack.pop();
-    if (v === undefined) throw new PickleFormatError(`pickle stack underflow at ${opcodeName(op)} (offset ${opStart})`);
-    if (v === MARK) throw new PickleFormatError(`unexpected MARK on the stack at ${opcodeName(op)} (offset ${opStart})`);
+    if (v === undefined)
+      throw new PickleFormatError(`pickle stack underflow at ${opcodeName(op)} (offset ${opStart})`);
+    if (v === MARK)
+      throw new PickleFormatError(`unexpected MARK on the stack at ${opcodeName(op)} (offset ${opStart})`);
     return v;
   };
   const top = (): PyValue => {
     const v = stack[stack.length - 1];
-    if (v === undefined || v === MARK) throw new PickleFormatError(`pickle stack has no object for ${opcodeName(op)} (offset ${opStart})`);
+    if (v === undefined || v === MARK)
+      throw new PickleFormatError(`pickle stack has no object for ${opcodeName(op)} (offset ${opStart})`);
     return v;
   };
   // Note: callers must call popMark() before touching `stack` again (e.g. never `stack.push(popMark())`,
@@ -206,31 +266,37 @@ export function unpickle(bytes: Uint8Array, hooks: PickleHooks, start = 0): Unpi
   const popMark = (): PyValue[] => {
     const items = stack as PyValue[];
     const prev = metastack.pop();
-    if (prev === undefined) throw new PickleFormatError(`${opcodeName(op)} without a MARK (offset ${opStart})`);
+    if (prev === undefined)
+      throw new PickleFormatError(`${opcodeName(op)} without a MARK (offset ${opStart})`);
     stack = prev;
     return items;
   };
   const memoGet = (i: number): PyValue => {
-    if (!memo.has(i)) throw new PickleFormatError(`memo key ${i} not found (${opcodeName(op)} at offset ${opStart})`);
+    if (!memo.has(i))
+      throw new PickleFormatError(`memo key ${i} not found (${opcodeName(op)} at offset ${opStart})`);
     return memo.get(i)!;
   };
   const memoPut = (i: number): void => {
     memo.set(i, top());
   };
   const asDict = (d: PyValue): PyDict => {
-    if (!(d instanceof Map)) throw new PickleFormatError(`${opcodeName(op)} on a non-dict (offset ${opStart})`);
+    if (!(d instanceof Map))
+      throw new PickleFormatError(`${opcodeName(op)} on a non-dict (offset ${opStart})`);
     return d;
   };
   const asList = (l: PyValue): PyValue[] => {
-    if (!Array.isArray(l) || Object.isFrozen(l)) throw new PickleFormatError(`${opcodeName(op)} on a non-list (offset ${opStart})`);
+    if (!Array.isArray(l) || Object.isFrozen(l))
+      throw new PickleFormatError(`${opcodeName(op)} on a non-list (offset ${opStart})`);
     return l as PyValue[];
   };
   const asGlobal = (g: PyValue): PyGlobal => {
-    if (!isPyGlobal(g)) throw new PickleFormatError(`${opcodeName(op)} on a non-callable (offset ${opStart})`);
+    if (!isPyGlobal(g))
+      throw new PickleFormatError(`${opcodeName(op)} on a non-callable (offset ${opStart})`);
     return g;
   };
   const asArgs = (a: PyValue): readonly PyValue[] => {
-    if (!Array.isArray(a)) throw new PickleFormatError(`${opcodeName(op)} arguments are not a tuple (offset ${opStart})`);
+    if (!Array.isArray(a))
+      throw new PickleFormatError(`${opcodeName(op)} arguments are not a tuple (offset ${opStart})`);
     return a;
   };
   const longFromBytes = (b: Uint8Array): number | bigint => {
@@ -315,7 +381,8 @@ export function unpickle(bytes: Uint8Array, hooks: PickleHooks, start = 0): Unpi
       case 0x46: {
         const s = line().trim();
         const v = Number(s);
-        if (Number.isNaN(v) && !/nan/i.test(s)) throw new PickleFormatError(`bad FLOAT literal ${JSON.stringify(s)} at offset ${opStart}`);
+        if (Number.isNaN(v) && !/nan/i.test(s))
+          throw new PickleFormatError(`bad FLOAT literal ${JSON.stringify(s)} at offset ${opStart}`);
         stack.push(v);
         break;
       }
@@ -334,9 +401,13 @@ export function unpickle(bytes: Uint8Array, hooks: PickleHooks, start = 0): Unpi
         stack.push(decodeUtf8(take(u64())));
         break;
       case 0x56: // UNICODE (raw-unicode-escape text line)
-        stack.push(line().replace(/\\u([0-9a-fA-F]{4})|\\U([0-9a-fA-F]{8})/g, (_m, a: string | undefined, b: string | undefined) =>
-          String.fromCodePoint(parseInt(a ?? b ?? '0', 16)),
-        ));
+        stack.push(
+          line().replace(
+            /\\u([0-9a-fA-F]{4})|\\U([0-9a-fA-F]{8})/g,
+            (_m, a: string | undefined, b: string | undefined) =>
+              String.fromCodePoint(parseInt(a ?? b ?? '0', 16)),
+          ),
+        );
         break;
       case 0x54: {
         // BINSTRING (Python 2 str): torch loads these with encoding='utf-8'; fall back to latin-1 for binary data.
@@ -354,7 +425,8 @@ export function unpickle(bytes: Uint8Array, hooks: PickleHooks, start = 0): Unpi
         // STRING: a Python repr literal
         const s = line().trim();
         const q = s[0];
-        if ((q !== "'" && q !== '"') || s[s.length - 1] !== q) throw new PickleFormatError(`bad STRING literal at offset ${opStart}`);
+        if ((q !== "'" && q !== '"') || s[s.length - 1] !== q)
+          throw new PickleFormatError(`bad STRING literal at offset ${opStart}`);
         stack.push(unescapePyRepr(s.slice(1, -1)));
         break;
       }
@@ -429,7 +501,8 @@ export function unpickle(bytes: Uint8Array, hooks: PickleHooks, start = 0): Unpi
       }
       case 0x75: {
         const items = popMark();
-        if (items.length % 2) throw new PickleFormatError(`SETITEMS with an odd number of items (offset ${opStart})`);
+        if (items.length % 2)
+          throw new PickleFormatError(`SETITEMS with an odd number of items (offset ${opStart})`);
         const d = asDict(top());
         for (let i = 0; i < items.length; i += 2) d.set(items[i]!, items[i + 1]!);
         break;
@@ -480,7 +553,8 @@ export function unpickle(bytes: Uint8Array, hooks: PickleHooks, start = 0): Unpi
       case 0x93: {
         const name = pop();
         const module = pop();
-        if (typeof module !== 'string' || typeof name !== 'string') throw new PickleFormatError(`STACK_GLOBAL needs two strings (offset ${opStart})`);
+        if (typeof module !== 'string' || typeof name !== 'string')
+          throw new PickleFormatError(`STACK_GLOBAL needs two strings (offset ${opStart})`);
         stack.push(hooks.findClass(module, name));
         break;
       }
@@ -500,7 +574,8 @@ export function unpickle(bytes: Uint8Array, hooks: PickleHooks, start = 0): Unpi
         const kwargs = pop();
         const args = asArgs(pop());
         const cls = asGlobal(pop());
-        if (!(kwargs instanceof Map) || kwargs.size !== 0) throw new UnsupportedOpcodeError(op, opStart, 'NEWOBJ_EX (with keyword arguments)');
+        if (!(kwargs instanceof Map) || kwargs.size !== 0)
+          throw new UnsupportedOpcodeError(op, opStart, 'NEWOBJ_EX (with keyword arguments)');
         stack.push(cls.newobj ? cls.newobj(args) : cls.call(args));
         break;
       }
@@ -528,13 +603,15 @@ function smallInt(v: bigint): number | bigint {
 }
 
 function parseIntText(s: string, at: number): number | bigint {
-  if (!/^[-+]?\d+$/.test(s)) throw new PickleFormatError(`bad integer literal ${JSON.stringify(s)} at offset ${at}`);
+  if (!/^[-+]?\d+$/.test(s))
+    throw new PickleFormatError(`bad integer literal ${JSON.stringify(s)} at offset ${at}`);
   return smallInt(BigInt(s));
 }
 
 function parseIntStrict(s: string, at: number): number {
   const v = parseIntText(s.trim(), at);
-  if (typeof v !== 'number' || v < 0) throw new PickleFormatError(`bad memo index ${JSON.stringify(s)} at offset ${at}`);
+  if (typeof v !== 'number' || v < 0)
+    throw new PickleFormatError(`bad memo index ${JSON.stringify(s)} at offset ${at}`);
   return v;
 }
 
@@ -549,6 +626,8 @@ function py2String(b: Uint8Array): string {
 function unescapePyRepr(s: string): string {
   return s.replace(/\\(x[0-9a-fA-F]{2}|[nrt\\'"0])/g, (_m, e: string) => {
     if (e[0] === 'x') return String.fromCharCode(parseInt(e.slice(1), 16));
-    return ({ n: '\n', r: '\r', t: '\t', '\\': '\\', "'": "'", '"': '"', '0': '\0' } as Record<string, string>)[e]!;
+    return (
+      { n: '\n', r: '\r', t: '\t', '\\': '\\', "'": "'", '"': '"', '0': '\0' } as Record<string, string>
+    )[e]!;
   });
 }

@@ -6,7 +6,15 @@
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { CheckpointFormatError, TensorFormatError } from './errors.js';
-import { PickleTruncatedError, PyObject, SkippedTensor, isTuple, tuple, unpickle, type PyValue } from './pickle.js';
+import {
+  PickleTruncatedError,
+  PyObject,
+  SkippedTensor,
+  isTuple,
+  tuple,
+  unpickle,
+  type PyValue,
+} from './pickle.js';
 import { allocData, DTYPE_ITEMSIZE, makeTensor, numel, viewData, type Tensor } from './tensor.js';
 import { PendingTensor, describe, torchHooks, type StorageRef, type TorchHookOptions } from './torch.js';
 import { ZipReader } from './zip.js';
@@ -33,7 +41,10 @@ export async function loadCheckpoint(path: string, options: LoadOptions = {}): P
 }
 
 /** Like `loadCheckpoint`, also telling which on-disk format the file used. */
-export async function loadCheckpointWithInfo(path: string, options: LoadOptions = {}): Promise<LoadedCheckpoint> {
+export async function loadCheckpointWithInfo(
+  path: string,
+  options: LoadOptions = {},
+): Promise<LoadedCheckpoint> {
   let fh: FileHandle;
   try {
     fh = await open(path, 'r');
@@ -47,11 +58,14 @@ export async function loadCheckpointWithInfo(path: string, options: LoadOptions 
     if (size >= 4 && head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04) {
       return { format: 'zip', value: await loadZip(fh, size, options, path) };
     }
-    if (size >= 2 && head[0] === 0x80) return { format: 'legacy', value: await loadLegacy(fh, size, options, path) };
+    if (size >= 2 && head[0] === 0x80)
+      return { format: 'legacy', value: await loadLegacy(fh, size, options, path) };
     if (size >= 262 && new TextDecoder('latin1').decode(head.subarray(257, 262)) === 'ustar') {
       throw new CheckpointFormatError(`${path}: tar-based checkpoint (torch < 0.4) is not supported`);
     }
-    throw new CheckpointFormatError(`${path}: not a PyTorch checkpoint (neither a zip archive nor a pickle; ${size} bytes)`);
+    throw new CheckpointFormatError(
+      `${path}: not a PyTorch checkpoint (neither a zip archive nor a pickle; ${size} bytes)`,
+    );
   } finally {
     await fh.close();
   }
@@ -63,20 +77,25 @@ type StorageSource = (ref: StorageRef) => Promise<Uint8Array>;
 async function loadZip(fh: FileHandle, size: number, options: LoadOptions, path: string): Promise<PyValue> {
   const zip = await ZipReader.open(fh, size);
   const pkl = [...zip.entries.keys()].find((n) => n === 'data.pkl' || /^[^/]+\/data\.pkl$/.test(n));
-  if (pkl === undefined) throw new CheckpointFormatError(`${path}: zip archive has no <archive>/data.pkl (not a torch.save file)`);
+  if (pkl === undefined)
+    throw new CheckpointFormatError(`${path}: zip archive has no <archive>/data.pkl (not a torch.save file)`);
   const prefix = pkl.slice(0, pkl.length - 'data.pkl'.length);
   const bo = zip.entries.get(`${prefix}byteorder`);
   let bigEndian = false;
   if (bo) {
     const s = new TextDecoder().decode(await zip.read(bo)).trim();
-    if (s !== 'little' && s !== 'big') throw new CheckpointFormatError(`${path}: unknown byteorder ${JSON.stringify(s)}`);
+    if (s !== 'little' && s !== 'big')
+      throw new CheckpointFormatError(`${path}: unknown byteorder ${JSON.stringify(s)}`);
     bigEndian = s === 'big';
   }
   const storages = new Map<string, StorageRef>();
   const { value } = unpickle(await zip.read(zip.entries.get(pkl)!), torchHooks(options, storages));
   const source: StorageSource = async (ref) => {
     const entry = zip.entries.get(`${prefix}data/${ref.key}`);
-    if (!entry) throw new CheckpointFormatError(`${path}: storage ${ref.key} is referenced but ${prefix}data/${ref.key} is missing`);
+    if (!entry)
+      throw new CheckpointFormatError(
+        `${path}: storage ${ref.key} is referenced but ${prefix}data/${ref.key} is missing`,
+      );
     const bytes = await zip.read(entry);
     if (bigEndian) byteswap(bytes, DTYPE_ITEMSIZE[ref.dtype]);
     return bytes;
@@ -84,8 +103,17 @@ async function loadZip(fh: FileHandle, size: number, options: LoadOptions, path:
   return materialize(value, source, options);
 }
 
-async function readExact(fh: FileHandle, pos: number, len: number, size: number, what: string): Promise<Uint8Array> {
-  if (pos + len > size) throw new CheckpointFormatError(`checkpoint truncated: ${what} needs bytes ${pos}..${pos + len} but the file has ${size}`);
+async function readExact(
+  fh: FileHandle,
+  pos: number,
+  len: number,
+  size: number,
+  what: string,
+): Promise<Uint8Array> {
+  if (pos + len > size)
+    throw new CheckpointFormatError(
+      `checkpoint truncated: ${what} needs bytes ${pos}..${pos + len} but the file has ${size}`,
+    );
   const out = new Uint8Array(new ArrayBuffer(len));
   let done = 0;
   while (done < len) {
@@ -98,7 +126,12 @@ async function readExact(fh: FileHandle, pos: number, len: number, size: number,
 
 const LEGACY_MAGIC = 0x1950a86a20f9469cfc6cn;
 
-async function loadLegacy(fh: FileHandle, size: number, options: LoadOptions, path: string): Promise<PyValue> {
+async function loadLegacy(
+  fh: FileHandle,
+  size: number,
+  options: LoadOptions,
+  path: string,
+): Promise<PyValue> {
   // The four leading pickles are small, but their length is unknown up front: parse a prefix and
   // grow it only if a pickle runs past its end.
   let len = Math.min(size, 1 << 20);
@@ -109,10 +142,15 @@ async function loadLegacy(fh: FileHandle, size: number, options: LoadOptions, pa
       const noClasses = torchHooks({}, new Map());
       const magic = unpickle(buf, noClasses, 0);
       if (magic.value !== LEGACY_MAGIC) {
-        throw new CheckpointFormatError(`${path}: pickle file without the torch legacy magic number (got ${describe(magic.value)})`);
+        throw new CheckpointFormatError(
+          `${path}: pickle file without the torch legacy magic number (got ${describe(magic.value)})`,
+        );
       }
       const proto = unpickle(buf, noClasses, magic.end);
-      if (proto.value !== 1001) throw new CheckpointFormatError(`${path}: unsupported legacy protocol version ${describe(proto.value)}`);
+      if (proto.value !== 1001)
+        throw new CheckpointFormatError(
+          `${path}: unsupported legacy protocol version ${describe(proto.value)}`,
+        );
       const sys = unpickle(buf, noClasses, proto.end);
       if (sys.value instanceof Map && sys.value.get('little_endian') === false) {
         throw new CheckpointFormatError(`${path}: big-endian legacy checkpoints are not supported`);
@@ -120,24 +158,35 @@ async function loadLegacy(fh: FileHandle, size: number, options: LoadOptions, pa
       const obj = unpickle(buf, torchHooks(options, storages), sys.end);
       const keysP = unpickle(buf, noClasses, obj.end);
       const keys = keysP.value;
-      if (!Array.isArray(keys) || !keys.every((k) => typeof k === 'string')) throw new CheckpointFormatError(`${path}: legacy storage key list is malformed`);
+      if (!Array.isArray(keys) || !keys.every((k) => typeof k === 'string'))
+        throw new CheckpointFormatError(`${path}: legacy storage key list is malformed`);
       // Raw storages follow in key order, each as <int64 element count><elements>.
       const located = new Map<string, { pos: number; numel: number }>();
       let pos = keysP.end;
       for (const key of keys as string[]) {
         const ref = storages.get(key);
-        if (!ref) throw new CheckpointFormatError(`${path}: legacy storage ${key} is listed but never referenced, so its element size is unknown`);
+        if (!ref)
+          throw new CheckpointFormatError(
+            `${path}: legacy storage ${key} is listed but never referenced, so its element size is unknown`,
+          );
         const head = await readExact(fh, pos, 8, size, `size of storage ${key}`);
         const n = Number(new DataView(head.buffer).getBigInt64(0, true));
-        if (!Number.isSafeInteger(n) || n < 0) throw new CheckpointFormatError(`${path}: storage ${key} has invalid size ${n}`);
+        if (!Number.isSafeInteger(n) || n < 0)
+          throw new CheckpointFormatError(`${path}: storage ${key} has invalid size ${n}`);
         const bytes = n * DTYPE_ITEMSIZE[ref.dtype];
-        if (pos + 8 + bytes > size) throw new CheckpointFormatError(`checkpoint truncated: storage ${key} needs bytes up to ${pos + 8 + bytes} but the file has ${size}`);
+        if (pos + 8 + bytes > size)
+          throw new CheckpointFormatError(
+            `checkpoint truncated: storage ${key} needs bytes up to ${pos + 8 + bytes} but the file has ${size}`,
+          );
         located.set(key, { pos: pos + 8, numel: n });
         pos += 8 + bytes;
       }
       const source: StorageSource = async (ref) => {
         const loc = located.get(ref.key);
-        if (!loc) throw new CheckpointFormatError(`${path}: storage ${ref.key} is referenced but not in the storage list`);
+        if (!loc)
+          throw new CheckpointFormatError(
+            `${path}: storage ${ref.key} is referenced but not in the storage list`,
+          );
         return readExact(fh, loc.pos, loc.numel * DTYPE_ITEMSIZE[ref.dtype], size, `storage ${ref.key}`);
       };
       return await materialize(obj.value, source, options);
@@ -146,7 +195,8 @@ async function loadLegacy(fh: FileHandle, size: number, options: LoadOptions, pa
         len = Math.min(size, len * 4);
         continue;
       }
-      if (e instanceof PickleTruncatedError) throw new CheckpointFormatError(`checkpoint truncated: ${e.message}`, { cause: e });
+      if (e instanceof PickleTruncatedError)
+        throw new CheckpointFormatError(`checkpoint truncated: ${e.message}`, { cause: e });
       throw e;
     }
   }
@@ -164,7 +214,12 @@ function byteswap(b: Uint8Array, item: number): void {
 }
 
 /** Visit every value reachable from `v` with its dotted path; `fn` may return a replacement. */
-function walk(v: PyValue, path: string, fn: (v: PyValue, path: string) => PyValue | undefined, seen = new Set<object>()): PyValue {
+function walk(
+  v: PyValue,
+  path: string,
+  fn: (v: PyValue, path: string) => PyValue | undefined,
+  seen = new Set<object>(),
+): PyValue {
   const r = fn(v, path);
   if (r !== undefined) return r;
   if (typeof v !== 'object' || v === null || seen.has(v)) return v;
@@ -226,12 +281,18 @@ async function materialize(root: PyValue, source: StorageSource, options: LoadOp
 function resolveView(t: PendingTensor, bytes: Uint8Array): Tensor {
   const { dtype } = t.storage;
   const item = DTYPE_ITEMSIZE[dtype];
-  if (bytes.byteLength % item) throw new TensorFormatError(`storage ${t.storage.key} has ${bytes.byteLength} bytes, not a multiple of ${dtype}'s ${item}`);
+  if (bytes.byteLength % item)
+    throw new TensorFormatError(
+      `storage ${t.storage.key} has ${bytes.byteLength} bytes, not a multiple of ${dtype}'s ${item}`,
+    );
   const have = bytes.byteLength / item;
   const n = numel(t.shape);
   const start = t.storage.baseOffset + t.offset;
   const limit = t.storage.baseOffset + t.storage.numel;
-  if (limit > have) throw new TensorFormatError(`storage ${t.storage.key} declares ${limit} ${dtype} elements but holds ${have}`);
+  if (limit > have)
+    throw new TensorFormatError(
+      `storage ${t.storage.key} declares ${limit} ${dtype} elements but holds ${have}`,
+    );
   let last = start;
   for (let d = 0; d < t.shape.length; d++) last += (t.shape[d]! - 1) * t.stride[d]!;
   if (n > 0 && (start >= limit || last >= limit)) {

@@ -23,7 +23,8 @@ export function stateDict(obj: PyValue, prefix = ''): Map<string, Tensor> {
     if (isTensor(v)) {
       if (!path.startsWith(prefix)) return;
       const name = path.slice(prefix.length);
-      if (out.has(name)) throw new StateDictError(`two tensors flatten to the same name ${JSON.stringify(path)}`);
+      if (out.has(name))
+        throw new StateDictError(`two tensors flatten to the same name ${JSON.stringify(path)}`);
       out.set(name, v);
       return;
     }
@@ -45,13 +46,19 @@ export function getPath(obj: PyValue, ...keys: (string | number)[]): PyValue {
   const done: string[] = [];
   for (const k of keys) {
     if (cur instanceof Map) {
-      if (!cur.has(k)) throw new StateDictError(`no key ${JSON.stringify(k)} at ${done.join('.') || '<root>'} (keys: ${[...cur.keys()].slice(0, 20).map(keyString).join(', ')})`);
+      if (!cur.has(k))
+        throw new StateDictError(
+          `no key ${JSON.stringify(k)} at ${done.join('.') || '<root>'} (keys: ${[...cur.keys()].slice(0, 20).map(keyString).join(', ')})`,
+        );
       cur = cur.get(k)!;
     } else if (Array.isArray(cur) && typeof k === 'number') {
-      if (k < 0 || k >= cur.length) throw new StateDictError(`index ${k} out of range at ${done.join('.') || '<root>'}`);
+      if (k < 0 || k >= cur.length)
+        throw new StateDictError(`index ${k} out of range at ${done.join('.') || '<root>'}`);
       cur = cur[k]!;
     } else {
-      throw new StateDictError(`cannot index ${describe(cur)} with ${JSON.stringify(k)} at ${done.join('.') || '<root>'}`);
+      throw new StateDictError(
+        `cannot index ${describe(cur)} with ${JSON.stringify(k)} at ${done.join('.') || '<root>'}`,
+      );
     }
     done.push(String(k));
   }
@@ -68,7 +75,11 @@ export function pyToJSON(v: PyValue): unknown {
   if (typeof v === 'number') return Number.isFinite(v) ? v : String(v);
   if (typeof v === 'bigint') return Number.isSafeInteger(Number(v)) ? Number(v) : v.toString();
   if (isTensor(v)) {
-    return { dtype: v.dtype, shape: [...v.shape], values: tensorValues(v).map((x) => (typeof x === 'bigint' ? x.toString() : x)) };
+    return {
+      dtype: v.dtype,
+      shape: [...v.shape],
+      values: tensorValues(v).map((x) => (typeof x === 'bigint' ? x.toString() : x)),
+    };
   }
   if (v instanceof SkippedTensor) return { dtype: v.dtype, shape: [...v.shape], skipped: true };
   if (Array.isArray(v) || isTuple(v)) return (v as PyValue[]).map(pyToJSON);
@@ -79,6 +90,11 @@ export function pyToJSON(v: PyValue): unknown {
   }
   if (v instanceof Set) return [...v].map(pyToJSON);
   if (v instanceof Uint8Array) return { bytes: Buffer.from(v).toString('base64') };
-  if (v instanceof PyObject) return { class: `${v.module}.${v.qualname}`, args: v.args.map(pyToJSON), state: v.state === undefined ? undefined : pyToJSON(v.state) };
+  if (v instanceof PyObject)
+    return {
+      class: `${v.module}.${v.qualname}`,
+      args: v.args.map(pyToJSON),
+      state: v.state === undefined ? undefined : pyToJSON(v.state),
+    };
   return describe(v);
 }

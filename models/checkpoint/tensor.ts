@@ -9,16 +9,7 @@
 import { TensorFormatError } from './errors.js';
 
 export type DType =
-  | 'float32'
-  | 'float64'
-  | 'float16'
-  | 'bfloat16'
-  | 'int64'
-  | 'int32'
-  | 'int16'
-  | 'int8'
-  | 'uint8'
-  | 'bool';
+  'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
 
 export interface DTypeArrayMap {
   float32: Float32Array;
@@ -80,7 +71,8 @@ export function isDType(s: unknown): s is DType {
 export function numel(shape: readonly number[]): number {
   let n = 1;
   for (const s of shape) {
-    if (!Number.isSafeInteger(s) || s < 0) throw new TensorFormatError(`invalid tensor size ${s} in shape [${shape.join(', ')}]`);
+    if (!Number.isSafeInteger(s) || s < 0)
+      throw new TensorFormatError(`invalid tensor size ${s} in shape [${shape.join(', ')}]`);
     n *= s;
   }
   return n;
@@ -92,19 +84,32 @@ export function allocData<D extends DType>(dtype: D, n: number): DTypeArrayMap[D
 }
 
 /** View `length` elements of `dtype` over `buffer` at `byteOffset` (which must be item-aligned). */
-export function viewData<D extends DType>(dtype: D, buffer: ArrayBuffer, byteOffset: number, length: number): DTypeArrayMap[D] {
+export function viewData<D extends DType>(
+  dtype: D,
+  buffer: ArrayBuffer,
+  byteOffset: number,
+  length: number,
+): DTypeArrayMap[D] {
   return new CTORS[dtype](buffer, byteOffset, length) as DTypeArrayMap[D];
 }
 
 /** Build a tensor, checking that the data length matches the shape and the array type the dtype. */
-export function makeTensor<D extends DType>(dtype: D, shape: readonly number[], data: DTypeArrayMap[D]): Tensor<D> {
+export function makeTensor<D extends DType>(
+  dtype: D,
+  shape: readonly number[],
+  data: DTypeArrayMap[D],
+): Tensor<D> {
   if (!isDType(dtype)) throw new TensorFormatError(`unknown dtype ${String(dtype)}`);
   const n = numel(shape);
   if (!(data instanceof CTORS[dtype])) {
-    throw new TensorFormatError(`dtype ${dtype} needs a ${CTORS[dtype].name}, got ${(data as object).constructor.name}`);
+    throw new TensorFormatError(
+      `dtype ${dtype} needs a ${CTORS[dtype].name}, got ${(data as object).constructor.name}`,
+    );
   }
   if (data.length !== n) {
-    throw new TensorFormatError(`tensor data has ${data.length} elements but shape [${shape.join(', ')}] needs ${n}`);
+    throw new TensorFormatError(
+      `tensor data has ${data.length} elements but shape [${shape.join(', ')}] needs ${n}`,
+    );
   }
   return { dtype, shape: Object.freeze([...shape]), data };
 }
@@ -206,7 +211,9 @@ export function tensorValues(t: Tensor): (number | bigint | boolean)[] {
     case 'bfloat16':
       return Array.from(toFloat32(t));
     case 'int64':
-      return Array.from(t.data as BigInt64Array, (v) => (v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v));
+      return Array.from(t.data as BigInt64Array, (v) =>
+        v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v,
+      );
     default:
       return Array.from(t.data as ArrayLike<number>);
   }

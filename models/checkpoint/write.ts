@@ -146,7 +146,8 @@ export function pickleCheckpoint(value: SaveValue, onTensor: (t: Tensor) => stri
     }
     if (typeof v === 'string') return str(v);
     if (v instanceof PyFloat) return float(v.value);
-    if (typeof v !== 'object') throw new CheckpointWriteError(`cannot pickle ${typeof v} at ${path || '<root>'}`);
+    if (typeof v !== 'object')
+      throw new CheckpointWriteError(`cannot pickle ${typeof v} at ${path || '<root>'}`);
     if (isTensor(v)) {
       const key = onTensor(v);
       const shape = [...v.shape];
@@ -169,7 +170,10 @@ export function pickleCheckpoint(value: SaveValue, onTensor: (t: Tensor) => stri
       o.byte(0x74, 0x52);
       return;
     }
-    if (seen.has(v)) throw new CheckpointWriteError(`object at ${path || '<root>'} appears twice or contains itself; only tensors may be shared`);
+    if (seen.has(v))
+      throw new CheckpointWriteError(
+        `object at ${path || '<root>'} appears twice or contains itself; only tensors may be shared`,
+      );
     seen.add(v);
     try {
       if (Array.isArray(v)) {
@@ -190,7 +194,10 @@ export function pickleCheckpoint(value: SaveValue, onTensor: (t: Tensor) => stri
       }
       let entries: [SaveKey, SaveValue][];
       if (v instanceof Map) {
-        if (v instanceof PyNamespace) throw new CheckpointWriteError(`argparse.Namespace at ${path || '<root>'} cannot be written; use a dict`);
+        if (v instanceof PyNamespace)
+          throw new CheckpointWriteError(
+            `argparse.Namespace at ${path || '<root>'} cannot be written; use a dict`,
+          );
         if (v instanceof PyOrderedDict) emptyOrderedDict();
         else o.byte(0x7d);
         entries = [...v.entries()] as [SaveKey, SaveValue][];
@@ -203,7 +210,8 @@ export function pickleCheckpoint(value: SaveValue, onTensor: (t: Tensor) => stri
       if (entries.length) {
         o.byte(0x28);
         for (const [k, x] of entries) {
-          if (k !== null && typeof k === 'object') throw new CheckpointWriteError(`unsupported dict key type at ${path || '<root>'}`);
+          if (k !== null && typeof k === 'object')
+            throw new CheckpointWriteError(`unsupported dict key type at ${path || '<root>'}`);
           save(k, path);
           save(x, path ? `${path}.${String(k)}` : String(k));
         }
@@ -225,7 +233,10 @@ function tensorBytes(t: Tensor): Uint8Array {
     return Uint8Array.from(d as Uint8Array, (x) => (x ? 1 : 0));
   }
   const expected = d.length * DTYPE_ITEMSIZE[t.dtype];
-  if (d.byteLength !== expected) throw new CheckpointWriteError(`tensor data of ${t.dtype} has ${d.byteLength} bytes, expected ${expected}`);
+  if (d.byteLength !== expected)
+    throw new CheckpointWriteError(
+      `tensor data of ${t.dtype} has ${d.byteLength} bytes, expected ${expected}`,
+    );
   return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
 }
 
@@ -237,10 +248,15 @@ export interface SaveOptions {
 }
 
 /** Write `value` as a torch.save zip checkpoint at `path` (overwrites). */
-export async function saveCheckpoint(path: string, value: SaveValue, options: SaveOptions = {}): Promise<void> {
+export async function saveCheckpoint(
+  path: string,
+  value: SaveValue,
+  options: SaveOptions = {},
+): Promise<void> {
   if (endianness() !== 'LE') throw new CheckpointWriteError('saveCheckpoint needs a little-endian host');
   const name = options.archiveName ?? 'archive';
-  if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new CheckpointWriteError(`invalid archive name ${JSON.stringify(name)}`);
+  if (!/^[A-Za-z0-9_.-]+$/.test(name))
+    throw new CheckpointWriteError(`invalid archive name ${JSON.stringify(name)}`);
   const keys = new Map<Tensor, string>();
   const pkl = pickleCheckpoint(value, (t) => {
     let k = keys.get(t);
@@ -262,4 +278,3 @@ export async function saveCheckpoint(path: string, value: SaveValue, options: Sa
     await fh.close();
   }
 }
-

@@ -29,15 +29,26 @@ const SIG_LOCAL = 0x04034b50;
 const U32_MAX = 0xffffffff;
 const U16_MAX = 0xffff;
 
-async function readAt(fh: FileHandle, pos: number, len: number, what: string, fileSize: number): Promise<Uint8Array> {
+async function readAt(
+  fh: FileHandle,
+  pos: number,
+  len: number,
+  what: string,
+  fileSize: number,
+): Promise<Uint8Array> {
   if (pos < 0 || pos + len > fileSize) {
-    throw new CheckpointFormatError(`zip truncated: ${what} at offset ${pos} (+${len} bytes) lies beyond the end of the file (${fileSize} bytes)`);
+    throw new CheckpointFormatError(
+      `zip truncated: ${what} at offset ${pos} (+${len} bytes) lies beyond the end of the file (${fileSize} bytes)`,
+    );
   }
   const out = new Uint8Array(new ArrayBuffer(len));
   let done = 0;
   while (done < len) {
     const { bytesRead } = await fh.read(out, done, Math.min(len - done, 1 << 30), pos + done);
-    if (bytesRead === 0) throw new CheckpointFormatError(`zip truncated: unexpected end of file reading ${what} at offset ${pos + done}`);
+    if (bytesRead === 0)
+      throw new CheckpointFormatError(
+        `zip truncated: unexpected end of file reading ${what} at offset ${pos + done}`,
+      );
     done += bytesRead;
   }
   return out;
@@ -71,7 +82,10 @@ export class ZipReader {
         break;
       }
     }
-    if (eocd < 0) throw new CheckpointFormatError('zip end-of-central-directory record not found (file truncated or not a zip archive)');
+    if (eocd < 0)
+      throw new CheckpointFormatError(
+        'zip end-of-central-directory record not found (file truncated or not a zip archive)',
+      );
     let count = tdv.getUint16(eocd + 10, true);
     let cdSize = tdv.getUint32(eocd + 12, true);
     let cdOffset = tdv.getUint32(eocd + 16, true);
@@ -79,11 +93,13 @@ export class ZipReader {
       const locPos = fileSize - tailLen + eocd - 20;
       const loc = await readAt(fh, locPos, 20, 'zip64 locator', fileSize);
       const ldv = new DataView(loc.buffer);
-      if (ldv.getUint32(0, true) !== SIG_EOCD64_LOC) throw new CheckpointFormatError('zip64 end-of-central-directory locator missing');
+      if (ldv.getUint32(0, true) !== SIG_EOCD64_LOC)
+        throw new CheckpointFormatError('zip64 end-of-central-directory locator missing');
       const recPos = u64(ldv, 8, 'record offset');
       const rec = await readAt(fh, recPos, 56, 'zip64 end of central directory', fileSize);
       const rdv = new DataView(rec.buffer);
-      if (rdv.getUint32(0, true) !== SIG_EOCD64) throw new CheckpointFormatError('zip64 end-of-central-directory record has a bad signature');
+      if (rdv.getUint32(0, true) !== SIG_EOCD64)
+        throw new CheckpointFormatError('zip64 end-of-central-directory record has a bad signature');
       count = u64(rdv, 32, 'entry count');
       cdSize = u64(rdv, 40, 'central directory size');
       cdOffset = u64(rdv, 48, 'central directory offset');
@@ -95,7 +111,9 @@ export class ZipReader {
     let p = 0;
     for (let i = 0; i < count; i++) {
       if (p + 46 > cdSize || dv.getUint32(p, true) !== SIG_CENTRAL) {
-        throw new CheckpointFormatError(`zip central directory entry ${i} is corrupt (offset ${cdOffset + p})`);
+        throw new CheckpointFormatError(
+          `zip central directory entry ${i} is corrupt (offset ${cdOffset + p})`,
+        );
       }
       const method = dv.getUint16(p + 10, true);
       const crc32 = dv.getUint32(p + 16, true);
@@ -105,7 +123,8 @@ export class ZipReader {
       const extraLen = dv.getUint16(p + 30, true);
       const commentLen = dv.getUint16(p + 32, true);
       let localHeaderOffset = dv.getUint32(p + 42, true);
-      if (p + 46 + nameLen + extraLen + commentLen > cdSize) throw new CheckpointFormatError(`zip central directory entry ${i} overruns the directory`);
+      if (p + 46 + nameLen + extraLen + commentLen > cdSize)
+        throw new CheckpointFormatError(`zip central directory entry ${i} overruns the directory`);
       const name = dec.decode(cd.subarray(p + 46, p + 46 + nameLen));
       // ZIP64 extended information: only the fields saturated in the fixed header are present, in this order.
       let e = p + 46 + nameLen;
@@ -116,7 +135,8 @@ export class ZipReader {
         if (id === 0x0001) {
           let q = e + 4;
           const take = (what: string): number => {
-            if (q + 8 > e + 4 + len) throw new CheckpointFormatError(`zip64 extra field of ${name} lacks ${what}`);
+            if (q + 8 > e + 4 + len)
+              throw new CheckpointFormatError(`zip64 extra field of ${name} lacks ${what}`);
             const v = u64(dv, q, what);
             q += 8;
             return v;
@@ -137,13 +157,22 @@ export class ZipReader {
   async dataOffset(entry: ZipEntry): Promise<number> {
     const cached = this.dataOffsets.get(entry.name);
     if (cached !== undefined) return cached;
-    const h = await readAt(this.fh, entry.localHeaderOffset, 30, `local header of ${entry.name}`, this.fileSize);
+    const h = await readAt(
+      this.fh,
+      entry.localHeaderOffset,
+      30,
+      `local header of ${entry.name}`,
+      this.fileSize,
+    );
     const dv = new DataView(h.buffer);
-    if (dv.getUint32(0, true) !== SIG_LOCAL) throw new CheckpointFormatError(`zip local header of ${entry.name} has a bad signature`);
+    if (dv.getUint32(0, true) !== SIG_LOCAL)
+      throw new CheckpointFormatError(`zip local header of ${entry.name} has a bad signature`);
     // The local extra field may differ from the central one (torch pads it for 64-byte alignment).
     const off = entry.localHeaderOffset + 30 + dv.getUint16(26, true) + dv.getUint16(28, true);
     if (off + entry.compressedSize > this.fileSize) {
-      throw new CheckpointFormatError(`zip truncated: entry ${entry.name} needs bytes up to ${off + entry.compressedSize}, file has ${this.fileSize}`);
+      throw new CheckpointFormatError(
+        `zip truncated: entry ${entry.name} needs bytes up to ${off + entry.compressedSize}, file has ${this.fileSize}`,
+      );
     }
     this.dataOffsets.set(entry.name, off);
     return off;
@@ -153,16 +182,22 @@ export class ZipReader {
   async read(entry: ZipEntry): Promise<Uint8Array> {
     const off = await this.dataOffset(entry);
     if (entry.method === 0) {
-      if (entry.compressedSize !== entry.size) throw new CheckpointFormatError(`stored zip entry ${entry.name} has differing sizes`);
+      if (entry.compressedSize !== entry.size)
+        throw new CheckpointFormatError(`stored zip entry ${entry.name} has differing sizes`);
       return readAt(this.fh, off, entry.size, `entry ${entry.name}`, this.fileSize);
     }
     if (entry.method === 8) {
       const raw = await readAt(this.fh, off, entry.compressedSize, `entry ${entry.name}`, this.fileSize);
       const out = zlib.inflateRawSync(raw);
-      if (out.length !== entry.size) throw new CheckpointFormatError(`zip entry ${entry.name} inflates to ${out.length} bytes, expected ${entry.size}`);
+      if (out.length !== entry.size)
+        throw new CheckpointFormatError(
+          `zip entry ${entry.name} inflates to ${out.length} bytes, expected ${entry.size}`,
+        );
       return new Uint8Array(out.buffer.slice(out.byteOffset, out.byteOffset + out.length));
     }
-    throw new CheckpointFormatError(`zip entry ${entry.name} uses unsupported compression method ${entry.method}`);
+    throw new CheckpointFormatError(
+      `zip entry ${entry.name} uses unsupported compression method ${entry.method}`,
+    );
   }
 }
 

@@ -22,7 +22,8 @@ export function grad(y: Tensor, wrt: Tensor[], seed?: Tensor): Tensor[] {
     const e = g.tape[i]!;
     if (e.inputs.some((t) => depends.has(t.name))) for (const o of e.outputs) depends.add(o.name);
   }
-  if (!depends.has(y.name)) throw new ShapeError(`grad: ${y} does not depend on ${wrt.map(String).join(', ')}`);
+  if (!depends.has(y.name))
+    throw new ShapeError(`grad: ${y} does not depend on ${wrt.map(String).join(', ')}`);
 
   const cot = new Map<string, Tensor>();
   cot.set(y.name, seed ?? fill(g, y.shape, 1));

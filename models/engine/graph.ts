@@ -92,7 +92,8 @@ export interface OpDef<A> {
 export function defineOp<A>(def: OpDef<A>): (inputs: Tensor[], attrs: A) => Tensor[] {
   return (inputs, attrs) => {
     const g = inputs[0]!.graph;
-    for (const t of inputs) if (t.graph !== g) throw new ShapeError(`${def.name}: inputs from different graphs`);
+    for (const t of inputs)
+      if (t.graph !== g) throw new ShapeError(`${def.name}: inputs from different graphs`);
     const outputs = def.forward(g, inputs, attrs);
     g.tape.push({ op: def, inputs, outputs, attrs });
     return outputs;

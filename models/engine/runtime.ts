@@ -64,7 +64,10 @@ export class Session {
     const spin = opts.spin ?? process.env.FALCO_ORT_SPIN === '1';
     if (!spin) base.extra = { session: { intra_op: { allow_spinning: '0' } } };
     const tryCreate = (p: Provider) =>
-      ort.InferenceSession.create(model as never, { ...base, executionProviders: p === 'cuda' ? ['cuda', 'cpu'] : ['cpu'] });
+      ort.InferenceSession.create(model as never, {
+        ...base,
+        executionProviders: p === 'cuda' ? ['cuda', 'cpu'] : ['cpu'],
+      });
     let provider: Provider = 'cpu';
     let inner: ort.InferenceSession;
     if (want === 'cuda' || (want === 'auto' && cudaAvailable())) {
@@ -101,7 +104,9 @@ export class Session {
         throw new FeedError(`input "${meta.name}": expected ${meta.type}, got ${v.constructor.name}`);
       const n = dims.reduce((a, b) => a * b, 1);
       if (dims.every((d) => d >= 0) && v.length !== n)
-        throw new FeedError(`input "${meta.name}": expected shape [${dims.join(', ')}] (${n} values), got ${v.length} values`);
+        throw new FeedError(
+          `input "${meta.name}": expected shape [${dims.join(', ')}] (${n} values), got ${v.length} values`,
+        );
       tensors[meta.name] = new ort.Tensor(meta.type as 'float32', v as Float32Array, dims);
     }
     for (const k of Object.keys(feeds))
@@ -122,5 +127,8 @@ export class Session {
 
 /** CUDA is tried only where the CUDA provider library was installed (ONNXRUNTIME_NODE_INSTALL=cuda12). */
 export function cudaAvailable(): boolean {
-  return ort.listSupportedBackends().some((b) => b.name === 'cuda' && b.bundled) || process.env.FALCO_TRY_CUDA === '1';
+  return (
+    ort.listSupportedBackends().some((b) => b.name === 'cuda' && b.bundled) ||
+    process.env.FALCO_TRY_CUDA === '1'
+  );
 }

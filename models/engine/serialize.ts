@@ -14,7 +14,9 @@ export const OPSET = 17;
 function valueInfo(t: Tensor): OnnxT.IValueInfoProto {
   return {
     name: t.name,
-    type: { tensorType: { elemType: ONNX_DTYPE[t.dtype], shape: { dim: t.shape.map((d) => ({ dimValue: d })) } } },
+    type: {
+      tensorType: { elemType: ONNX_DTYPE[t.dtype], shape: { dim: t.shape.map((d) => ({ dimValue: d })) } },
+    },
   };
 }
 
@@ -61,12 +63,21 @@ function model(g: Graph, initializer: OnnxT.ITensorProto[], nodes: OnnxT.INodePr
 /** Serialise with every weight inline (small models, tests). */
 export function toBytes(g: Graph): Uint8Array {
   const { nodes, inits } = live(g);
-  const initializer = inits.map((t) => ({ name: t.name, dataType: ONNX_DTYPE[t.dtype], dims: t.dims, rawData: bytesOf(t) }));
+  const initializer = inits.map((t) => ({
+    name: t.name,
+    dataType: ONNX_DTYPE[t.dtype],
+    dims: t.dims,
+    rawData: bytesOf(t),
+  }));
   return onnx.ModelProto.encode(model(g, initializer, nodes)).finish();
 }
 
 /** Write `path` (+ `path.data` for large weights). Returns the byte counts written. */
-export function save(g: Graph, path: string, opts: SaveOptions = {}): { modelBytes: number; dataBytes: number } {
+export function save(
+  g: Graph,
+  path: string,
+  opts: SaveOptions = {},
+): { modelBytes: number; dataBytes: number } {
   const threshold = opts.externalThreshold ?? 1024;
   const { nodes, inits } = live(g);
   const dataPath = `${path}.data`;

@@ -68,9 +68,17 @@ const MANIFEST: Record<NetName, string> = {
 };
 
 /** Serialised ONNX for one net (exported so tooling can save it for inspection or a model bundle). */
-export function buildFaceApiOnnx(net: NetName, modelDir = defaultModelDir()): { onnx: Uint8Array; weights: WeightMap } {
+export function buildFaceApiOnnx(
+  net: NetName,
+  modelDir = defaultModelDir(),
+): { onnx: Uint8Array; weights: WeightMap } {
   const wm = WeightMap.load(join(modelDir, MANIFEST[net]));
-  const g = net === 'ssd' ? buildSsdMobilenetV1(wm) : net === 'landmarks' ? buildFaceLandmark68(wm) : buildFaceRecognition(wm);
+  const g =
+    net === 'ssd'
+      ? buildSsdMobilenetV1(wm)
+      : net === 'landmarks'
+        ? buildFaceLandmark68(wm)
+        : buildFaceRecognition(wm);
   return { onnx: E.toBytes(g), weights: wm };
 }
 
@@ -87,12 +95,20 @@ function iou(a: Float32Array | number[], i: number, b: Float32Array | number[], 
   const areaA = (ay1 - ay0) * (ax1 - ax0);
   const areaB = (by1 - by0) * (bx1 - bx0);
   if (areaA <= 0 || areaB <= 0) return 0;
-  const inter = Math.max(Math.min(ay1, by1) - Math.max(ay0, by0), 0) * Math.max(Math.min(ax1, bx1) - Math.max(ax0, bx0), 0);
+  const inter =
+    Math.max(Math.min(ay1, by1) - Math.max(ay0, by0), 0) *
+    Math.max(Math.min(ax1, bx1) - Math.max(ax0, bx0), 0);
   return inter / (areaA + areaB - inter);
 }
 
 /** Greedy NMS over candidates above `minScore`, highest score first (face-api's procedure). */
-export function nonMaxSuppression(boxes: Float32Array, scores: Float32Array, maxResults: number, iouThreshold: number, minScore: number): number[] {
+export function nonMaxSuppression(
+  boxes: Float32Array,
+  scores: Float32Array,
+  maxResults: number,
+  iouThreshold: number,
+  minScore: number,
+): number[] {
   const order: number[] = [];
   for (let i = 0; i < scores.length; i++) if (scores[i] > minScore) order.push(i);
   order.sort((p, q) => scores[q] - scores[p]);
@@ -149,7 +165,10 @@ export class FaceApi {
       s = (async () => {
         const { onnx, weights } = buildFaceApiOnnx(net, this.options.modelDir ?? defaultModelDir());
         if (net === 'ssd') this.anchors = ssdAnchors(weights);
-        return E.Session.create(onnx, { provider: this.options.provider ?? 'cpu', ...(this.options.threads ? { threads: this.options.threads } : {}) });
+        return E.Session.create(onnx, {
+          provider: this.options.provider ?? 'cpu',
+          ...(this.options.threads ? { threads: this.options.threads } : {}),
+        });
       })();
       this.sessions.set(net, s);
     }
@@ -174,7 +193,14 @@ export class FaceApi {
     const iouThreshold = options.iouThreshold ?? 0.5;
     const session = await this.session('ssd');
     const layout = squareLayout(img.width, img.height, false);
-    const input = cropPadResize(img, { x: 0, y: 0, width: img.width, height: img.height }, layout, SSD_INPUT, [127.5, 127.5, 127.5], 1 / 127.5);
+    const input = cropPadResize(
+      img,
+      { x: 0, y: 0, width: img.width, height: img.height },
+      layout,
+      SSD_INPUT,
+      [127.5, 127.5, 127.5],
+      1 / 127.5,
+    );
     const out = await session.run({ image: input });
     const enc = out.box_encodings.data;
     const logits = out.class_logits.data;
@@ -244,7 +270,10 @@ export class FaceApi {
   }
 
   /** 128-D descriptor of an image region taken as the face crop (the whole image when box is omitted). */
-  async descriptorOfBox(img: PixelSource, box: IntBox = { x: 0, y: 0, width: img.width, height: img.height }): Promise<Float32Array> {
+  async descriptorOfBox(
+    img: PixelSource,
+    box: IntBox = { x: 0, y: 0, width: img.width, height: img.height },
+  ): Promise<Float32Array> {
     const session = await this.session('recognition');
     const layout = squareLayout(box.width, box.height, true);
     const input = cropPadResize(img, box, layout, RECOGNITION_INPUT, FACE_MEAN_RGB, 1 / 255);

@@ -15,7 +15,8 @@ export function hwioToOihw(w: Float32Array, shape: number[]): Float32Array {
   for (let y = 0; y < kh; y++)
     for (let x = 0; x < kw; x++)
       for (let i = 0; i < cin; i++)
-        for (let o = 0; o < cout; o++) out[((o * cin + i) * kh + y) * kw + x] = w[((y * kw + x) * cin + i) * cout + o];
+        for (let o = 0; o < cout; o++)
+          out[((o * cin + i) * kh + y) * kw + x] = w[((y * kw + x) * cin + i) * cout + o];
   return out;
 }
 
@@ -24,7 +25,9 @@ export function depthwiseToOihw(w: Float32Array, shape: number[]): Float32Array 
   const [kh, kw, c, m] = shape as [number, number, number, number];
   if (m !== 1) throw new Error(`depthwise multiplier ${m} is not supported`);
   const out = new Float32Array(w.length);
-  for (let y = 0; y < kh; y++) for (let x = 0; x < kw; x++) for (let i = 0; i < c; i++) out[(i * kh + y) * kw + x] = w[(y * kw + x) * c + i];
+  for (let y = 0; y < kh; y++)
+    for (let x = 0; x < kw; x++)
+      for (let i = 0; i < c; i++) out[(i * kh + y) * kw + x] = w[(y * kw + x) * c + i];
   return out;
 }
 
@@ -72,11 +75,20 @@ export function maxPoolValid(g: E.Graph, x: E.Tensor, k: number, s: number): E.T
   const [N, C, H, W] = x.shape as [number, number, number, number];
   const ho = Math.floor((H - k) / s) + 1;
   const wo = Math.floor((W - k) / s) + 1;
-  return g.node1('MaxPool', [x], [N, C, ho, wo], 'float32', { kernel_shape: [k, k], strides: [s, s], pads: [0, 0, 0, 0] });
+  return g.node1('MaxPool', [x], [N, C, ho, wo], 'float32', {
+    kernel_shape: [k, k],
+    strides: [s, s],
+    pads: [0, 0, 0, 0],
+  });
 }
 
 /** Per-output-channel affine folded into a conv: w·a, b·a + c. */
-export function foldAffine(weight: Float32Array, bias: Float32Array, a: Float32Array, c: Float32Array): { weight: Float32Array; bias: Float32Array } {
+export function foldAffine(
+  weight: Float32Array,
+  bias: Float32Array,
+  a: Float32Array,
+  c: Float32Array,
+): { weight: Float32Array; bias: Float32Array } {
   const cout = a.length;
   const per = weight.length / cout;
   const w = new Float32Array(weight.length);

@@ -20,15 +20,27 @@ import { WeightMap } from './weights.js';
 
 const BN_EPS = 0.0010000000474974513;
 
-function dense(g: E.Graph, x: E.Tensor, wm: WeightMap, name: string, stride: number, padding: 'same' | 'valid' = 'same'): E.Tensor {
+function dense(
+  g: E.Graph,
+  x: E.Tensor,
+  wm: WeightMap,
+  name: string,
+  stride: number,
+  padding: 'same' | 'valid' = 'same',
+): E.Tensor {
   const w = wm.get(`${name}/weights`);
-  return conv(g, x, {
-    weight: hwioToOihw(w.data as Float32Array, w.shape),
-    wshape: [w.shape[3], w.shape[2], w.shape[0], w.shape[1]],
-    bias: wm.float(`${name}/biases`),
-    stride,
-    padding,
-  }, name);
+  return conv(
+    g,
+    x,
+    {
+      weight: hwioToOihw(w.data as Float32Array, w.shape),
+      wshape: [w.shape[3], w.shape[2], w.shape[0], w.shape[1]],
+      bias: wm.float(`${name}/biases`),
+      stride,
+      padding,
+    },
+    name,
+  );
 }
 
 // ---------------------------------------------------------------- SSD MobileNetV1
@@ -38,13 +50,18 @@ export const SSD_ANCHORS = 5118;
 
 function ssdPointwise(g: E.Graph, x: E.Tensor, wm: WeightMap, prefix: string, stride: number): E.Tensor {
   const w = wm.get(`${prefix}/weights`);
-  const y = conv(g, x, {
-    weight: hwioToOihw(w.data as Float32Array, w.shape),
-    wshape: [w.shape[3], w.shape[2], w.shape[0], w.shape[1]],
-    bias: wm.float(`${prefix}/convolution_bn_offset`),
-    stride,
-    padding: 'same',
-  }, prefix);
+  const y = conv(
+    g,
+    x,
+    {
+      weight: hwioToOihw(w.data as Float32Array, w.shape),
+      wshape: [w.shape[3], w.shape[2], w.shape[0], w.shape[1]],
+      bias: wm.float(`${prefix}/convolution_bn_offset`),
+      stride,
+      padding: 'same',
+    },
+    prefix,
+  );
   return relu6(g, y);
 }
 
@@ -62,7 +79,19 @@ function ssdDepthwise(g: E.Graph, x: E.Tensor, wm: WeightMap, prefix: string, st
     shift[i] = beta[i] - mean[i] * a[i];
   }
   const folded = foldAffine(depthwiseToOihw(w.data as Float32Array, w.shape), new Float32Array(c), a, shift);
-  const y = conv(g, x, { weight: folded.weight, wshape: [c, 1, w.shape[0], w.shape[1]], bias: folded.bias, stride, padding: 'same', groups: c }, prefix);
+  const y = conv(
+    g,
+    x,
+    {
+      weight: folded.weight,
+      wshape: [c, 1, w.shape[0], w.shape[1]],
+      bias: folded.bias,
+      stride,
+      padding: 'same',
+      groups: c,
+    },
+    prefix,
+  );
   return relu6(g, y);
 }
 
@@ -98,7 +127,8 @@ export function buildSsdMobilenetV1(wm: WeightMap, batch = 1): E.Graph {
   });
   const boxOut = E.concat(boxes, 1);
   const clsOut = E.concat(classes, 1);
-  if (boxOut.shape[1] !== SSD_ANCHORS) throw new Error(`SSD graph has ${boxOut.shape[1]} anchors, expected ${SSD_ANCHORS}`);
+  if (boxOut.shape[1] !== SSD_ANCHORS)
+    throw new Error(`SSD graph has ${boxOut.shape[1]} anchors, expected ${SSD_ANCHORS}`);
   g.output(boxOut, 'box_encodings');
   g.output(clsOut, 'class_logits');
   return g;
@@ -117,27 +147,48 @@ function separable(g: E.Graph, x: E.Tensor, wm: WeightMap, prefix: string, strid
   const dw = wm.get(`${prefix}/depthwise_filter`);
   const pw = wm.get(`${prefix}/pointwise_filter`);
   const c = dw.shape[2];
-  const mid = conv(g, x, { weight: depthwiseToOihw(dw.data as Float32Array, dw.shape), wshape: [c, 1, dw.shape[0], dw.shape[1]], stride, padding: 'same', groups: c }, `${prefix}/dw`);
-  return conv(g, mid, {
-    weight: hwioToOihw(pw.data as Float32Array, pw.shape),
-    wshape: [pw.shape[3], pw.shape[2], 1, 1],
-    bias: wm.float(`${prefix}/bias`),
-    stride: 1,
-    padding: 'same',
-  }, `${prefix}/pw`);
+  const mid = conv(
+    g,
+    x,
+    {
+      weight: depthwiseToOihw(dw.data as Float32Array, dw.shape),
+      wshape: [c, 1, dw.shape[0], dw.shape[1]],
+      stride,
+      padding: 'same',
+      groups: c,
+    },
+    `${prefix}/dw`,
+  );
+  return conv(
+    g,
+    mid,
+    {
+      weight: hwioToOihw(pw.data as Float32Array, pw.shape),
+      wshape: [pw.shape[3], pw.shape[2], 1, 1],
+      bias: wm.float(`${prefix}/bias`),
+      stride: 1,
+      padding: 'same',
+    },
+    `${prefix}/pw`,
+  );
 }
 
 function denseBlock4(g: E.Graph, x: E.Tensor, wm: WeightMap, prefix: string, first: boolean): E.Tensor {
   let out1: E.Tensor;
   if (first) {
     const w = wm.get(`${prefix}/conv0/filters`);
-    out1 = conv(g, x, {
-      weight: hwioToOihw(w.data as Float32Array, w.shape),
-      wshape: [w.shape[3], w.shape[2], w.shape[0], w.shape[1]],
-      bias: wm.float(`${prefix}/conv0/bias`),
-      stride: 2,
-      padding: 'same',
-    }, `${prefix}/conv0`);
+    out1 = conv(
+      g,
+      x,
+      {
+        weight: hwioToOihw(w.data as Float32Array, w.shape),
+        wshape: [w.shape[3], w.shape[2], w.shape[0], w.shape[1]],
+        bias: wm.float(`${prefix}/conv0/bias`),
+        stride: 2,
+        padding: 'same',
+      },
+      `${prefix}/conv0`,
+    );
   } else {
     out1 = separable(g, x, wm, `${prefix}/conv0`, 2);
   }
@@ -168,7 +219,15 @@ export function buildFaceLandmark68(wm: WeightMap, batch = 1): E.Graph {
 
 export const RECOGNITION_INPUT = 150;
 
-function recConv(g: E.Graph, x: E.Tensor, wm: WeightMap, prefix: string, stride: number, padding: 'same' | 'valid', relu: boolean): E.Tensor {
+function recConv(
+  g: E.Graph,
+  x: E.Tensor,
+  wm: WeightMap,
+  prefix: string,
+  stride: number,
+  padding: 'same' | 'valid',
+  relu: boolean,
+): E.Tensor {
   const w = wm.get(`${prefix}/conv/filters`);
   const cout = w.shape[3];
   const folded = foldAffine(
@@ -177,7 +236,18 @@ function recConv(g: E.Graph, x: E.Tensor, wm: WeightMap, prefix: string, stride:
     wm.float(`${prefix}/scale/weights`, [cout]),
     wm.float(`${prefix}/scale/biases`, [cout]),
   );
-  const y = conv(g, x, { weight: folded.weight, wshape: [cout, w.shape[2], w.shape[0], w.shape[1]], bias: folded.bias, stride, padding }, prefix);
+  const y = conv(
+    g,
+    x,
+    {
+      weight: folded.weight,
+      wshape: [cout, w.shape[2], w.shape[0], w.shape[1]],
+      bias: folded.bias,
+      stride,
+      padding,
+    },
+    prefix,
+  );
   return relu ? E.relu(y) : y;
 }
 

@@ -58,7 +58,8 @@ export function loadTfjsWeights(manifestPath: string): Map<string, TfjsWeight> {
   } catch (err) {
     throw new WeightFormatError(`cannot read weight manifest ${manifestPath}: ${(err as Error).message}`);
   }
-  if (!Array.isArray(groups)) throw new WeightFormatError(`${manifestPath}: manifest is not an array of groups`);
+  if (!Array.isArray(groups))
+    throw new WeightFormatError(`${manifestPath}: manifest is not an array of groups`);
   const out = new Map<string, TfjsWeight>();
   for (const group of groups) {
     const shards = group.paths.map((p) => readFileSync(join(dir, p)));
@@ -77,7 +78,8 @@ export function loadTfjsWeights(manifestPath: string): Map<string, TfjsWeight> {
             throw new WeightFormatError(`${w.name}: ${q.dtype} quantization without scale/min`);
           }
           const width = q.dtype === 'uint8' ? 1 : 2;
-          if (offset + n * width > bytes.length) throw new WeightFormatError(`${w.name}: shard data ends early`);
+          if (offset + n * width > bytes.length)
+            throw new WeightFormatError(`${w.name}: shard data ends early`);
           data = w.dtype === 'float32' ? new Float32Array(n) : new Int32Array(n);
           for (let i = 0; i < n; i++) {
             const v = width === 1 ? bytes[offset + i] : bytes.readUInt16LE(offset + 2 * i);
@@ -86,7 +88,8 @@ export function loadTfjsWeights(manifestPath: string): Map<string, TfjsWeight> {
           }
           offset += n * width;
         } else if (q.dtype === 'float16') {
-          if (w.dtype !== 'float32') throw new WeightFormatError(`${w.name}: float16 quantization of ${w.dtype}`);
+          if (w.dtype !== 'float32')
+            throw new WeightFormatError(`${w.name}: float16 quantization of ${w.dtype}`);
           if (offset + n * 2 > bytes.length) throw new WeightFormatError(`${w.name}: shard data ends early`);
           data = new Float32Array(n);
           for (let i = 0; i < n; i++) data[i] = halfToFloat(bytes.readUInt16LE(offset + 2 * i));
@@ -104,7 +107,9 @@ export function loadTfjsWeights(manifestPath: string): Map<string, TfjsWeight> {
       out.set(w.name, { name: w.name, shape: w.shape, dtype: w.dtype, data });
     }
     if (offset !== bytes.length) {
-      throw new WeightFormatError(`${manifestPath}: weights use ${offset} bytes but the shards hold ${bytes.length}`);
+      throw new WeightFormatError(
+        `${manifestPath}: weights use ${offset} bytes but the shards hold ${bytes.length}`,
+      );
     }
   }
   return out;
@@ -126,7 +131,9 @@ export class WeightMap {
     const w = this.weights.get(name);
     if (!w) throw new WeightFormatError(`${this.source}: missing weight ${name}`);
     if (shape && (shape.length !== w.shape.length || shape.some((d, i) => d !== null && d !== w.shape[i]))) {
-      throw new WeightFormatError(`${this.source}: ${name} has shape [${w.shape}], expected [${shape.map((d) => d ?? '?')}]`);
+      throw new WeightFormatError(
+        `${this.source}: ${name} has shape [${w.shape}], expected [${shape.map((d) => d ?? '?')}]`,
+      );
     }
     this.used.add(name);
     return w;
@@ -134,8 +141,8 @@ export class WeightMap {
 
   float(name: string, shape?: Array<number | null>): Float32Array {
     const w = this.get(name, shape);
-    if (!(w.data instanceof Float32Array)) throw new WeightFormatError(`${this.source}: ${name} is not float32`);
+    if (!(w.data instanceof Float32Array))
+      throw new WeightFormatError(`${this.source}: ${name} is not float32`);
     return w.data;
   }
 }
-

@@ -37,7 +37,21 @@ export const IO = {
     // mask: [1,L,1] 1 for trainable layers; m, v: Adam moments [1,L,512]; lr, bc1, bc2: scalars []
     // (bc1 = 1−β1^t, bc2 = √(1−β2^t), from adamBiasCorrections); target_id [1,512];
     // target_tokens [1,197,768]; margin, lambda_id, lambda_attr: scalars [].
-    inputs: ['t', 'real', 'mask', 'm', 'v', 'lr', 'bc1', 'bc2', 'target_id', 'target_tokens', 'margin', 'lambda_id', 'lambda_attr'],
+    inputs: [
+      't',
+      'real',
+      'mask',
+      'm',
+      'v',
+      'lr',
+      'bc1',
+      'bc2',
+      'target_id',
+      'target_tokens',
+      'margin',
+      'lambda_id',
+      'lambda_attr',
+    ],
     // Updated state, and the loss terms evaluated at the input t (before the update), scalars [].
     outputs: ['t_next', 'm_next', 'v_next', 'loss', 'id_loss', 'attr_loss'],
   },

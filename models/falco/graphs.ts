@@ -11,8 +11,20 @@ import { join } from 'node:path';
 import * as E from '../engine/index.js';
 import { type PyValue, loadCheckpoint, stateDict } from '../checkpoint/index.js';
 import { type ArcFaceWeights, buildArcFace, loadArcFaceWeights } from '../networks/arcface.js';
-import { type E4EWeights, buildE4E, e4eWeightsFromCheckpoint, loadE4EWeights, E4E_INPUT } from '../networks/e4e.js';
-import { type FarlWeights, buildFarl, farlCheckpointSelect, farlTokens, loadFarlWeights } from '../networks/farl.js';
+import {
+  type E4EWeights,
+  buildE4E,
+  e4eWeightsFromCheckpoint,
+  loadE4EWeights,
+  E4E_INPUT,
+} from '../networks/e4e.js';
+import {
+  type FarlWeights,
+  buildFarl,
+  farlCheckpointSelect,
+  farlTokens,
+  loadFarlWeights,
+} from '../networks/farl.js';
 import { farl224, id112 } from '../networks/preprocess.js';
 import {
   FALCO_TRUNCATION_LAYERS,
@@ -45,7 +57,12 @@ export class FalcoWeightsError extends Error {
 }
 
 /** Validate four name → tensor maps (real checkpoints or pattern specs) into FalcoWeights. */
-export function falcoWeightsFromMaps(m: { generator: WeightMap; arcface: WeightMap; farl: WeightMap; e4e: WeightMap }): FalcoWeights {
+export function falcoWeightsFromMaps(m: {
+  generator: WeightMap;
+  arcface: WeightMap;
+  farl: WeightMap;
+  e4e: WeightMap;
+}): FalcoWeights {
   const errors: string[] = [];
   let step: StepWeights | undefined;
   try {
@@ -67,7 +84,11 @@ export function falcoWeightsFromMaps(m: { generator: WeightMap; arcface: WeightM
 }
 
 /** Validate the three networks of the step (fixtures' falco_step cases carry no encoder). */
-export function falcoWeightsFromStepMaps(m: { generator: WeightMap; arcface: WeightMap; farl: WeightMap }): StepWeights {
+export function falcoWeightsFromStepMaps(m: {
+  generator: WeightMap;
+  arcface: WeightMap;
+  farl: WeightMap;
+}): StepWeights {
   const errors: string[] = [];
   const attempt = <T>(name: string, f: () => T): T | undefined => {
     try {
@@ -149,7 +170,8 @@ const dot = (a: E.Tensor, b: E.Tensor) => E.reduceSum(E.mul(a, b));
  * FALCO's attribute loss: Σ over the 197 tokens of nn.L1Loss (mean over the 768 features) between the
  * tokens of the original and of G(w) = Σ|Δ| / 768.
  */
-const attrLoss = (tokens: E.Tensor, target: E.Tensor) => E.mul(E.reduceSum(E.abs(E.sub(tokens, target))), 1 / tokens.shape.at(-1)!);
+const attrLoss = (tokens: E.Tensor, target: E.Tensor) =>
+  E.mul(E.reduceSum(E.abs(E.sub(tokens, target))), 1 / tokens.shape.at(-1)!);
 
 /** CLIP's input normalisation (applied by FALCO's feature extraction for nearest-neighbour search). */
 const CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073];
@@ -159,7 +181,8 @@ const CLIP_STD = [0.26862954, 0.26130258, 0.27577711];
 function farlEmbedding(g: E.Graph, w: FarlWeights, x224: E.Tensor): E.Tensor {
   const t = (k: string) => {
     const v = w.tensors.get(k);
-    if (!v) throw new FalcoWeightsError(`farl: the image embedding needs visual.${k} (absent from the checkpoint)`);
+    if (!v)
+      throw new FalcoWeightsError(`farl: the image embedding needs visual.${k} (absent from the checkpoint)`);
     return v;
   };
   const mean = g.constant(Float32Array.from(CLIP_MEAN), [1, 3, 1, 1]);
@@ -320,6 +343,9 @@ function checkIO(name: ModelName, g: E.Graph): void {
   const want = IO[name];
   const ins = g.inputs.map((t) => t.name);
   const outs = g.outputs.map((t) => t.name);
-  const missing = [...want.inputs.filter((n) => !ins.includes(n)), ...want.outputs.filter((n) => !outs.includes(n))];
+  const missing = [
+    ...want.inputs.filter((n) => !ins.includes(n)),
+    ...want.outputs.filter((n) => !outs.includes(n)),
+  ];
   if (missing.length) throw new Error(`${name}: graph lacks contract tensors ${missing.join(', ')}`);
 }

@@ -9,7 +9,14 @@
  * offset is int(round((in − out)/2)) with Python's round-half-to-even.
  */
 import type { Tensor } from '../engine/index.js';
-import { type ResampleMatrix, adaptiveAvgMatrix, bilinearMatrix, composeMatrices, cropMatrix, resample2d } from '../engine/index.js';
+import {
+  type ResampleMatrix,
+  adaptiveAvgMatrix,
+  bilinearMatrix,
+  composeMatrices,
+  cropMatrix,
+  resample2d,
+} from '../engine/index.js';
 
 export class PreprocessError extends Error {
   constructor(message: string) {
@@ -35,12 +42,17 @@ function roundHalfEven(x: number): number {
 
 /** torchvision CenterCrop offset along one axis (input ≥ output; smaller inputs would need padding). */
 export function centerCropStart(inSize: number, outSize: number): number {
-  if (outSize > inSize) throw new PreprocessError(`center crop ${outSize} larger than the image side ${inSize}`);
+  if (outSize > inSize)
+    throw new PreprocessError(`center crop ${outSize} larger than the image side ${inSize}`);
   return roundHalfEven((inSize - outSize) / 2);
 }
 
 /** Resize(size, antialias=True) → CenterCrop(size) along each axis: [rows, cols] matrices. */
-export function resizeCenterCropMatrices(h: number, w: number, size: number): [ResampleMatrix, ResampleMatrix] {
+export function resizeCenterCropMatrices(
+  h: number,
+  w: number,
+  size: number,
+): [ResampleMatrix, ResampleMatrix] {
   const [rh, rw] = resizedSize(h, w, size);
   const axis = (n: number, r: number) => {
     const resize = bilinearMatrix(n, r, true);
@@ -67,7 +79,8 @@ export const farl224Matrices = (h: number, w: number): [ResampleMatrix, Resample
   resizeCenterCropMatrices(h, w, FARL_SIZE);
 
 function checkImage(x: Tensor, what: string): [number, number] {
-  if (x.rank !== 4 || x.shape[1] !== 3) throw new PreprocessError(`${what}: expects an NCHW RGB image [N, 3, H, W], got ${x}`);
+  if (x.rank !== 4 || x.shape[1] !== 3)
+    throw new PreprocessError(`${what}: expects an NCHW RGB image [N, 3, H, W], got ${x}`);
   const [, , h, w] = x.shape as [number, number, number, number];
   if (h < 1 || w < 1) throw new PreprocessError(`${what}: empty image ${x}`);
   return [h, w];

@@ -25,5 +25,7 @@ const results = await runParity(dir, {
 });
 const failed = results.filter((r) => r.status === 'fail');
 const skipped = results.filter((r) => r.status === 'skip').length;
-console.log(`${results.length - failed.length - skipped} passed, ${failed.length} failed, ${skipped} skipped`);
+console.log(
+  `${results.length - failed.length - skipped} passed, ${failed.length} failed, ${skipped} skipped`,
+);
 process.exit(failed.length ? 1 : 0);

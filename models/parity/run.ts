@@ -14,8 +14,12 @@ export interface CaseResult {
 }
 
 export function readCases(dir: string): ParityCase[] {
-  const doc = JSON.parse(readFileSync(join(dir, 'cases.json'), 'utf8')) as { format?: number; cases?: ParityCase[] };
-  if (doc.format !== 1 || !Array.isArray(doc.cases)) throw new Error(`${dir}/cases.json: expected {"format": 1, "cases": [...]}`);
+  const doc = JSON.parse(readFileSync(join(dir, 'cases.json'), 'utf8')) as {
+    format?: number;
+    cases?: ParityCase[];
+  };
+  if (doc.format !== 1 || !Array.isArray(doc.cases))
+    throw new Error(`${dir}/cases.json: expected {"format": 1, "cases": [...]}`);
   return doc.cases;
 }
 
@@ -53,12 +57,27 @@ export async function runParity(
     const t0 = performance.now();
     let r: CaseResult;
     if (c.slow && !o.slow) {
-      r = { name: c.name, kind: c.kind, status: 'skip', checks: [], ms: 0, line: `SKIP ${c.name} (slow; set FALCO_SLOW=1)` };
+      r = {
+        name: c.name,
+        kind: c.kind,
+        status: 'skip',
+        checks: [],
+        ms: 0,
+        line: `SKIP ${c.name} (slow; set FALCO_SLOW=1)`,
+      };
     } else {
       const h = await handlerFor(c.kind);
       if (!h) {
         const error = `no handler for kind "${c.kind}"`;
-        r = { name: c.name, kind: c.kind, status: 'fail', checks: [], ms: 0, error, line: `FAIL ${c.name}: ${error}` };
+        r = {
+          name: c.name,
+          kind: c.kind,
+          status: 'fail',
+          checks: [],
+          ms: 0,
+          error,
+          line: `FAIL ${c.name}: ${error}`,
+        };
       } else {
         try {
           const checks = await h(c, { dir, log: o.log ?? (() => {}) });
@@ -74,7 +93,15 @@ export async function runParity(
           };
         } catch (e) {
           const error = (e as Error).stack ?? String(e);
-          r = { name: c.name, kind: c.kind, status: 'fail', checks: [], ms: performance.now() - t0, error, line: `FAIL ${c.name}: ${(e as Error).message}` };
+          r = {
+            name: c.name,
+            kind: c.kind,
+            status: 'fail',
+            checks: [],
+            ms: performance.now() - t0,
+            error,
+            line: `FAIL ${c.name}: ${(e as Error).message}`,
+          };
         }
       }
     }

@@ -29,8 +29,14 @@ async function stack(size: number, channels: number, layers: number) {
   const tb = await timeIt(() => bwd.run({ x }), reps);
   const gflop = (2 * channels * channels * 9 * size * size * layers) / 1e9;
   const meta = { size, channels, layers };
-  report('engine', `conv3x3_stack_${size}_forward`, tf, 'ms', { ...meta, gflops_per_s: +(gflop / (tf / 1000)).toFixed(1) });
-  report('engine', `conv3x3_stack_${size}_forward_backward`, tb, 'ms', { ...meta, gflops_per_s: +((2 * gflop) / (tb / 1000)).toFixed(1) });
+  report('engine', `conv3x3_stack_${size}_forward`, tf, 'ms', {
+    ...meta,
+    gflops_per_s: +(gflop / (tf / 1000)).toFixed(1),
+  });
+  report('engine', `conv3x3_stack_${size}_forward_backward`, tb, 'ms', {
+    ...meta,
+    gflops_per_s: +((2 * gflop) / (tb / 1000)).toFixed(1),
+  });
   report('engine', `conv3x3_stack_${size}_backward_over_forward`, tb / tf, 'ratio', meta);
   await fwd.release();
   await bwd.release();

@@ -1,7 +1,13 @@
 import { cpus, loadavg } from 'node:os';
 
 /** One JSON line per figure; the machine context rides along so numbers can be compared later. */
-export function report(bench: string, figure: string, value: number, unit: string, extra: Record<string, unknown> = {}): void {
+export function report(
+  bench: string,
+  figure: string,
+  value: number,
+  unit: string,
+  extra: Record<string, unknown> = {},
+): void {
   console.log(
     JSON.stringify({
       bench,

@@ -23,16 +23,34 @@ for (let k = 1; k <= Number(n) + 1; k++) {
   const [bc1, bc2] = E.adamBiasCorrections(k);
   const a = performance.now();
   const o = await s.run({
-    t, real, mask, m, v,
-    lr: Float32Array.of(0.01), bc1: Float32Array.of(bc1), bc2: Float32Array.of(bc2),
-    target_id: targetId, target_tokens: tokens,
-    margin: Float32Array.of(0), lambda_id: Float32Array.of(10), lambda_attr: Float32Array.of(0.1),
+    t,
+    real,
+    mask,
+    m,
+    v,
+    lr: Float32Array.of(0.01),
+    bc1: Float32Array.of(bc1),
+    bc2: Float32Array.of(bc2),
+    target_id: targetId,
+    target_tokens: tokens,
+    margin: Float32Array.of(0),
+    lambda_id: Float32Array.of(10),
+    lambda_attr: Float32Array.of(0.1),
   });
   // The first run allocates onnxruntime's arenas: report steady-state steps only.
   if (k > 1) stepMs.push(performance.now() - a);
   t = o.t_next!.data;
   m = o.m_next!.data;
   v = o.v_next!.data;
-  process.stderr.write(`step ${k}: ${(performance.now() - a).toFixed(0)} ms loss ${o.loss!.data[0]!.toFixed(3)}\n`);
+  process.stderr.write(
+    `step ${k}: ${(performance.now() - a).toFixed(0)} ms loss ${o.loss!.data[0]!.toFixed(3)}\n`,
+  );
 }
-console.log(JSON.stringify({ createMs, stepMs, maxRssMb: Math.round(process.resourceUsage().maxRSS / 1024), provider: s.provider }));
+console.log(
+  JSON.stringify({
+    createMs,
+    stepMs,
+    maxRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
+    provider: s.provider,
+  }),
+);

@@ -36,20 +36,38 @@ async function one(name: string, resolution: number, steps: number): Promise<voi
   });
   const file = join(dir, 'step.onnx');
   const { dataBytes } = E.save(buildStepGraph(w), file);
-  report('step', `${name}_build_and_save`, performance.now() - t0, 'ms', { weights_mb: +(dataBytes / 2 ** 20).toFixed(0) });
-  const child = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'test/bench/step-run.ts'), file, String(resolution), String(steps)], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'inherit'],
-    maxBuffer: 1 << 24,
+  report('step', `${name}_build_and_save`, performance.now() - t0, 'ms', {
+    weights_mb: +(dataBytes / 2 ** 20).toFixed(0),
   });
+  const child = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', join(REPO_ROOT, 'test/bench/step-run.ts'), file, String(resolution), String(steps)],
+    {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+      maxBuffer: 1 << 24,
+    },
+  );
   if (child.status !== 0) throw new Error(`step runner failed (${child.status})`);
-  const r = JSON.parse(child.stdout.trim().split('\n').at(-1)!) as { createMs: number; stepMs: number[]; maxRssMb: number; provider: string };
+  const r = JSON.parse(child.stdout.trim().split('\n').at(-1)!) as {
+    createMs: number;
+    stepMs: number[];
+    maxRssMb: number;
+    provider: string;
+  };
   const sorted = [...r.stepMs].sort((a, b) => a - b);
   const median = sorted[Math.floor(sorted.length / 2)]!;
   const meta = { resolution, provider: r.provider, steps: r.stepMs.length };
   report('step', `${name}_session_create`, r.createMs, 'ms', meta);
   report('step', `${name}_step_median`, median, 'ms', meta);
-  if (steps >= 10) report('step', `${name}_${steps}_steps_total`, r.stepMs.reduce((a, b) => a + b, 0), 'ms', meta);
+  if (steps >= 10)
+    report(
+      'step',
+      `${name}_${steps}_steps_total`,
+      r.stepMs.reduce((a, b) => a + b, 0),
+      'ms',
+      meta,
+    );
   report('step', `${name}_peak_rss`, r.maxRssMb, 'MB', meta);
   rmSync(dir, { recursive: true, force: true });
 }

@@ -11,7 +11,12 @@ import ort from 'onnxruntime-node';
 import * as E from '../../models/engine/index.js';
 import { makeTensor, type Tensor } from '../../models/checkpoint/tensor.js';
 import { pattern } from '../../models/fixtures/pattern.js';
-import { arch, buildGeneratorGraph, expectedKeys, loadStyleGAN2Weights } from '../../models/networks/stylegan2/index.js';
+import {
+  arch,
+  buildGeneratorGraph,
+  expectedKeys,
+  loadStyleGAN2Weights,
+} from '../../models/networks/stylegan2/index.js';
 import { report, timeIt } from './report.js';
 
 const BLUR = (() => {
@@ -53,7 +58,9 @@ async function bench(res: number): Promise<void> {
   await fwd.release();
 
   t = performance.now();
-  const both = await E.Session.create(E.toBytes(buildGeneratorGraph(w, { withProbeGrad: true })), { provider: 'cpu' });
+  const both = await E.Session.create(E.toBytes(buildGeneratorGraph(w, { withProbeGrad: true })), {
+    provider: 'cpu',
+  });
   report('stylegan2', `g${res}_forward_backward_session_build`, performance.now() - t, 'ms', meta);
   const tb = await timeIt(() => both.run({ wp, probe }), reps);
   report('stylegan2', `g${res}_forward_backward`, tb, 'ms', meta);
@@ -66,10 +73,16 @@ async function bench(res: number): Promise<void> {
     enableCpuMemArena: false,
     logSeverityLevel: 3,
   });
-  const feeds = { wp: new ort.Tensor('float32', wp, [1, L, 512]), probe: new ort.Tensor('float32', probe, [1, 3, res, res]) };
+  const feeds = {
+    wp: new ort.Tensor('float32', wp, [1, L, 512]),
+    probe: new ort.Tensor('float32', probe, [1, 3, res, res]),
+  };
   const rssBefore = process.memoryUsage().rss;
   const tn = await timeIt(() => raw.run(feeds), reps);
-  report('stylegan2', `g${res}_forward_backward_noarena`, tn, 'ms', { ...meta, rss_after_runs_mib: Math.round((process.memoryUsage().rss - rssBefore) / 2 ** 20) });
+  report('stylegan2', `g${res}_forward_backward_noarena`, tn, 'ms', {
+    ...meta,
+    rss_after_runs_mib: Math.round((process.memoryUsage().rss - rssBefore) / 2 ** 20),
+  });
   await raw.release();
 }
 

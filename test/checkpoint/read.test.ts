@@ -33,7 +33,11 @@ const tmp = mkdtempSync(join(tmpdir(), 'ckpt-read-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 /** A zip archive shaped like torch.save output but with our own data.pkl bytes. */
-async function zipWithPickle(name: string, pkl: number[] | Uint8Array, storages: Record<string, Uint8Array> = {}): Promise<string> {
+async function zipWithPickle(
+  name: string,
+  pkl: number[] | Uint8Array,
+  storages: Record<string, Uint8Array> = {},
+): Promise<string> {
   const p = join(tmp, name);
   const fh = await open(p, 'w');
   const zip = new ZipWriter(fh);
@@ -65,7 +69,17 @@ describe('loadCheckpoint on the tiny fixtures', () => {
       const g = getPath(obj, 'generator_smooth');
       expect(g).toBeInstanceOf(PyOrderedDict);
       const sd = stateDict(obj, 'generator_smooth.');
-      expect([...sd.keys()]).toEqual(['conv.weight', 'conv.bias', 'scalar', 'transposed', 'view_a', 'view_b', 'half', 'long', 'bool']);
+      expect([...sd.keys()]).toEqual([
+        'conv.weight',
+        'conv.bias',
+        'scalar',
+        'transposed',
+        'view_a',
+        'view_b',
+        'half',
+        'long',
+        'bool',
+      ]);
       const w = sd.get('conv.weight')!;
       expect(w.data).toBeInstanceOf(Float32Array);
       expect(w.shape).toEqual([2, 3, 3, 3]);
@@ -174,7 +188,18 @@ describe('typed errors on bad input', () => {
     const p1 = await zipWithPickle('cls.pth', [0x80, 2, 0x63, ...asc('os\nsystem\n'), 0x29, 0x52, 0x2e]);
     await expect(loadCheckpoint(p1)).rejects.toThrow(UnsupportedClassError);
     await expect(loadCheckpoint(p1)).rejects.toThrow(/os\.system/);
-    const p2 = await zipWithPickle('cls4.pth', [0x80, 4, 0x8c, 5, ...asc('numpy'), 0x8c, 7, ...asc('ndarray'), 0x93, 0x2e]);
+    const p2 = await zipWithPickle('cls4.pth', [
+      0x80,
+      4,
+      0x8c,
+      5,
+      ...asc('numpy'),
+      0x8c,
+      7,
+      ...asc('ndarray'),
+      0x93,
+      0x2e,
+    ]);
     await expect(loadCheckpoint(p2)).rejects.toThrow(/numpy\.ndarray/);
     // ...unless the caller opts into opaque objects.
     const v = await loadCheckpoint(p2, { unknownClasses: 'opaque' });
@@ -184,9 +209,43 @@ describe('typed errors on bad input', () => {
   it('a tensor view outside its storage is rejected, not read out of bounds', async () => {
     // _rebuild_tensor_v2(('storage', FloatStorage, '0', 'cpu', 4), offset 2, size (3,), stride (1,), False, OrderedDict())
     const pkl = [
-      0x80, 2, 0x63, ...asc('torch._utils\n_rebuild_tensor_v2\n'), 0x28,
-      0x28, 0x8c, 7, ...asc('storage'), 0x63, ...asc('torch\nFloatStorage\n'), 0x8c, 1, ...asc('0'), 0x8c, 3, ...asc('cpu'), 0x4b, 4, 0x74, 0x51,
-      0x4b, 2, 0x4b, 3, 0x85, 0x4b, 1, 0x85, 0x89, 0x63, ...asc('collections\nOrderedDict\n'), 0x29, 0x52, 0x74, 0x52, 0x2e,
+      0x80,
+      2,
+      0x63,
+      ...asc('torch._utils\n_rebuild_tensor_v2\n'),
+      0x28,
+      0x28,
+      0x8c,
+      7,
+      ...asc('storage'),
+      0x63,
+      ...asc('torch\nFloatStorage\n'),
+      0x8c,
+      1,
+      ...asc('0'),
+      0x8c,
+      3,
+      ...asc('cpu'),
+      0x4b,
+      4,
+      0x74,
+      0x51,
+      0x4b,
+      2,
+      0x4b,
+      3,
+      0x85,
+      0x4b,
+      1,
+      0x85,
+      0x89,
+      0x63,
+      ...asc('collections\nOrderedDict\n'),
+      0x29,
+      0x52,
+      0x74,
+      0x52,
+      0x2e,
     ];
     const p = await zipWithPickle('oob.pth', pkl, { '0': new Uint8Array(16) });
     await expect(loadCheckpoint(p)).rejects.toThrow(TensorFormatError);
@@ -226,29 +285,123 @@ describe('training-checkpoint classes', () => {
 
   it('numpy scalars, argparse.Namespace, torch.Size/device, Parameter, OrderedDict._metadata', async () => {
     const pkl = [
-      0x80, 2, 0x7d, 0x28,
+      0x80,
+      2,
+      0x7d,
+      0x28,
       // 'best_val_loss': numpy.core.multiarray.scalar(numpy.dtype('f8', False, True) BUILD state, _codecs.encode(bytes, 'latin1'))
       ...op.str('best_val_loss'),
       ...op.global('numpy.core.multiarray', 'scalar'),
-      ...op.global('numpy', 'dtype'), ...op.str('f8'), 0x89, 0x88, 0x87, 0x52,
-      0x28, ...op.int(3), ...op.str('<'), 0x4e, 0x4e, 0x4e, 0x4a, 0xff, 0xff, 0xff, 0xff, 0x4a, 0xff, 0xff, 0xff, 0xff, ...op.int(0), 0x74, 0x62,
-      ...op.global('_codecs', 'encode'), 0x58, ...(() => { const b = new TextEncoder().encode(bytesF8(0.125)); return [b.length, 0, 0, 0, ...b]; })(), ...op.str('latin1'), 0x86, 0x52,
-      0x86, 0x52,
+      ...op.global('numpy', 'dtype'),
+      ...op.str('f8'),
+      0x89,
+      0x88,
+      0x87,
+      0x52,
+      0x28,
+      ...op.int(3),
+      ...op.str('<'),
+      0x4e,
+      0x4e,
+      0x4e,
+      0x4a,
+      0xff,
+      0xff,
+      0xff,
+      0xff,
+      0x4a,
+      0xff,
+      0xff,
+      0xff,
+      0xff,
+      ...op.int(0),
+      0x74,
+      0x62,
+      ...op.global('_codecs', 'encode'),
+      0x58,
+      ...(() => {
+        const b = new TextEncoder().encode(bytesF8(0.125));
+        return [b.length, 0, 0, 0, ...b];
+      })(),
+      ...op.str('latin1'),
+      0x86,
+      0x52,
+      0x86,
+      0x52,
       // 'opts': argparse.Namespace via NEWOBJ + BUILD({'lr': 0.5, 'size': 1024 via BININT2})
-      ...op.str('opts'), ...op.global('argparse', 'Namespace'), 0x29, 0x81, 0x7d, 0x28, ...op.str('lr'), ...op.float(0.5), ...op.str('size'), 0x4d, 0x00, 0x04, 0x75, 0x62,
-      // 'size': torch.Size((2, 3)); 'dev': torch.device('cuda', 0)
-      ...op.str('size'), ...op.global('torch', 'Size'), ...op.int(2), ...op.int(3), 0x86, 0x85, 0x52,
-      ...op.str('dev'), ...op.global('torch', 'device'), ...op.str('cuda'), ...op.int(0), 0x86, 0x52,
-      // 'sd': OrderedDict with one Parameter and a _metadata attribute (BUILD after SETITEMS)
-      ...op.str('sd'), ...op.global('collections', 'OrderedDict'), 0x29, 0x52, 0x28,
-      ...op.str('w'), ...op.global('torch._utils', '_rebuild_parameter'),
-      ...op.global('torch._utils', '_rebuild_tensor_v2'), 0x28,
-      0x28, ...op.str('storage'), ...op.global('torch', 'HalfStorage'), ...op.str('0'), ...op.str('cuda:0'), ...op.int(2), 0x74, 0x51,
-      ...op.int(0), ...op.int(2), 0x85, ...op.int(1), 0x85, 0x88, ...op.global('collections', 'OrderedDict'), 0x29, 0x52, 0x74, 0x52,
-      0x88, ...op.global('collections', 'OrderedDict'), 0x29, 0x52, 0x87, 0x52,
+      ...op.str('opts'),
+      ...op.global('argparse', 'Namespace'),
+      0x29,
+      0x81,
+      0x7d,
+      0x28,
+      ...op.str('lr'),
+      ...op.float(0.5),
+      ...op.str('size'),
+      0x4d,
+      0x00,
+      0x04,
       0x75,
-      0x7d, ...op.str('_metadata'), ...op.global('collections', 'OrderedDict'), 0x29, 0x52, 0x73, 0x62,
-      0x75, 0x2e,
+      0x62,
+      // 'size': torch.Size((2, 3)); 'dev': torch.device('cuda', 0)
+      ...op.str('size'),
+      ...op.global('torch', 'Size'),
+      ...op.int(2),
+      ...op.int(3),
+      0x86,
+      0x85,
+      0x52,
+      ...op.str('dev'),
+      ...op.global('torch', 'device'),
+      ...op.str('cuda'),
+      ...op.int(0),
+      0x86,
+      0x52,
+      // 'sd': OrderedDict with one Parameter and a _metadata attribute (BUILD after SETITEMS)
+      ...op.str('sd'),
+      ...op.global('collections', 'OrderedDict'),
+      0x29,
+      0x52,
+      0x28,
+      ...op.str('w'),
+      ...op.global('torch._utils', '_rebuild_parameter'),
+      ...op.global('torch._utils', '_rebuild_tensor_v2'),
+      0x28,
+      0x28,
+      ...op.str('storage'),
+      ...op.global('torch', 'HalfStorage'),
+      ...op.str('0'),
+      ...op.str('cuda:0'),
+      ...op.int(2),
+      0x74,
+      0x51,
+      ...op.int(0),
+      ...op.int(2),
+      0x85,
+      ...op.int(1),
+      0x85,
+      0x88,
+      ...op.global('collections', 'OrderedDict'),
+      0x29,
+      0x52,
+      0x74,
+      0x52,
+      0x88,
+      ...op.global('collections', 'OrderedDict'),
+      0x29,
+      0x52,
+      0x87,
+      0x52,
+      0x75,
+      0x7d,
+      ...op.str('_metadata'),
+      ...op.global('collections', 'OrderedDict'),
+      0x29,
+      0x52,
+      0x73,
+      0x62,
+      0x75,
+      0x2e,
     ];
     const half = new Uint8Array(new Uint16Array([0x3c00, 0xc000]).buffer);
     const p = await zipWithPickle('train.pth', pkl, { '0': half });

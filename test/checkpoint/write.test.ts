@@ -42,9 +42,17 @@ function fromExpected(e: ExpTensor): Tensor {
     case 'float16':
       return makeTensor('float16', e.shape, Uint16Array.from(e.values as number[], numberToHalfBits));
     case 'int64':
-      return makeTensor('int64', e.shape, BigInt64Array.from(e.values as number[], (v) => BigInt(v)));
+      return makeTensor(
+        'int64',
+        e.shape,
+        BigInt64Array.from(e.values as number[], (v) => BigInt(v)),
+      );
     case 'bool':
-      return makeTensor('bool', e.shape, Uint8Array.from(e.values as boolean[], (v) => (v ? 1 : 0)));
+      return makeTensor(
+        'bool',
+        e.shape,
+        Uint8Array.from(e.values as boolean[], (v) => (v ? 1 : 0)),
+      );
     default:
       throw new Error(`unexpected dtype ${e.dtype}`);
   }
@@ -61,11 +69,14 @@ describe('saveCheckpoint', () => {
     for (const [k, v] of Object.entries(exp.generator_smooth)) g.set(k, fromExpected(v));
     const opts = { ...exp.opts, pair: tuple(exp.opts['pair'] as number[]) };
     const p = join(tmp, 'tiny_written.pth');
-    await saveCheckpoint(p, new Map<string, SaveValue>([
-      ['generator_smooth', g as unknown as SaveValue],
-      ['latent_avg', fromExpected(exp.latent_avg)],
-      ['opts', opts],
-    ]));
+    await saveCheckpoint(
+      p,
+      new Map<string, SaveValue>([
+        ['generator_smooth', g as unknown as SaveValue],
+        ['latent_avg', fromExpected(exp.latent_avg)],
+        ['opts', opts],
+      ]),
+    );
     const back = await loadCheckpoint(p);
     expect(JSON.stringify(pyToJSON(back))).toBe(JSON.stringify(exp));
     expect(getPath(back, 'generator_smooth')).toBeInstanceOf(PyOrderedDict);
@@ -117,7 +128,18 @@ describe('saveCheckpoint', () => {
     // Written once as one storage, so both views alias the same buffer after loading (as in torch).
     expect(sd.get('tied_a')!.data.buffer).toBe(sd.get('tied_b')!.data.buffer);
     const meta = getPath(back, 'meta') as Map<unknown, unknown>;
-    expect([...meta.keys()]).toEqual([0, 'big', 'neg', 'small', 'mid', 'float', 'frac', 'list', 'empty', 'unicode']);
+    expect([...meta.keys()]).toEqual([
+      0,
+      'big',
+      'neg',
+      'small',
+      'mid',
+      'float',
+      'frac',
+      'list',
+      'empty',
+      'unicode',
+    ]);
     expect(meta.get('big')).toBe(2n ** 70n);
     expect(meta.get('neg')).toBe(-123456789012);
     expect(meta.get('small')).toBe(-1);
@@ -130,11 +152,20 @@ describe('saveCheckpoint', () => {
 
   it('lays the archive out like torch: 64-byte aligned storages, valid CRCs, version and byteorder', async () => {
     const p = join(tmp, 'layout.pth');
-    await saveCheckpoint(p, { w: makeTensor('float32', [5], Float32Array.from([1, 2, 3, 4, 5])), v: makeTensor('int8', [3], Int8Array.from([1, 2, 3])) });
+    await saveCheckpoint(p, {
+      w: makeTensor('float32', [5], Float32Array.from([1, 2, 3, 4, 5])),
+      v: makeTensor('int8', [3], Int8Array.from([1, 2, 3])),
+    });
     const fh = await open(p, 'r');
     try {
       const zip = await ZipReader.open(fh, (await fh.stat()).size);
-      expect([...zip.entries.keys()]).toEqual(['archive/data.pkl', 'archive/byteorder', 'archive/data/0', 'archive/data/1', 'archive/version']);
+      expect([...zip.entries.keys()]).toEqual([
+        'archive/data.pkl',
+        'archive/byteorder',
+        'archive/data/0',
+        'archive/data/1',
+        'archive/version',
+      ]);
       for (const e of zip.entries.values()) {
         expect(e.method).toBe(0);
         expect((await zip.dataOffset(e)) % 64, e.name).toBe(0);
@@ -170,10 +201,14 @@ describe('saveCheckpoint', () => {
 
   it('rejects values it cannot write', async () => {
     const p = join(tmp, 'bad.pth');
-    await expect(saveCheckpoint(p, { f: (() => 1) as unknown as SaveValue })).rejects.toThrow(CheckpointWriteError);
+    await expect(saveCheckpoint(p, { f: (() => 1) as unknown as SaveValue })).rejects.toThrow(
+      CheckpointWriteError,
+    );
     const cyc: Record<string, SaveValue> = {};
     (cyc as Record<string, unknown>)['self'] = cyc;
     await expect(saveCheckpoint(p, cyc)).rejects.toThrow(/appears twice or contains itself/);
-    await expect(saveCheckpoint(p, { d: new Date() as unknown as SaveValue })).rejects.toThrow(/cannot pickle Date at d/);
+    await expect(saveCheckpoint(p, { d: new Date() as unknown as SaveValue })).rejects.toThrow(
+      /cannot pickle Date at d/,
+    );
   });
 });

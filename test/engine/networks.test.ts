@@ -4,7 +4,16 @@ import * as E from '../../models/engine/index.js';
 import { gradCheck, rand } from '../helpers/gradcheck.js';
 
 let seed = 1000;
-const w = (g: E.Graph, shape: number[], scale = 0.3) => g.constant(rand(shape.reduce((a, b) => a * b, 1), seed++, -scale, scale), shape);
+const w = (g: E.Graph, shape: number[], scale = 0.3) =>
+  g.constant(
+    rand(
+      shape.reduce((a, b) => a * b, 1),
+      seed++,
+      -scale,
+      scale,
+    ),
+    shape,
+  );
 
 describe('composed networks', () => {
   it('residual conv net (conv → BN → PReLU → strided conv → SE gate + shortcut)', async () => {
@@ -20,7 +29,9 @@ describe('composed networks', () => {
           w(g, [4, 1, 1], 0.25),
         );
         const r2 = E.conv2d(h, w(g, [4, 4, 3, 3]), w(g, [4]), { stride: 2, padding: 1 });
-        const gate = E.sigmoid(E.conv2d(E.relu(E.conv2d(E.adaptiveAvgPool2d(r2, 1), w(g, [2, 4, 1, 1]))), w(g, [4, 2, 1, 1])));
+        const gate = E.sigmoid(
+          E.conv2d(E.relu(E.conv2d(E.adaptiveAvgPool2d(r2, 1), w(g, [2, 4, 1, 1]))), w(g, [4, 2, 1, 1])),
+        );
         const shortcut = E.conv2d(x!, w(g, [4, 3, 1, 1]), undefined, { stride: 2 });
         return E.add(E.mul(r2, gate), shortcut);
       },
@@ -32,7 +43,10 @@ describe('composed networks', () => {
   });
 
   it('transformer block (LN → multi-head attention → LN → GELU MLP, residuals)', async () => {
-    const T = 5, D = 8, H = 2, hd = D / H;
+    const T = 5,
+      D = 8,
+      H = 2,
+      hd = D / H;
     const r = await gradCheck(
       (g, [x]) => {
         const ln1 = E.layerNorm(x!, w(g, [D], 1), w(g, [D], 0.1));
@@ -44,7 +58,10 @@ describe('composed networks', () => {
         const att = E.softmax(E.mul(E.matmul(q, E.transpose(k, [0, 1, 3, 2])), 1 / Math.sqrt(hd)), -1);
         const o = E.reshape(E.transpose(E.matmul(att, v), [0, 2, 1, 3]), [1, T, D]);
         const x1 = E.add(x!, E.linear(o, w(g, [D, D]), w(g, [D], 0.1)));
-        const mlp = E.linear(E.gelu(E.linear(E.layerNorm(x1, w(g, [D], 1), w(g, [D], 0.1)), w(g, [4 * D, D]))), w(g, [D, 4 * D]));
+        const mlp = E.linear(
+          E.gelu(E.linear(E.layerNorm(x1, w(g, [D], 1), w(g, [D], 0.1)), w(g, [4 * D, D]))),
+          w(g, [D, 4 * D]),
+        );
         return E.add(x1, mlp);
       },
       [{ shape: [1, T, D] }],
@@ -53,7 +70,10 @@ describe('composed networks', () => {
   });
 
   it('a variable used by several consumers accumulates its cotangents', async () => {
-    const r = await gradCheck((_g, [x]) => E.add(E.mul(x!, x!), E.slice(E.concat([E.exp(x!), E.tanh(x!)], 0), [1], [4])), [{ shape: [3] }]);
+    const r = await gradCheck(
+      (_g, [x]) => E.add(E.mul(x!, x!), E.slice(E.concat([E.exp(x!), E.tanh(x!)], 0), [1], [4])),
+      [{ shape: [3] }],
+    );
     expect(r.maxRelErr).toBeLessThan(5e-3);
   });
 

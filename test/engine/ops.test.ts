@@ -4,7 +4,16 @@ import { type GradCheckInput, gradCheck, rand } from '../helpers/gradcheck.js';
 
 type Case = [string, (g: E.Graph, xs: E.Tensor[]) => E.Tensor, GradCheckInput[], number?];
 
-const c = (g: E.Graph, shape: number[], seed: number, lo = -1, hi = 1) => g.constant(rand(shape.reduce((a, b) => a * b, 1), seed, lo, hi), shape);
+const c = (g: E.Graph, shape: number[], seed: number, lo = -1, hi = 1) =>
+  g.constant(
+    rand(
+      shape.reduce((a, b) => a * b, 1),
+      seed,
+      lo,
+      hi,
+    ),
+    shape,
+  );
 // Kinked ops (relu, abs, leaky, prelu) are checked on inputs kept away from the kink so a finite
 // difference never straddles it.
 const awayFromZero = (n: number, seed: number) => rand(n, seed).map((v) => (v >= 0 ? 0.2 + v : -0.2 + v));
@@ -24,44 +33,124 @@ const cases: Case[] = [
   ['log', (_g, [a]) => E.log(a!), [{ shape: [10], lo: 0.5, hi: 2 }]],
   ['relu', (_g, [a]) => E.relu(a!), [{ shape: [20], data: awayFromZero(20, 4) }]],
   ['leakyRelu 0.2', (_g, [a]) => E.leakyRelu(a!, 0.2), [{ shape: [20], data: awayFromZero(20, 5) }]],
-  ['prelu', (g, [a]) => E.prelu(a!, c(g, [3, 1, 1], 9, 0, 0.5)), [{ shape: [2, 3, 2, 2], data: awayFromZero(24, 6) }]],
+  [
+    'prelu',
+    (g, [a]) => E.prelu(a!, c(g, [3, 1, 1], 9, 0, 0.5)),
+    [{ shape: [2, 3, 2, 2], data: awayFromZero(24, 6) }],
+  ],
   ['sigmoid', (_g, [a]) => E.sigmoid(a!), [{ shape: [10] }]],
   ['tanh', (_g, [a]) => E.tanh(a!), [{ shape: [10] }]],
   ['erf', (_g, [a]) => E.erf(a!), [{ shape: [10] }]],
   ['gelu', (_g, [a]) => E.gelu(a!), [{ shape: [10], lo: -3, hi: 3 }]],
   ['softmax', (_g, [a]) => E.softmax(a!, -1), [{ shape: [3, 7], lo: -3, hi: 3 }]],
   ['softmax axis 1', (_g, [a]) => E.softmax(a!, 1), [{ shape: [2, 5, 3] }]],
-  ['matmul (activation × activation, batched broadcast)', (_g, [a, b]) => E.matmul(a!, b!), [{ shape: [2, 3, 4, 5] }, { shape: [3, 5, 2] }]],
+  [
+    'matmul (activation × activation, batched broadcast)',
+    (_g, [a, b]) => E.matmul(a!, b!),
+    [{ shape: [2, 3, 4, 5] }, { shape: [3, 5, 2] }],
+  ],
   ['matmul (constant)', (g, [a]) => E.matmul(a!, c(g, [5, 6], 11)), [{ shape: [4, 5] }]],
   ['linear', (g, [a]) => E.linear(a!, c(g, [6, 5], 12), c(g, [6], 13)), [{ shape: [2, 4, 5] }]],
-  ['conv2d 3×3 s1 p1', (g, [x]) => E.conv2d(x!, c(g, [4, 3, 3, 3], 20), c(g, [4], 21), { padding: 1 }), [{ shape: [2, 3, 6, 7] }]],
-  ['conv2d 3×3 s2 p1', (g, [x]) => E.conv2d(x!, c(g, [4, 3, 3, 3], 22), undefined, { stride: 2, padding: 1 }), [{ shape: [1, 3, 7, 8] }]],
-  ['conv2d 3×3 s2 p0 (odd)', (g, [x]) => E.conv2d(x!, c(g, [2, 3, 3, 3], 23), undefined, { stride: 2 }), [{ shape: [1, 3, 8, 9] }]],
-  ['conv2d groups=2 dil=2', (g, [x]) => E.conv2d(x!, c(g, [4, 2, 3, 3], 24), undefined, { padding: 2, dilation: 2, groups: 2 }), [{ shape: [1, 4, 7, 7] }]],
-  ['conv2d depthwise', (g, [x]) => E.conv2d(x!, c(g, [3, 1, 3, 3], 25), undefined, { padding: 1, groups: 3 }), [{ shape: [1, 3, 5, 5] }]],
-  ['conv2d 1×1 with pad 1 (pad > extent)', (g, [x]) => E.conv2d(x!, c(g, [2, 3, 1, 1], 26), undefined, { padding: 1 }), [{ shape: [1, 3, 4, 4] }]],
-  ['conv2d asymmetric pads', (g, [x]) => E.conv2d(x!, c(g, [2, 3, 4, 4], 27), undefined, { padding: [1, 2, 2, 1] }), [{ shape: [1, 3, 6, 6] }]],
-  ['conv2d non-constant weight (input grad)', (_g, [x, w]) => E.conv2d(x!, w!, undefined, { padding: 1 }), [{ shape: [1, 2, 5, 5] }, { shape: [3, 2, 3, 3] }], -1],
-  ['convTranspose2d s2', (g, [x]) => E.convTranspose2d(x!, c(g, [3, 2, 3, 3], 28), c(g, [2], 29), { stride: 2, padding: 1, outputPadding: 1 }), [{ shape: [1, 3, 4, 5] }]],
-  ['convTranspose2d groups', (g, [x]) => E.convTranspose2d(x!, c(g, [4, 1, 3, 3], 30), undefined, { stride: 2, groups: 2 }), [{ shape: [1, 4, 3, 3] }]],
+  [
+    'conv2d 3×3 s1 p1',
+    (g, [x]) => E.conv2d(x!, c(g, [4, 3, 3, 3], 20), c(g, [4], 21), { padding: 1 }),
+    [{ shape: [2, 3, 6, 7] }],
+  ],
+  [
+    'conv2d 3×3 s2 p1',
+    (g, [x]) => E.conv2d(x!, c(g, [4, 3, 3, 3], 22), undefined, { stride: 2, padding: 1 }),
+    [{ shape: [1, 3, 7, 8] }],
+  ],
+  [
+    'conv2d 3×3 s2 p0 (odd)',
+    (g, [x]) => E.conv2d(x!, c(g, [2, 3, 3, 3], 23), undefined, { stride: 2 }),
+    [{ shape: [1, 3, 8, 9] }],
+  ],
+  [
+    'conv2d groups=2 dil=2',
+    (g, [x]) => E.conv2d(x!, c(g, [4, 2, 3, 3], 24), undefined, { padding: 2, dilation: 2, groups: 2 }),
+    [{ shape: [1, 4, 7, 7] }],
+  ],
+  [
+    'conv2d depthwise',
+    (g, [x]) => E.conv2d(x!, c(g, [3, 1, 3, 3], 25), undefined, { padding: 1, groups: 3 }),
+    [{ shape: [1, 3, 5, 5] }],
+  ],
+  [
+    'conv2d 1×1 with pad 1 (pad > extent)',
+    (g, [x]) => E.conv2d(x!, c(g, [2, 3, 1, 1], 26), undefined, { padding: 1 }),
+    [{ shape: [1, 3, 4, 4] }],
+  ],
+  [
+    'conv2d asymmetric pads',
+    (g, [x]) => E.conv2d(x!, c(g, [2, 3, 4, 4], 27), undefined, { padding: [1, 2, 2, 1] }),
+    [{ shape: [1, 3, 6, 6] }],
+  ],
+  [
+    'conv2d non-constant weight (input grad)',
+    (_g, [x, w]) => E.conv2d(x!, w!, undefined, { padding: 1 }),
+    [{ shape: [1, 2, 5, 5] }, { shape: [3, 2, 3, 3] }],
+    -1,
+  ],
+  [
+    'convTranspose2d s2',
+    (g, [x]) =>
+      E.convTranspose2d(x!, c(g, [3, 2, 3, 3], 28), c(g, [2], 29), {
+        stride: 2,
+        padding: 1,
+        outputPadding: 1,
+      }),
+    [{ shape: [1, 3, 4, 5] }],
+  ],
+  [
+    'convTranspose2d groups',
+    (g, [x]) => E.convTranspose2d(x!, c(g, [4, 1, 3, 3], 30), undefined, { stride: 2, groups: 2 }),
+    [{ shape: [1, 4, 3, 3] }],
+  ],
   ['layerNorm', (g, [x]) => E.layerNorm(x!, c(g, [6], 31, 0.5, 1.5), c(g, [6], 32)), [{ shape: [2, 3, 6] }]],
-  ['layerNorm 2 axes', (g, [x]) => E.layerNorm(x!, c(g, [3, 4], 33, 0.5, 1.5), c(g, [3, 4], 34), 1e-5, -2), [{ shape: [2, 3, 4] }]],
-  ['batchNorm', (_g, [x]) => E.batchNorm(x!, { weight: rand(3, 35, 0.5, 1.5), bias: rand(3, 36), mean: rand(3, 37), var: rand(3, 38, 0.5, 2) }), [{ shape: [2, 3, 4, 4] }]],
+  [
+    'layerNorm 2 axes',
+    (g, [x]) => E.layerNorm(x!, c(g, [3, 4], 33, 0.5, 1.5), c(g, [3, 4], 34), 1e-5, -2),
+    [{ shape: [2, 3, 4] }],
+  ],
+  [
+    'batchNorm',
+    (_g, [x]) =>
+      E.batchNorm(x!, {
+        weight: rand(3, 35, 0.5, 1.5),
+        bias: rand(3, 36),
+        mean: rand(3, 37),
+        var: rand(3, 38, 0.5, 2),
+      }),
+    [{ shape: [2, 3, 4, 4] }],
+  ],
   ['reduceSum axes', (_g, [x]) => E.reduceSum(x!, [1, 3]), [{ shape: [2, 3, 4, 5] }]],
   ['reduceMean keepdims', (_g, [x]) => E.reduceMean(x!, [-1], true), [{ shape: [3, 4] }]],
   ['reshape', (_g, [x]) => E.mul(E.reshape(x!, [4, -1]), E.reshape(x!, [4, 6])), [{ shape: [2, 3, 4] }]],
-  ['transpose', (_g, [x]) => E.mul(E.transpose(x!, [2, 0, 1]), x!.graph.constant(rand(24, 40), [4, 2, 3])), [{ shape: [2, 3, 4] }]],
+  [
+    'transpose',
+    (_g, [x]) => E.mul(E.transpose(x!, [2, 0, 1]), x!.graph.constant(rand(24, 40), [4, 2, 3])),
+    [{ shape: [2, 3, 4] }],
+  ],
   ['concat', (_g, [a, b]) => E.concat([a!, b!, a!], 1), [{ shape: [2, 3] }, { shape: [2, 4] }]],
   ['slice steps', (_g, [x]) => E.slice(x!, [1, 0], [7, 5], [1, 2], [2, 3]), [{ shape: [2, 8, 6] }]],
   ['slice negative step', (_g, [x]) => E.slice(x!, [-1], [-100], [1], [-2]), [{ shape: [3, 7] }]],
-  ['slice ::16 subsample', (_g, [x]) => E.slice(x!, [0, 0], [40, 40], [2, 3], [16, 16]), [{ shape: [1, 2, 33, 34] }]],
+  [
+    'slice ::16 subsample',
+    (_g, [x]) => E.slice(x!, [0, 0], [40, 40], [2, 3], [16, 16]),
+    [{ shape: [1, 2, 33, 34] }],
+  ],
   ['pad', (_g, [x]) => E.pad(x!, [0, 1, 2, 0, 2, 1], 0.5), [{ shape: [2, 3, 4] }]],
   ['pad negative (crop)', (_g, [x]) => E.pad(x!, [0, -1, 1, 0, 2, -1]), [{ shape: [2, 3, 4] }]],
   ['expand', (_g, [x]) => E.expand(x!, [2, 3, 4]), [{ shape: [3, 1] }]],
   ['gather repeated indices', (_g, [x]) => E.gather(x!, [2, 0, 2, 1], 1), [{ shape: [2, 3, 2] }]],
   ['avgPool2d 2×2', (_g, [x]) => E.avgPool2d(x!, 2), [{ shape: [1, 2, 6, 6] }]],
   ['avgPool2d 3 s2 p1 exclude pad', (_g, [x]) => E.avgPool2d(x!, 3, 2, 1, false), [{ shape: [1, 2, 7, 7] }]],
-  ['resize bilinear down antialias', (_g, [x]) => E.resizeBilinear(x!, 5, 4, true), [{ shape: [1, 2, 13, 11] }]],
+  [
+    'resize bilinear down antialias',
+    (_g, [x]) => E.resizeBilinear(x!, 5, 4, true),
+    [{ shape: [1, 2, 13, 11] }],
+  ],
   ['resize bilinear up', (_g, [x]) => E.resizeBilinear(x!, 9, 8), [{ shape: [1, 2, 4, 5] }]],
   ['adaptive avg pool', (_g, [x]) => E.adaptiveAvgPool2d(x!, 4), [{ shape: [1, 2, 10, 9] }]],
 ];
@@ -73,7 +162,10 @@ describe('every op: VJP equals finite differences of the onnxruntime forward', (
       // check the input gradient alone by freezing the weight as a graph input we don't differentiate.
       const r =
         onlyFirst === -1
-          ? await gradCheck((g, [x]) => build(g, [x!, g.constant(rand(54, 77), inputs[1]!.shape)]), [inputs[0]!])
+          ? await gradCheck(
+              (g, [x]) => build(g, [x!, g.constant(rand(54, 77), inputs[1]!.shape)]),
+              [inputs[0]!],
+            )
           : await gradCheck(build, inputs);
       expect(r.maxRelErr, `analytic ${r.analytic} vs numeric ${r.numeric}`).toBeLessThan(5e-3);
     });

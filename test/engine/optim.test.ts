@@ -42,7 +42,15 @@ describe('Adam (PyTorch semantics)', () => {
       const bc2 = 1 - 0.999 ** t;
       p = p.map((pi, i) => pi - (0.1 / bc1) * (m[i]! / (Math.sqrt(v[i]!) / Math.sqrt(bc2) + 1e-8)));
       const [c1, c2] = E.adamBiasCorrections(t);
-      const out = await s.run({ p: fp, g: Float32Array.from(g), m: fm, v: fv, lr: Float32Array.of(0.1), bc1: Float32Array.of(c1), bc2: Float32Array.of(c2) });
+      const out = await s.run({
+        p: fp,
+        g: Float32Array.from(g),
+        m: fm,
+        v: fv,
+        lr: Float32Array.of(0.1),
+        bc1: Float32Array.of(c1),
+        bc2: Float32Array.of(c2),
+      });
       fp = out.p1!.data;
       fm = out.m1!.data;
       fv = out.v1!.data;
@@ -55,14 +63,30 @@ describe('Adam (PyTorch semantics)', () => {
   it('first step is lr·sign(grad) (the known closed form)', async () => {
     const s = await adamModel({});
     const [c1, c2] = E.adamBiasCorrections(1);
-    const out = await s.run({ p: Float32Array.of(0, 0, 0), g: Float32Array.of(3, -0.001, 50), m: new Float32Array(3), v: new Float32Array(3), lr: Float32Array.of(0.01), bc1: Float32Array.of(c1), bc2: Float32Array.of(c2) });
+    const out = await s.run({
+      p: Float32Array.of(0, 0, 0),
+      g: Float32Array.of(3, -0.001, 50),
+      m: new Float32Array(3),
+      v: new Float32Array(3),
+      lr: Float32Array.of(0.01),
+      bc1: Float32Array.of(c1),
+      bc2: Float32Array.of(c2),
+    });
     expect([...out.p1!.data].map((x) => +x.toFixed(6))).toEqual([-0.01, 0.01, -0.01]);
   });
 
   it('weight decay adds wd·p to the gradient (L2, not decoupled)', async () => {
     const s = await adamModel({ weightDecay: 0.5 });
     const [c1, c2] = E.adamBiasCorrections(1);
-    const out = await s.run({ p: Float32Array.of(2, 2, 2), g: Float32Array.of(-1, 0, 1), m: new Float32Array(3), v: new Float32Array(3), lr: Float32Array.of(1), bc1: Float32Array.of(c1), bc2: Float32Array.of(c2) });
+    const out = await s.run({
+      p: Float32Array.of(2, 2, 2),
+      g: Float32Array.of(-1, 0, 1),
+      m: new Float32Array(3),
+      v: new Float32Array(3),
+      lr: Float32Array.of(1),
+      bc1: Float32Array.of(c1),
+      bc2: Float32Array.of(c2),
+    });
     // effective grads 0, 1, 2 → m = 0.1·g, first step = −sign → p = [2, 1, 1]
     expect([...out.m1!.data].map((x) => +x.toFixed(6))).toEqual([0, 0.1, 0.2]);
     expect([...out.p1!.data].map((x) => +x.toFixed(5))).toEqual([2, 1, 1]);
@@ -81,10 +105,22 @@ describe('SGD (PyTorch semantics)', () => {
     g.output(r.p, 'p1');
     g.output(r.buf!, 'buf1');
     const s = await E.Session.create(E.toBytes(g), { provider: 'cpu' });
-    let o = await s.run({ p: Float32Array.of(1, 1), g: Float32Array.of(1, -2), buf: Float32Array.of(99, 99), first: Float32Array.of(1), lr: Float32Array.of(0.1) });
+    let o = await s.run({
+      p: Float32Array.of(1, 1),
+      g: Float32Array.of(1, -2),
+      buf: Float32Array.of(99, 99),
+      first: Float32Array.of(1),
+      lr: Float32Array.of(0.1),
+    });
     expect([...o.buf1!.data]).toEqual([1, -2]);
     expect([...o.p1!.data].map((x) => +x.toFixed(6))).toEqual([0.9, 1.2]);
-    o = await s.run({ p: o.p1!.data, g: Float32Array.of(1, 1), buf: o.buf1!.data, first: Float32Array.of(0), lr: Float32Array.of(0.1) });
+    o = await s.run({
+      p: o.p1!.data,
+      g: Float32Array.of(1, 1),
+      buf: o.buf1!.data,
+      first: Float32Array.of(0),
+      lr: Float32Array.of(0.1),
+    });
     // buf = 0.9·[1,−2] + [1,1] = [1.9, −0.8]; p = [0.9−0.19, 1.2+0.08]
     expect([...o.buf1!.data].map((x) => +x.toFixed(6))).toEqual([1.9, -0.8]);
     expect([...o.p1!.data].map((x) => +x.toFixed(6))).toEqual([0.71, 1.28]);

@@ -17,15 +17,24 @@ function smallConvNet() {
 describe('runtime', () => {
   it('names the tensor on a wrong shape, a wrong dtype, a missing or an unknown input', async () => {
     const s = await E.Session.create(E.toBytes(smallConvNet()), { provider: 'cpu' });
-    await expect(s.run({ image: new Float32Array(10) })).rejects.toThrow(/input "image": expected shape \[1, 3, 16, 16\]/);
-    await expect(s.run({ image: new Int32Array(768) })).rejects.toThrow(/input "image": expected float32, got Int32Array/);
+    await expect(s.run({ image: new Float32Array(10) })).rejects.toThrow(
+      /input "image": expected shape \[1, 3, 16, 16\]/,
+    );
+    await expect(s.run({ image: new Int32Array(768) })).rejects.toThrow(
+      /input "image": expected float32, got Int32Array/,
+    );
     await expect(s.run({})).rejects.toThrow(/missing input "image"/);
-    await expect(s.run({ image: new Float32Array(768), extra: new Float32Array(1) })).rejects.toThrow(/unknown input "extra"/);
+    await expect(s.run({ image: new Float32Array(768), extra: new Float32Array(1) })).rejects.toThrow(
+      /unknown input "extra"/,
+    );
   });
 
   it('reports the provider it runs on and falls back to CPU when CUDA is absent', async () => {
     const logs: string[] = [];
-    const s = await E.Session.create(E.toBytes(smallConvNet()), { provider: 'auto', log: (m) => logs.push(m) });
+    const s = await E.Session.create(E.toBytes(smallConvNet()), {
+      provider: 'auto',
+      log: (m) => logs.push(m),
+    });
     expect(s.provider).toBe(E.cudaAvailable() ? 'cuda' : 'cpu');
     expect(logs.join('\n')).toMatch(/session on (CPU|CUDA)/);
   });

@@ -23,7 +23,9 @@ const require = createRequire(import.meta.url);
 export const FACEAPI_DIR = dirname(require.resolve('@vladmandic/face-api/package.json'));
 export const FACEAPI_MODEL_DIR = join(FACEAPI_DIR, 'model');
 export const FACEAPI_DEMO_DIR = join(FACEAPI_DIR, 'demo');
-export const FACEAPI_VERSION: string = (JSON.parse(readFileSync(join(FACEAPI_DIR, 'package.json'), 'utf8')) as { version: string }).version;
+export const FACEAPI_VERSION: string = (
+  JSON.parse(readFileSync(join(FACEAPI_DIR, 'package.json'), 'utf8')) as { version: string }
+).version;
 
 export interface OracleFace {
   box: { x: number; y: number; width: number; height: number };
@@ -47,7 +49,11 @@ export interface OracleOptions {
 // face-api's public API, typed as far as we use it.
 interface FaceApiLike {
   tf: {
-    tensor3d(data: Uint8Array | Int32Array | Float32Array, shape: [number, number, number], dtype?: string): { dispose(): void };
+    tensor3d(
+      data: Uint8Array | Int32Array | Float32Array,
+      shape: [number, number, number],
+      dtype?: string,
+    ): { dispose(): void };
     setBackend(name: string): Promise<boolean>;
     ready(): Promise<void>;
     getBackend(): string;
@@ -62,7 +68,10 @@ interface FaceApiLike {
     };
   };
   SsdMobilenetv1Options: new (o: { minConfidence?: number; maxResults?: number }) => unknown;
-  detectAllFaces(input: unknown, options: unknown): {
+  detectAllFaces(
+    input: unknown,
+    options: unknown,
+  ): {
     withFaceLandmarks(): {
       withFaceDescriptors(): Promise<
         Array<{
@@ -148,9 +157,17 @@ export async function oracleDetect(bytes: Uint8Array, options: OracleOptions = {
     const t = faceapi.tf.tensor3d(image.data, [image.height, image.width, 3], 'int32');
     const t0 = performance.now();
     try {
-      const res = await faceapi.detectAllFaces(t, new faceapi.SsdMobilenetv1Options(opts)).withFaceLandmarks().withFaceDescriptors();
+      const res = await faceapi
+        .detectAllFaces(t, new faceapi.SsdMobilenetv1Options(opts))
+        .withFaceLandmarks()
+        .withFaceDescriptors();
       const faces: OracleFace[] = res.map((r) => ({
-        box: { x: r.detection.box.x, y: r.detection.box.y, width: r.detection.box.width, height: r.detection.box.height },
+        box: {
+          x: r.detection.box.x,
+          y: r.detection.box.y,
+          width: r.detection.box.width,
+          height: r.detection.box.height,
+        },
         score: r.detection.score,
         landmarks: r.landmarks.positions.map((p) => [p.x, p.y] as [number, number]),
         descriptor: Array.from(r.descriptor),

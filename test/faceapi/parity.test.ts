@@ -52,7 +52,10 @@ describe.each(PHOTOS)('face-api parity on sample%i.jpg', (n) => {
       const dx = o.box.x - Math.floor(o.box.x);
       const dy = o.box.y - Math.floor(o.box.y);
       let worst = 0;
-      lm.forEach(([x, y], k) => (worst = Math.max(worst, Math.hypot(x + dx - o.landmarks[k][0], y + dy - o.landmarks[k][1]))));
+      lm.forEach(
+        ([x, y], k) =>
+          (worst = Math.max(worst, Math.hypot(x + dx - o.landmarks[k][0], y + dy - o.landmarks[k][1]))),
+      );
       expect(worst).toBeLessThan(0.5);
     }
   });
@@ -71,9 +74,19 @@ describe('recognizer on a non-square crop (centred padding path)', () => {
     const image = (await decodeImage(readFileSync(samplePath(1)))).image;
     // 150 wide × 210 high region around the first face: exercises padToSquare(centred) + resize.
     const box = { x: 420, y: 360, width: 151, height: 210 };
-    const crop: RgbImage = { width: box.width, height: box.height, data: new Uint8Array(box.width * box.height * 3) };
+    const crop: RgbImage = {
+      width: box.width,
+      height: box.height,
+      data: new Uint8Array(box.width * box.height * 3),
+    };
     for (let y = 0; y < box.height; y++) {
-      crop.data.set(image.data.subarray(((box.y + y) * image.width + box.x) * 3, ((box.y + y) * image.width + box.x + box.width) * 3), y * box.width * 3);
+      crop.data.set(
+        image.data.subarray(
+          ((box.y + y) * image.width + box.x) * 3,
+          ((box.y + y) * image.width + box.x + box.width) * 3,
+        ),
+        y * box.width * 3,
+      );
     }
     const models = new FaceApi({ threads: 2 });
     const ours = await models.descriptorOfBox(crop);

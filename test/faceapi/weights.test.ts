@@ -46,10 +46,14 @@ describe('tfjs weight manifests', () => {
   });
 
   it('refuses short shards, leftover bytes, unknown quantization and missing/misshaped weights', () => {
-    const w = [{ name: 'a', shape: [4], dtype: 'float32', quantization: { dtype: 'uint8', scale: 1, min: 0 } }];
+    const w = [
+      { name: 'a', shape: [4], dtype: 'float32', quantization: { dtype: 'uint8', scale: 1, min: 0 } },
+    ];
     expect(() => loadTfjsWeights(writeModel(w, Buffer.alloc(3)))).toThrow(/ends early/);
     expect(() => loadTfjsWeights(writeModel(w, Buffer.alloc(5)))).toThrow(/shards hold 5/);
-    expect(() => loadTfjsWeights(writeModel([{ ...w[0], quantization: { dtype: 'int4' } }], Buffer.alloc(4)))).toThrow(WeightFormatError);
+    expect(() =>
+      loadTfjsWeights(writeModel([{ ...w[0], quantization: { dtype: 'int4' } }], Buffer.alloc(4))),
+    ).toThrow(WeightFormatError);
     const map = new WeightMap(loadTfjsWeights(writeModel(w, Buffer.alloc(4))), 'test');
     expect(() => map.get('nope')).toThrow(/missing weight nope/);
     expect(() => map.get('a', [2, 2])).toThrow(/has shape \[4\], expected \[2,2\]/);
@@ -71,9 +75,13 @@ describe('tfjs weight manifests', () => {
   it('converts tfjs HWIO/depthwise kernels to ONNX OIHW', () => {
     // kh=1, kw=2, in=2, out=3: value encodes (x, i, o).
     const hwio = new Float32Array(12);
-    for (let x = 0; x < 2; x++) for (let i = 0; i < 2; i++) for (let o = 0; o < 3; o++) hwio[(x * 2 + i) * 3 + o] = 100 * x + 10 * i + o;
+    for (let x = 0; x < 2; x++)
+      for (let i = 0; i < 2; i++)
+        for (let o = 0; o < 3; o++) hwio[(x * 2 + i) * 3 + o] = 100 * x + 10 * i + o;
     const oihw = hwioToOihw(hwio, [1, 2, 2, 3]);
-    for (let o = 0; o < 3; o++) for (let i = 0; i < 2; i++) for (let x = 0; x < 2; x++) expect(oihw[(o * 2 + i) * 2 + x]).toBe(100 * x + 10 * i + o);
+    for (let o = 0; o < 3; o++)
+      for (let i = 0; i < 2; i++)
+        for (let x = 0; x < 2; x++) expect(oihw[(o * 2 + i) * 2 + x]).toBe(100 * x + 10 * i + o);
     const dw = depthwiseToOihw(Float32Array.from([1, 2, 3, 4]), [1, 2, 2, 1]); // (x, c)
     expect(Array.from(dw)).toEqual([1, 3, 2, 4]);
   });

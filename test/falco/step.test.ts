@@ -11,7 +11,8 @@ import { buildStepGraph, buildTargetsGraph, falcoWeightsFromStepMaps } from '../
 import { specTensor } from '../../models/fixtures/spec.js';
 import { rand } from '../helpers/gradcheck.js';
 
-const mapOf = (entries: ReturnType<typeof generatorLayout>) => new Map(entries.map((e) => [e.key, specTensor(e)]));
+const mapOf = (entries: ReturnType<typeof generatorLayout>) =>
+  new Map(entries.map((e) => [e.key, specTensor(e)]));
 
 describe('step.onnx (demo sizes)', async () => {
   const w = falcoWeightsFromStepMaps({
@@ -34,10 +35,19 @@ describe('step.onnx (demo sizes)', async () => {
   const k = 3; // Adam step number
   const [bc1, bc2] = E.adamBiasCorrections(k);
   const feeds = (tt: Float32Array) => ({
-    t: tt, real, mask, m, v,
-    lr: Float32Array.of(0.01), bc1: Float32Array.of(bc1), bc2: Float32Array.of(bc2),
-    target_id: tgt.id!.data, target_tokens: tgt.tokens!.data,
-    margin: Float32Array.of(0.2), lambda_id: Float32Array.of(10), lambda_attr: Float32Array.of(0.1),
+    t: tt,
+    real,
+    mask,
+    m,
+    v,
+    lr: Float32Array.of(0.01),
+    bc1: Float32Array.of(bc1),
+    bc2: Float32Array.of(bc2),
+    target_id: tgt.id!.data,
+    target_tokens: tgt.tokens!.data,
+    margin: Float32Array.of(0.2),
+    lambda_id: Float32Array.of(10),
+    lambda_attr: Float32Array.of(0.1),
   });
   const out = await step.run(feeds(t));
   const grad = out.grad!.data;
@@ -81,10 +91,14 @@ describe('step.onnx (demo sizes)', async () => {
     for (let d = 0; d < 4; d++) {
       const dir = rand(L * D, 100 + d, -1, 1).map((x, i) => (mask[Math.floor(i / D)] ? x : 0));
       const analytic = dir.reduce((s, x, i) => s + x * grad[i]!, 0);
-      const numeric = ((await lossAt(t.map((x, i) => x + eps * dir[i]!))) - (await lossAt(t.map((x, i) => x - eps * dir[i]!)))) / (2 * eps);
+      const numeric =
+        ((await lossAt(t.map((x, i) => x + eps * dir[i]!))) -
+          (await lossAt(t.map((x, i) => x - eps * dir[i]!)))) /
+        (2 * eps);
       pairs.push([analytic, numeric]);
     }
     const scale = pairs.reduce((s, [a]) => s + Math.abs(a), 0) / pairs.length;
-    for (const [a, n] of pairs) expect(Math.abs(a - n) / scale, `analytic ${a} vs numeric ${n}`).toBeLessThan(2e-2);
+    for (const [a, n] of pairs)
+      expect(Math.abs(a - n) / scale, `analytic ${a} vs numeric ${n}`).toBeLessThan(2e-2);
   });
 });

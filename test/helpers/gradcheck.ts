@@ -51,7 +51,16 @@ export async function gradCheck(
   grads.forEach((t, i) => g.output(t, `grad${i}`));
   const session = await Session.create(toBytes(g), { provider: 'cpu' });
 
-  const base = inputs.map((s, i) => s.data ?? rand(s.shape.reduce((a, b) => a * b, 1), seed + i, s.lo ?? -1, s.hi ?? 1));
+  const base = inputs.map(
+    (s, i) =>
+      s.data ??
+      rand(
+        s.shape.reduce((a, b) => a * b, 1),
+        seed + i,
+        s.lo ?? -1,
+        s.hi ?? 1,
+      ),
+  );
   const feeds = (xsData: Float32Array[]) => Object.fromEntries(xsData.map((d, i) => [`x${i}`, d]));
   const out = await session.run(feeds(base));
   const lossAt = async (d: Float32Array[]) => (await session.run(feeds(d), ['loss'])).loss!.data[0]!;

@@ -46,10 +46,13 @@ describe('StyleGAN2 (genforce) parity', () => {
     expect(gr.metrics['cosine']).toBeGreaterThan(0.99999);
   });
 
-  it.runIf(process.env['FALCO_SLOW'] === '1')('r1024: image_sub16, image_stats and grad_wp match', async () => {
-    const checks = await handler(byName('stylegan2_r1024'), ctx);
-    for (const c of checks) expect(c.pass, `${c.name} ${JSON.stringify(c.metrics)}`).toBe(true);
-  });
+  it.runIf(process.env['FALCO_SLOW'] === '1')(
+    'r1024: image_sub16, image_stats and grad_wp match',
+    async () => {
+      const checks = await handler(byName('stylegan2_r1024'), ctx);
+      for (const c of checks) expect(c.pass, `${c.name} ${JSON.stringify(c.metrics)}`).toBe(true);
+    },
+  );
 });
 
 describe('StyleGAN2 weights', () => {
@@ -90,9 +93,9 @@ describe('StyleGAN2 weights', () => {
 
   it('rejects a checkpoint of another resolution and infers nothing from a foreign dict', () => {
     expect(() => loadStyleGAN2Weights(spec(), 128)).toThrow(/missing keys/);
-    expect(() => inferResolution(new Map([['encoder.x', makeTensor('float32', [1], new Float32Array(1))]]))).toThrow(
-      StyleGAN2WeightsError,
-    );
+    expect(() =>
+      inferResolution(new Map([['encoder.x', makeTensor('float32', [1], new Float32Array(1))]])),
+    ).toThrow(StyleGAN2WeightsError);
   });
 
   it('takes the generator_smooth.* sub-dict of a flattened full checkpoint', () => {
@@ -142,14 +145,16 @@ describe('StyleGAN2 weights', () => {
 });
 
 /** The demo bundle's generator (64 px, 64 channels everywhere, 512-D W) as a key → tensor map. */
-const demoGenerator = (): Map<string, Tensor> => new Map(generatorLayout(DEMO_SIZES).map((e) => [e.key, specTensor(e) as Tensor]));
+const demoGenerator = (): Map<string, Tensor> =>
+  new Map(generatorLayout(DEMO_SIZES).map((e) => [e.key, specTensor(e) as Tensor]));
 
 /** Pattern weights for any architecture (range rules as the fixture specs; values don't matter here). */
 function syntheticGenerator(a: GeneratorArch): Map<string, Tensor> {
   const m = new Map<string, Tensor>();
   for (const [k, shape] of expectedKeys(a)) {
     let data: Float32Array;
-    if (k.endsWith('.kernel')) data = Float32Array.from([1, 3, 3, 1].flatMap((u) => [1, 3, 3, 1].map((v) => (u * v) / 16)));
+    if (k.endsWith('.kernel'))
+      data = Float32Array.from([1, 3, 3, 1].flatMap((u) => [1, 3, 3, 1].map((v) => (u * v) / 16)));
     else if (k.endsWith('style.bias')) data = pattern(k, shape, 0.9, 1.1);
     else if (k.endsWith('noise_strength')) data = Float32Array.of(0.1);
     else if (k.endsWith('.bias') || k.endsWith('w_avg')) data = pattern(k, shape, -0.1, 0.1);
@@ -182,7 +187,9 @@ describe('StyleGAN2 architecture inferred from the weights', () => {
     const w = loadStyleGAN2Weights(demoGenerator());
     expect(w.arch).toEqual({ ...fullArch(64), channels: [64, 64, 64, 64, 64] });
     const layout = generatorLayout(DEMO_SIZES);
-    expect([...expectedKeys(w.arch).entries()].sort()).toEqual(layout.map((e) => [e.key, [...e.shape]]).sort());
+    expect([...expectedKeys(w.arch).entries()].sort()).toEqual(
+      layout.map((e) => [e.key, [...e.shape]]).sort(),
+    );
 
     const s = await E.Session.create(E.toBytes(buildGeneratorGraph(w)), { provider: 'cpu' });
     const out = (await s.run({ wp: rand(10 * 512, 5, -1, 1) }))['image']!;
@@ -236,7 +243,10 @@ describe('StyleGAN2 architecture inferred from the weights', () => {
         expect(n, opName).toBeGreaterThan(0);
       };
     expect(await check()).toBeLessThan(3e-2);
-    const leaky = wrongVjp('LeakyRelu', (orig) => (ctx, gys) => orig({ ...ctx, attrs: { alpha: 0.25 } }, gys));
+    const leaky = wrongVjp(
+      'LeakyRelu',
+      (orig) => (ctx, gys) => orig({ ...ctx, attrs: { alpha: 0.25 } }, gys),
+    );
     expect(await check(leaky)).toBeGreaterThan(6e-2);
     const noDemod = wrongVjp('Reciprocal', () => (ctx) => [E.mul(ctx.inputs[0]!, 0)]);
     expect(await check(noDemod)).toBeGreaterThan(6e-2);
@@ -257,15 +267,22 @@ describe('StyleGAN2 architecture inferred from the weights', () => {
       'synthesis.layer5.weight: expected [64, 64, 3, 3], got [64, 32, 3, 3]',
       'synthesis.output3.bias: expected [3], got [64]',
     ]);
-    expect(e.message).toContain('64 px, channels 4:64 8:64 16:64 32:64 64:64, w 512, z 512, 8 mapping layers');
+    expect(e.message).toContain(
+      '64 px, channels 4:64 8:64 16:64 32:64 64:64, w 512, z 512, 8 mapping layers',
+    );
   });
 
   it('a mis-shaped layer of the full-size r64 spec is still named precisely', () => {
     const m = new Map(loadSpec(join(dir, 'stylegan2_genforce_r64.spec.json')).entries());
-    m.set('synthesis.layer5.weight', makeTensor('float32', [256, 512, 3, 3], new Float32Array(256 * 512 * 9)));
+    m.set(
+      'synthesis.layer5.weight',
+      makeTensor('float32', [256, 512, 3, 3], new Float32Array(256 * 512 * 9)),
+    );
     const e = loadError(() => loadStyleGAN2Weights(m));
     expect([e.missing, e.unexpected]).toEqual([[], []]);
-    expect(e.wrongShape).toEqual(['synthesis.layer5.weight: expected [512, 512, 3, 3], got [256, 512, 3, 3]']);
+    expect(e.wrongShape).toEqual([
+      'synthesis.layer5.weight: expected [512, 512, 3, 3], got [256, 512, 3, 3]',
+    ]);
   });
 
   it('uneven widths and other latent sizes: built with anyLatentDim, rejected by default with the reason', async () => {

@@ -23,7 +23,10 @@ describe(`parity with the upstream goldens (${dir})`, () => {
     const { join } = await import('node:path');
     const { tmpdir } = await import('node:os');
     const d = mkdtempSync(join(tmpdir(), 'parity-'));
-    writeFileSync(join(d, 'cases.json'), JSON.stringify({ format: 1, cases: [{ name: 'x', kind: 'nonexistent' }] }));
+    writeFileSync(
+      join(d, 'cases.json'),
+      JSON.stringify({ format: 1, cases: [{ name: 'x', kind: 'nonexistent' }] }),
+    );
     const [r] = await runParity(d);
     expect(r!.status).toBe('fail');
     expect(r!.line).toMatch(/no handler for kind "nonexistent"/);

@@ -18,7 +18,8 @@ import { oracleDetect, samplePath, type OracleResult } from '../faceapi/oracle.j
 function syntheticLandmarks(eyeL: Point, eyeR: Point, mouthL: Point, mouthR: Point): Point[] {
   const lm: Point[] = [];
   for (let k = 0; k < 68; k++) lm.push([(eyeL[0] + eyeR[0]) / 2, (eyeL[1] + mouthL[1]) / 2]);
-  for (let k = 36; k < 42; k++) lm[k] = [eyeL[0] + (k < 39 ? -1 : 1) * ((k % 3) - 1), eyeL[1] + (k % 2 ? 1 : -1)];
+  for (let k = 36; k < 42; k++)
+    lm[k] = [eyeL[0] + (k < 39 ? -1 : 1) * ((k % 3) - 1), eyeL[1] + (k % 2 ? 1 : -1)];
   // Make the 6 eye points average exactly to the eye centre.
   const fix = (s: number, c: Point): void => {
     const m = [0, 0];
@@ -49,14 +50,24 @@ describe('FFHQ alignment geometry', () => {
     // eyeAvg (120,100), eyeToEye (40,0), eyeToMouth (0,50): x = (90,0)/|.|·max(80, 90) = (90,0), y = (0,90),
     // c = (120,105) → quad TL (30,15), BL (30,195), BR (210,195), TR (210,15).
     const a = ffhqAlignment(lm, 256);
-    const expected = [[30, 15], [30, 195], [210, 195], [210, 15]];
+    const expected = [
+      [30, 15],
+      [30, 195],
+      [210, 195],
+      [210, 15],
+    ];
     a.quad.forEach((p, i) => {
       expect(p[0]).toBeCloseTo(expected[i][0], 9);
       expect(p[1]).toBeCloseTo(expected[i][1], 9);
     });
     expect(a.scale).toBeCloseTo(180 / 256, 12);
     // The crop corners map to the quad corners, and the eye midpoint lands at the FFHQ position.
-    const corners: Point[] = [[0, 0], [0, 256], [256, 256], [256, 0]];
+    const corners: Point[] = [
+      [0, 0],
+      [0, 256],
+      [256, 256],
+      [256, 0],
+    ];
     corners.forEach((c, i) => {
       const p = applyMat3(a.inverse, c);
       expect(p[0]).toBeCloseTo(a.quad[i][0], 9);
@@ -85,16 +96,25 @@ describe('FFHQ alignment geometry', () => {
 
   it('rejects degenerate input', () => {
     expect(() => ffhqAlignment(lm.slice(0, 5), 256)).toThrow(/68 landmarks/);
-    expect(() => ffhqAlignment(lm.map(() => [5, 5] as Point), 256)).toThrow(/degenerate/);
+    expect(() =>
+      ffhqAlignment(
+        lm.map(() => [5, 5] as Point),
+        256,
+      ),
+    ).toThrow(/degenerate/);
     expect(() => ffhqAlignment(lm, 0)).toThrow(RangeError);
   });
 
   it('prefilters when shrinking: a 1-px checkerboard becomes flat grey, not moiré', () => {
     const w = 512;
     const photo: RgbImage = { width: w, height: w, data: new Uint8Array(w * w * 3) };
-    for (let y = 0; y < w; y++) for (let x = 0; x < w; x++) photo.data.fill((x + y) % 2 ? 255 : 0, (y * w + x) * 3, (y * w + x) * 3 + 3);
+    for (let y = 0; y < w; y++)
+      for (let x = 0; x < w; x++)
+        photo.data.fill((x + y) % 2 ? 255 : 0, (y * w + x) * 3, (y * w + x) * 3 + 3);
     // A face ~4× larger in the photo than in a 64-px crop, rotated to exercise non-axis sampling.
-    const big = syntheticLandmarks([200, 220], [312, 220], [215, 360], [297, 360]).map((p) => rotate(p, 0.4, [256, 256]));
+    const big = syntheticLandmarks([200, 220], [312, 220], [215, 360], [297, 360]).map((p) =>
+      rotate(p, 0.4, [256, 256]),
+    );
     const { crop, alignment } = alignFace(photo, big, 64);
     expect(alignment.scale).toBeGreaterThan(3);
     let maxDev = 0;
@@ -104,7 +124,8 @@ describe('FFHQ alignment geometry', () => {
     const plain: RgbImage = { width: 64, height: 64, data: new Uint8Array(64 * 64 * 3) };
     warpAffine(photo, plain, alignment.inverse, { supersample: 1 });
     let plainDev = 0;
-    for (let i = 0; i < plain.data.length; i++) plainDev = Math.max(plainDev, Math.abs(plain.data[i] - 127.5));
+    for (let i = 0; i < plain.data.length; i++)
+      plainDev = Math.max(plainDev, Math.abs(plain.data[i] - 127.5));
     expect(plainDev).toBeGreaterThan(60);
   });
 });
@@ -137,7 +158,9 @@ describe('alignment on a real photo (oracle landmarks)', () => {
           if (u < 0 || v < 0 || u > 256 || v > 256) continue;
           if (maskAlphaAt(mask, lines, u, v) < 1) continue;
           for (let c = 0; c < 3; c++) {
-            const e = Math.abs(back.data[(y * photo.width + x) * 3 + c] - photo.data[(y * photo.width + x) * 3 + c]);
+            const e = Math.abs(
+              back.data[(y * photo.width + x) * 3 + c] - photo.data[(y * photo.width + x) * 3 + c],
+            );
             sum += e;
             errs.push(e);
             n++;

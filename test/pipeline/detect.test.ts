@@ -31,35 +31,42 @@ function checkLandmarksInBox(f: DetectedFace): void {
 }
 
 describe('detectFaces on the face-api sample photos', () => {
-  it.each(Object.entries(EXPECTED_FACES))('sample%s.jpg has %i faces, with plausible landmarks', async (n, count) => {
-    const { image } = await decodeImage(readFileSync(samplePath(Number(n))));
-    const faces = await detector.detect(image);
-    expect(faces.length).toBe(count);
-    for (const f of faces) {
-      expect(f.landmarks).toHaveLength(68);
-      expect(f.score).toBeGreaterThan(0.5);
-      checkLandmarksInBox(f);
-      // Anatomy sanity: left eye left of right eye, mouth below the eyes.
-      const eyeL = f.landmarks[36][0] + f.landmarks[39][0];
-      const eyeR = f.landmarks[42][0] + f.landmarks[45][0];
-      expect(eyeL).toBeLessThan(eyeR);
-      expect(f.landmarks[57][1]).toBeGreaterThan(f.landmarks[27][1]);
-    }
-    // Distinct faces: no two boxes overlap much.
-    for (let i = 0; i < faces.length; i++) {
-      for (let j = i + 1; j < faces.length; j++) {
-        const a = faces[i].box;
-        const b = faces[j].box;
-        const ix = Math.max(0, Math.min(a.x + a.width, b.x + b.width) - Math.max(a.x, b.x));
-        const iy = Math.max(0, Math.min(a.y + a.height, b.y + b.height) - Math.max(a.y, b.y));
-        expect(ix * iy).toBeLessThan(0.3 * Math.min(a.width * a.height, b.width * b.height));
+  it.each(Object.entries(EXPECTED_FACES))(
+    'sample%s.jpg has %i faces, with plausible landmarks',
+    async (n, count) => {
+      const { image } = await decodeImage(readFileSync(samplePath(Number(n))));
+      const faces = await detector.detect(image);
+      expect(faces.length).toBe(count);
+      for (const f of faces) {
+        expect(f.landmarks).toHaveLength(68);
+        expect(f.score).toBeGreaterThan(0.5);
+        checkLandmarksInBox(f);
+        // Anatomy sanity: left eye left of right eye, mouth below the eyes.
+        const eyeL = f.landmarks[36][0] + f.landmarks[39][0];
+        const eyeR = f.landmarks[42][0] + f.landmarks[45][0];
+        expect(eyeL).toBeLessThan(eyeR);
+        expect(f.landmarks[57][1]).toBeGreaterThan(f.landmarks[27][1]);
       }
-    }
-  });
+      // Distinct faces: no two boxes overlap much.
+      for (let i = 0; i < faces.length; i++) {
+        for (let j = i + 1; j < faces.length; j++) {
+          const a = faces[i].box;
+          const b = faces[j].box;
+          const ix = Math.max(0, Math.min(a.x + a.width, b.x + b.width) - Math.max(a.x, b.x));
+          const iy = Math.max(0, Math.min(a.y + a.height, b.y + b.height) - Math.max(a.y, b.y));
+          expect(ix * iy).toBeLessThan(0.3 * Math.min(a.width * a.height, b.width * b.height));
+        }
+      }
+    },
+  );
 
   it('finds the same faces in a photo stored rotated with an EXIF orientation tag', async () => {
     // Store sample1 rotated 90° counter-clockwise and tag it "rotate 90° CW to display" (orientation 6).
-    const stored = await sharp(readFileSync(samplePath(1))).rotate(-90).withMetadata({ orientation: 6 }).jpeg({ quality: 92 }).toBuffer();
+    const stored = await sharp(readFileSync(samplePath(1)))
+      .rotate(-90)
+      .withMetadata({ orientation: 6 })
+      .jpeg({ quality: 92 })
+      .toBuffer();
     const { image, orientation } = await decodeImage(stored);
     expect([orientation, image.width, image.height]).toEqual([6, 1920, 1280]);
     expect((await detector.detect(image)).length).toBe(3);
@@ -79,13 +86,26 @@ describe('detectFaces on the face-api sample photos', () => {
   });
 
   it('returns no faces for an image without any', async () => {
-    const { image } = await decodeImage(await sharp({ create: { width: 640, height: 480, channels: 3, background: '#7a8b9c' } }).png().toBuffer());
+    const { image } = await decodeImage(
+      await sharp({ create: { width: 640, height: 480, channels: 3, background: '#7a8b9c' } })
+        .png()
+        .toBuffer(),
+    );
     expect(await detector.detect(image)).toEqual([]);
   });
 
   it('rejects invalid options with a typed error', async () => {
-    const { image } = await decodeImage(await sharp({ create: { width: 8, height: 8, channels: 3, background: '#000' } }).png().toBuffer());
-    for (const bad of [{ scoreThreshold: 0 }, { scoreThreshold: 1.5 }, { minFaceSize: -1 }, { maxFaces: 0 }]) {
+    const { image } = await decodeImage(
+      await sharp({ create: { width: 8, height: 8, channels: 3, background: '#000' } })
+        .png()
+        .toBuffer(),
+    );
+    for (const bad of [
+      { scoreThreshold: 0 },
+      { scoreThreshold: 1.5 },
+      { minFaceSize: -1 },
+      { maxFaces: 0 },
+    ]) {
       await expect(detector.detect(image, bad)).rejects.toBeInstanceOf(InputError);
     }
   });

@@ -3,7 +3,12 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { alignFace } from '../../functions/pipeline/align.js';
 import { FaceDetector, type DetectedFace } from '../../functions/pipeline/detect.js';
-import { compareDescriptors, euclideanDistance, IdentityChecker, REIDENTIFICATION_THRESHOLD } from '../../functions/pipeline/identity.js';
+import {
+  compareDescriptors,
+  euclideanDistance,
+  IdentityChecker,
+  REIDENTIFICATION_THRESHOLD,
+} from '../../functions/pipeline/identity.js';
 import { decodeImage, type RgbImage } from '../../functions/pipeline/image-io.js';
 import { pasteFace } from '../../functions/pipeline/paste.js';
 import { FaceApi } from '../../models/faceapi/index.js';

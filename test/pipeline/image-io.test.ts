@@ -1,7 +1,13 @@
 import { readFileSync } from 'node:fs';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
-import { decodeImage, encodeImage, probeImage, sniffFormat, type RgbImage } from '../../functions/pipeline/image-io.js';
+import {
+  decodeImage,
+  encodeImage,
+  probeImage,
+  sniffFormat,
+  type RgbImage,
+} from '../../functions/pipeline/image-io.js';
 import { InputError } from '../../functions/pipeline/types.js';
 import { samplePath } from '../faceapi/oracle.js';
 import { exifTiff, gpsTags, jpegSegments, pngBomb, withIptc } from './metadata-util.js';
@@ -24,9 +30,16 @@ async function photoWithEverything(): Promise<Buffer> {
     .resize({ width: 480 })
     .withExif({
       IFD0: { Copyright: 'Someone', Make: 'TestCam', Model: 'X1' },
-      IFD3: { GPSLatitudeRef: 'N', GPSLatitude: '48/1 51/1 2964/100', GPSLongitudeRef: 'E', GPSLongitude: '2/1 17/1 4020/100' },
+      IFD3: {
+        GPSLatitudeRef: 'N',
+        GPSLatitude: '48/1 51/1 2964/100',
+        GPSLongitudeRef: 'E',
+        GPSLongitude: '2/1 17/1 4020/100',
+      },
     })
-    .withXmp('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" dc:creator="Secret Name"/></rdf:RDF></x:xmpmeta>')
+    .withXmp(
+      '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" dc:creator="Secret Name"/></rdf:RDF></x:xmpmeta>',
+    )
     .withIccProfile('p3')
     .jpeg({ quality: 90 })
     .toBuffer();
@@ -46,7 +59,13 @@ describe('image-io: formats and decoding', () => {
 
   it('decodes a sample photo to 8-bit RGB and reports its metadata', async () => {
     const d = await decodeImage(sample1);
-    expect([d.format, d.width, d.height, d.image.width, d.image.height]).toEqual(['jpeg', 1920, 1280, 1920, 1280]);
+    expect([d.format, d.width, d.height, d.image.width, d.image.height]).toEqual([
+      'jpeg',
+      1920,
+      1280,
+      1920,
+      1280,
+    ]);
     expect(d.image.data.length).toBe(1920 * 1280 * 3);
     expect(d.metadata.exif).toBe(true);
     expect(d.image.alpha).toBeUndefined();
@@ -55,7 +74,8 @@ describe('image-io: formats and decoding', () => {
   it('applies EXIF orientation (6 = rotate 90° clockwise) to the pixels', async () => {
     // 40×20 stored: left half red, right half blue. Displayed: 20×40 with red on top.
     const raw = new Uint8Array(40 * 20 * 3);
-    for (let y = 0; y < 20; y++) for (let x = 0; x < 40; x++) raw.set(x < 20 ? [255, 0, 0] : [0, 0, 255], (y * 40 + x) * 3);
+    for (let y = 0; y < 20; y++)
+      for (let x = 0; x < 40; x++) raw.set(x < 20 ? [255, 0, 0] : [0, 0, 255], (y * 40 + x) * 3);
     const jpeg = await sharp(raw, { raw: { width: 40, height: 20, channels: 3 } })
       .withMetadata({ orientation: 6 })
       .jpeg({ quality: 95 })
@@ -63,7 +83,8 @@ describe('image-io: formats and decoding', () => {
     expect((await sharp(jpeg).metadata()).orientation).toBe(6);
     const d = await decodeImage(jpeg);
     expect([d.orientation, d.width, d.height]).toEqual([6, 20, 40]);
-    const at = (x: number, y: number): number[] => Array.from(d.image.data.subarray((y * 20 + x) * 3, (y * 20 + x) * 3 + 3));
+    const at = (x: number, y: number): number[] =>
+      Array.from(d.image.data.subarray((y * 20 + x) * 3, (y * 20 + x) * 3 + 3));
     expect(at(10, 5)[0]).toBeGreaterThan(200);
     expect(at(10, 5)[2]).toBeLessThan(60);
     expect(at(10, 34)[2]).toBeGreaterThan(200);
@@ -71,7 +92,12 @@ describe('image-io: formats and decoding', () => {
   });
 
   it('keeps alpha through a PNG round trip and PNG/lossless WebP are pixel-exact', async () => {
-    const img: RgbImage = { width: 16, height: 8, data: new Uint8Array(16 * 8 * 3), alpha: new Uint8Array(16 * 8) };
+    const img: RgbImage = {
+      width: 16,
+      height: 8,
+      data: new Uint8Array(16 * 8 * 3),
+      alpha: new Uint8Array(16 * 8),
+    };
     for (let i = 0; i < 16 * 8; i++) {
       img.data.set([i % 256, (i * 7) % 256, (i * 13) % 256], i * 3);
       img.alpha![i] = (i * 5) % 256;
@@ -105,7 +131,17 @@ describe('image-io: metadata stripping', () => {
       expect([m.exif, m.xmp, m.iptc, m.icc]).toEqual([undefined, undefined, undefined, undefined]);
       // And independently of sharp's parser: no trace of the strings in the file.
       const text = out.toString('latin1');
-      for (const needle of ['Exif\0', 'GPS', 'Secret', 'TestCam', 'Photoshop 3.0', 'xmpmeta', 'ICC_PROFILE', 'iCCP', 'eXIf']) {
+      for (const needle of [
+        'Exif\0',
+        'GPS',
+        'Secret',
+        'TestCam',
+        'Photoshop 3.0',
+        'xmpmeta',
+        'ICC_PROFILE',
+        'iCCP',
+        'eXIf',
+      ]) {
         expect(text.includes(needle), `${fmt} output contains ${JSON.stringify(needle)}`).toBe(false);
       }
       if (fmt === 'jpeg') {
@@ -118,7 +154,11 @@ describe('image-io: metadata stripping', () => {
 
   it('converts an embedded wide-gamut profile to sRGB before dropping it', async () => {
     // sRGB pure red, stored as Display P3 values (≈ 234,51,35) with the P3 profile attached.
-    const red = await sharp({ create: { width: 8, height: 8, channels: 3, background: { r: 255, g: 0, b: 0 } } }).png().toBuffer();
+    const red = await sharp({
+      create: { width: 8, height: 8, channels: 3, background: { r: 255, g: 0, b: 0 } },
+    })
+      .png()
+      .toBuffer();
     const p3 = await sharp(red).withIccProfile('p3').png().toBuffer();
     const stored = await sharp(p3).keepIccProfile().raw().toBuffer();
     expect(stored[0]).toBeLessThan(245); // the file really holds P3 numbers
@@ -142,8 +182,16 @@ describe('image-io: bad inputs give typed errors', () => {
   });
 
   it('SVG and GIF are refused before reaching libvips', async () => {
-    expect((await inputError(decodeImage(Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>')))).code).toBe('unsupported_format');
-    const gif = await sharp({ create: { width: 2, height: 2, channels: 3, background: '#000' } }).gif().toBuffer();
+    expect(
+      (
+        await inputError(
+          decodeImage(Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>')),
+        )
+      ).code,
+    ).toBe('unsupported_format');
+    const gif = await sharp({ create: { width: 2, height: 2, channels: 3, background: '#000' } })
+      .gif()
+      .toBuffer();
     const e = await inputError(decodeImage(gif));
     expect([e.code, /GIF/.test(e.message)]).toEqual(['unsupported_format', true]);
   });

@@ -58,7 +58,13 @@ export function withIptc(jpeg: Uint8Array, caption: string): Uint8Array {
   const pad = iptc.length % 2 ? Buffer.from([0]) : Buffer.alloc(0);
   const size = Buffer.alloc(4);
   size.writeUInt32BE(iptc.length);
-  const irb = Buffer.concat([Buffer.from('8BIM', 'latin1'), Buffer.from([0x04, 0x04, 0, 0]), size, iptc, pad]);
+  const irb = Buffer.concat([
+    Buffer.from('8BIM', 'latin1'),
+    Buffer.from([0x04, 0x04, 0, 0]),
+    size,
+    iptc,
+    pad,
+  ]);
   const payload = Buffer.concat([Buffer.from('Photoshop 3.0\0', 'latin1'), irb]);
   const len = payload.length + 2;
   const seg = Buffer.concat([Buffer.from([0xff, 0xed, len >> 8, len & 255]), payload]);

@@ -2,7 +2,14 @@ import { readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { alignFace, applyMat3, LANDMARK_GROUPS, type Point } from '../../functions/pipeline/align.js';
 import { decodeImage, encodeImage, type RgbImage } from '../../functions/pipeline/image-io.js';
-import { convexHull, faceMask, maskAlphaAt, maskLines, pasteFace, type PasteResult } from '../../functions/pipeline/paste.js';
+import {
+  convexHull,
+  faceMask,
+  maskAlphaAt,
+  maskLines,
+  pasteFace,
+  type PasteResult,
+} from '../../functions/pipeline/paste.js';
 import { oracleDetect, samplePath, type OracleResult } from '../faceapi/oracle.js';
 
 const N = 256;
@@ -31,9 +38,23 @@ describe('paste-back', () => {
   });
 
   it('convexHull returns the hull of a point set', () => {
-    const hull = convexHull([[0, 0], [2, 0], [1, 1], [2, 2], [0, 2], [1, 0.5]]);
+    const hull = convexHull([
+      [0, 0],
+      [2, 0],
+      [1, 1],
+      [2, 2],
+      [0, 2],
+      [1, 0.5],
+    ]);
     expect(hull).toHaveLength(4);
-    expect(hull).toEqual(expect.arrayContaining([[0, 0], [2, 0], [2, 2], [0, 2]]));
+    expect(hull).toEqual(
+      expect.arrayContaining([
+        [0, 0],
+        [2, 0],
+        [2, 2],
+        [0, 2],
+      ]),
+    );
   });
 
   it('changes every face and leaves every pixel outside the masks byte-identical (also after PNG)', async () => {
@@ -53,7 +74,10 @@ describe('paste-back', () => {
       for (let x = 0; x < photo.width; x++) {
         const i = (y * photo.width + x) * 3;
         const masked = pastes.some((r) => alphaAt(r, x, y) > 0);
-        const same = img.data[i] === photo.data[i] && img.data[i + 1] === photo.data[i + 1] && img.data[i + 2] === photo.data[i + 2];
+        const same =
+          img.data[i] === photo.data[i] &&
+          img.data[i + 1] === photo.data[i + 1] &&
+          img.data[i + 2] === photo.data[i + 2];
         if (!masked) {
           outside++;
           if (!same) throw new Error(`pixel (${x},${y}) outside every mask changed`);
@@ -68,7 +92,9 @@ describe('paste-back', () => {
     // Face core is fully replaced: the pixel under the nose tip is pure green.
     for (const face of oracle.faces) {
       const [nx, ny] = face.landmarks[30].map(Math.floor);
-      expect(Array.from(img.data.subarray((ny * photo.width + nx) * 3, (ny * photo.width + nx) * 3 + 3))).toEqual([0, 255, 0]);
+      expect(
+        Array.from(img.data.subarray((ny * photo.width + nx) * 3, (ny * photo.width + nx) * 3 + 3)),
+      ).toEqual([0, 255, 0]);
     }
     // Lossless encoding keeps the promise for the file too.
     const decoded = (await decodeImage(await encodeImage(img, 'png'))).image;
@@ -90,7 +116,13 @@ describe('paste-back', () => {
       expect(maskAlphaAt(mask, lines, nose[0], nose[1])).toBe(1);
       // Zero all along the crop square border: no visible square.
       for (let t = 0; t <= N; t += 4) {
-        for (const [u, v] of [[t, 0], [t, N], [0, t], [N, t]] as Point[]) expect(maskAlphaAt(mask, lines, u, v)).toBe(0);
+        for (const [u, v] of [
+          [t, 0],
+          [t, N],
+          [0, t],
+          [N, t],
+        ] as Point[])
+          expect(maskAlphaAt(mask, lines, u, v)).toBe(0);
       }
       // Ramp is gentle in photo pixels: smoothstep's max slope is 1.5 / (feather width in photo pixels).
       const r = pasteFace(photo, solid(N, [0, 0, 0]), alignment, lm);
@@ -100,7 +132,11 @@ describe('paste-back', () => {
       for (let y = 0; y < h - 1; y++) {
         for (let x = 0; x < w - 1; x++) {
           const a = r.alpha[y * w + x];
-          maxStep = Math.max(maxStep, Math.abs(a - r.alpha[y * w + x + 1]), Math.abs(a - r.alpha[(y + 1) * w + x]));
+          maxStep = Math.max(
+            maxStep,
+            Math.abs(a - r.alpha[y * w + x + 1]),
+            Math.abs(a - r.alpha[(y + 1) * w + x]),
+          );
         }
       }
       const featherPhotoPx = mask.featherPx * alignment.scale;

@@ -74,9 +74,15 @@ describe.skipIf(!haveChromium)('demo web page', () => {
       timeout: 120_000,
     });
     const seen = (await page.evaluate('window.__seen')) as Array<[string, number]>;
-    expect(seen.some(([text]) => /: running/.test(text)), JSON.stringify(seen)).toBe(true);
+    expect(
+      seen.some(([text]) => /: running/.test(text)),
+      JSON.stringify(seen),
+    ).toBe(true);
     const bars = seen.map(([, v]) => v);
-    expect(bars.every((v, i) => i === 0 || v >= bars[i - 1]!), 'progress never goes back').toBe(true);
+    expect(
+      bars.every((v, i) => i === 0 || v >= bars[i - 1]!),
+      'progress never goes back',
+    ).toBe(true);
     expect(await page.textContent('#status')).toBe('Done: 3 faces anonymized.');
     // Both images actually loaded (naturalWidth > 0), at the photo's size.
     await page.waitForFunction(

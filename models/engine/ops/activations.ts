@@ -19,7 +19,9 @@ export const relu = (x: Tensor): Tensor => reluOp([x], null)[0]!;
 
 const leakyOp = defineOp<{ alpha: number }>({
   name: 'LeakyRelu',
-  forward: (g, [x], { alpha }) => [g.node1('LeakyRelu', [x!], x!.shape, 'float32', { alpha: { float: alpha } })],
+  forward: (g, [x], { alpha }) => [
+    g.node1('LeakyRelu', [x!], x!.shape, 'float32', { alpha: { float: alpha } }),
+  ],
   vjp: ({ g, inputs: [x], attrs: { alpha } }, [gy]) => [mul(gy!, positiveMask(x!, g.scalar(alpha)))],
 });
 export const leakyRelu = (x: Tensor, alpha = 0.01): Tensor => leakyOp([x], { alpha })[0]!;
@@ -66,7 +68,8 @@ const softmaxOp = defineOp<{ axis: number }>({
   name: 'Softmax',
   forward: (g, [x], { axis }) => [g.node1('Softmax', [x!], x!.shape, 'float32', { axis })],
   // y ⊙ (gy − Σ gy⊙y)
-  vjp: ({ outputs: [y], attrs: { axis } }, [gy]) => [mul(y!, sub(gy!, reduceSum(mul(gy!, y!), [axis], true)))],
+  vjp: ({ outputs: [y], attrs: { axis } }, [gy]) => [
+    mul(y!, sub(gy!, reduceSum(mul(gy!, y!), [axis], true))),
+  ],
 });
 export const softmax = (x: Tensor, axis = -1): Tensor => softmaxOp([x], { axis: normAxis(axis, x.rank) })[0]!;
-

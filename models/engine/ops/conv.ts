@@ -37,7 +37,12 @@ function pads4(p: Conv2dOptions['padding']): [number, number, number, number] {
 }
 
 function convAttrs(o: Conv2dOptions): ConvAttrs {
-  return { stride: pair(o.stride, 1), pads: pads4(o.padding), dilation: pair(o.dilation, 1), groups: o.groups ?? 1 };
+  return {
+    stride: pair(o.stride, 1),
+    pads: pads4(o.padding),
+    dilation: pair(o.dilation, 1),
+    groups: o.groups ?? 1,
+  };
 }
 
 const onnxAttrs = (a: ConvAttrs, k: number[]) => ({
@@ -85,10 +90,13 @@ const conv2dOp = defineOp<ConvAttrs>({
     const Ho = convOutSize(H!, kh!, a.stride[0], a.dilation[0], a.pads[0], a.pads[2]);
     const Wo = convOutSize(W!, kw!, a.stride[1], a.dilation[1], a.pads[1], a.pads[3]);
     if (Ho <= 0 || Wo <= 0) throw new ShapeError(`conv2d: ${x} is too small for kernel ${w}`);
-    return [g.node1('Conv', b ? [x!, w!, b] : [x!, w!], [N!, O!, Ho, Wo], 'float32', onnxAttrs(a, [kh!, kw!]))];
+    return [
+      g.node1('Conv', b ? [x!, w!, b] : [x!, w!], [N!, O!, Ho, Wo], 'float32', onnxAttrs(a, [kh!, kw!])),
+    ];
   },
   vjp({ g, inputs: [x, w, b], attrs: a, needs }, [gy]) {
-    if (needs[1]) throw new ShapeError(`conv2d: gradient w.r.t. weight ${w} is not supported (weights are frozen)`);
+    if (needs[1])
+      throw new ShapeError(`conv2d: gradient w.r.t. weight ${w} is not supported (weights are frozen)`);
     const [, , H, W] = x!.shape as number[];
     const [, , kh, kw] = w!.shape as number[];
     let gx: Tensor | null = null;
@@ -105,7 +113,12 @@ const conv2dOp = defineOp<ConvAttrs>({
         });
         // A pad larger than the kernel extent (rare) means the gradient is a crop of the full one.
         if (want.some((v) => v < 0))
-          gx = slice(gx, [Math.max(0, -want[0]!), Math.max(0, -want[1]!)], [Math.max(0, -want[0]!) + H!, Math.max(0, -want[1]!) + W!], [2, 3]);
+          gx = slice(
+            gx,
+            [Math.max(0, -want[0]!), Math.max(0, -want[1]!)],
+            [Math.max(0, -want[0]!) + H!, Math.max(0, -want[1]!) + W!],
+            [2, 3],
+          );
       } else {
         const [, , Hy, Wy] = gy!.shape as number[];
         const full = (n: number, k: number, i: 0 | 1) =>
@@ -127,10 +140,14 @@ const conv2dOp = defineOp<ConvAttrs>({
 /** Conv2d with PyTorch semantics; w [O, I/groups, kh, kw], b [O]. */
 export function conv2d(x: Tensor, w: Tensor, b?: Tensor, o: Conv2dOptions = {}): Tensor {
   const a = convAttrs(o);
-  if (x.rank !== 4 || w.rank !== 4) throw new ShapeError(`conv2d: expects NCHW input and OIHW weight, got ${x}, ${w}`);
+  if (x.rank !== 4 || w.rank !== 4)
+    throw new ShapeError(`conv2d: expects NCHW input and OIHW weight, got ${x}, ${w}`);
   if (x.shape[1] !== w.shape[1]! * a.groups)
-    throw new ShapeError(`conv2d: ${x} has ${x.shape[1]} channels, weight ${w} with groups=${a.groups} expects ${w.shape[1]! * a.groups}`);
-  if (b && (b.rank !== 1 || b.shape[0] !== w.shape[0])) throw new ShapeError(`conv2d: bias ${b} does not match ${w}`);
+    throw new ShapeError(
+      `conv2d: ${x} has ${x.shape[1]} channels, weight ${w} with groups=${a.groups} expects ${w.shape[1]! * a.groups}`,
+    );
+  if (b && (b.rank !== 1 || b.shape[0] !== w.shape[0]))
+    throw new ShapeError(`conv2d: bias ${b} does not match ${w}`);
   return conv2dOp(b ? [x, w, b] : [x, w], a)[0]!;
 }
 
@@ -157,7 +174,12 @@ const convTOp = defineOp<ConvAttrs & { outputPadding: [number, number] }>({
     if (needs[1]) throw new ShapeError(`convTranspose2d: gradient w.r.t. weight ${w} is not supported`);
     // The adjoint of a transposed conv is the conv with the same kernel, stride, pads and dilation.
     const gx = needs[0]
-      ? conv2d(gy!, w!, undefined, { stride: a.stride, padding: a.pads, dilation: a.dilation, groups: a.groups })
+      ? conv2d(gy!, w!, undefined, {
+          stride: a.stride,
+          padding: a.pads,
+          dilation: a.dilation,
+          groups: a.groups,
+        })
       : null;
     if (gx && gx.shape.join() !== x!.shape.join()) throw new ShapeError(`convTranspose2d VJP: ${gx} vs ${x}`);
     return [gx, null, b && needs[2] ? reduceSum(gy!, [0, 2, 3]) : null];

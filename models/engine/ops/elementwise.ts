@@ -14,7 +14,10 @@ function graphOf(...xs: TensorLike[]): Graph {
   return t.graph;
 }
 
-function binary(onnxOp: string, vjp: (a: Tensor, b: Tensor, y: Tensor, gy: Tensor, needs: boolean[]) => Array<Tensor | null>) {
+function binary(
+  onnxOp: string,
+  vjp: (a: Tensor, b: Tensor, y: Tensor, gy: Tensor, needs: boolean[]) => Array<Tensor | null>,
+) {
   const op = defineOp<null>({
     name: onnxOp,
     forward(g, [a, b]) {
@@ -33,7 +36,10 @@ function binary(onnxOp: string, vjp: (a: Tensor, b: Tensor, y: Tensor, gy: Tenso
 
 export const add = binary('Add', (_a, _b, _y, gy) => [gy, gy]);
 export const sub = binary('Sub', (_a, _b, _y, gy, needs) => [gy, needs[1] ? neg(gy) : null]);
-export const mul = binary('Mul', (a, b, _y, gy, needs) => [needs[0] ? mul(gy, b) : null, needs[1] ? mul(gy, a) : null]);
+export const mul = binary('Mul', (a, b, _y, gy, needs) => [
+  needs[0] ? mul(gy, b) : null,
+  needs[1] ? mul(gy, a) : null,
+]);
 // d(a/b)/db = -a/b² = -y/b
 export const div = binary('Div', (_a, b, y, gy, needs) => [
   needs[0] ? div(gy, b) : null,

@@ -21,7 +21,8 @@ const layerNormOp = defineOp<{ axis: number; eps: number }>({
     return [y!, mean!, inv!];
   },
   vjp({ inputs: [x, gamma], outputs: [, mean, inv], attrs: { axis }, needs }, [gy]) {
-    if (needs[1] || needs[2]) throw new ShapeError('layerNorm: gradients w.r.t. gamma/beta are not supported');
+    if (needs[1] || needs[2])
+      throw new ShapeError('layerNorm: gradients w.r.t. gamma/beta are not supported');
     // x̂ = (x−μ)/σ, g' = gy·γ:  dx = (g' − mean(g') − x̂·mean(g'·x̂)) / σ, means over the normalised axes.
     const axes = [...Array(x!.rank - axis).keys()].map((i) => i + axis);
     const xhat = mul(sub(x!, mean!), inv!);
@@ -36,7 +37,9 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor, eps = 1e-5, ax
   const a = normAxis(axis, x.rank);
   const norm = x.shape.slice(a);
   if (gamma.shape.join() !== norm.join() || beta.shape.join() !== norm.join())
-    throw new ShapeError(`layerNorm: gamma ${gamma} / beta ${beta} do not match normalised shape [${norm}] of ${x}`);
+    throw new ShapeError(
+      `layerNorm: gamma ${gamma} / beta ${beta} do not match normalised shape [${norm}] of ${x}`,
+    );
   return layerNormOp([x, gamma, beta], { axis: a, eps })[0]!;
 }
 
@@ -51,7 +54,8 @@ export function batchNorm(
 ): Tensor {
   const g = x.graph;
   const C = x.shape[1]!;
-  if (p.mean.length !== C || p.var.length !== C) throw new ShapeError(`batchNorm: stats of length ${p.mean.length} for ${x}`);
+  if (p.mean.length !== C || p.var.length !== C)
+    throw new ShapeError(`batchNorm: stats of length ${p.mean.length} for ${x}`);
   const scale = new Float32Array(C);
   const shift = new Float32Array(C);
   for (let c = 0; c < C; c++) {

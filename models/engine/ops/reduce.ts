@@ -9,7 +9,9 @@ interface ReduceAttrs {
 }
 
 function reducedShape(x: Tensor, axes: number[], keepdims: boolean): number[] {
-  return keepdims ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !axes.includes(i));
+  return keepdims
+    ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d))
+    : x.shape.filter((_, i) => !axes.includes(i));
 }
 
 function unreduce(gy: Tensor, x: Tensor, axes: number[]): Tensor {
@@ -20,7 +22,11 @@ const reduceSumOp = defineOp<ReduceAttrs>({
   name: 'ReduceSum',
   forward(g, [x], { axes, keepdims }) {
     // opset 13+: ReduceSum takes its axes as an input.
-    return [g.node1('ReduceSum', [x!, g.ints(axes)], reducedShape(x!, axes, keepdims), x!.dtype, { keepdims: keepdims ? 1 : 0 })];
+    return [
+      g.node1('ReduceSum', [x!, g.ints(axes)], reducedShape(x!, axes, keepdims), x!.dtype, {
+        keepdims: keepdims ? 1 : 0,
+      }),
+    ];
   },
   vjp({ inputs: [x], attrs: { axes } }, [gy]) {
     return [unreduce(gy!, x!, axes)];
@@ -31,7 +37,12 @@ const reduceMeanOp = defineOp<ReduceAttrs>({
   name: 'ReduceMean',
   forward(g, [x], { axes, keepdims }) {
     // opset 17: ReduceMean still takes axes as an attribute.
-    return [g.node1('ReduceMean', [x!], reducedShape(x!, axes, keepdims), x!.dtype, { axes, keepdims: keepdims ? 1 : 0 })];
+    return [
+      g.node1('ReduceMean', [x!], reducedShape(x!, axes, keepdims), x!.dtype, {
+        axes,
+        keepdims: keepdims ? 1 : 0,
+      }),
+    ];
   },
   vjp({ inputs: [x], attrs: { axes } }, [gy]) {
     const n = axes.reduce((p, a) => p * x!.shape[a]!, 1);

@@ -46,7 +46,8 @@ export function bilinearMatrix(inSize: number, outSize: number, antialias = fals
         w.push(v);
         total = f32(total + v);
       }
-      for (let j = xmin; j < xmax; j++) m[i * inSize + j] = total !== 0 ? f32(w[j - xmin]! / total) : w[j - xmin]!;
+      for (let j = xmin; j < xmax; j++)
+        m[i * inSize + j] = total !== 0 ? f32(w[j - xmin]! / total) : w[j - xmin]!;
     }
   } else {
     for (let i = 0; i < outSize; i++) {
@@ -74,7 +75,8 @@ export function adaptiveAvgMatrix(inSize: number, outSize: number): ResampleMatr
 
 /** Selection of rows [start, start+size) as a matrix (a crop that composes with other resamplers). */
 export function cropMatrix(inSize: number, start: number, size: number): ResampleMatrix {
-  if (start < 0 || start + size > inSize) throw new ShapeError(`crop [${start}, ${start + size}) outside 0..${inSize}`);
+  if (start < 0 || start + size > inSize)
+    throw new ShapeError(`crop [${start}, ${start + size}) outside 0..${inSize}`);
   const m = new Float32Array(size * inSize);
   for (let i = 0; i < size; i++) m[i * inSize + start + i] = 1;
   return { out: size, in: inSize, data: m };
@@ -100,7 +102,8 @@ export function resample2d(x: Tensor, rows: ResampleMatrix, cols: ResampleMatrix
   if (rows.in !== H || cols.in !== W)
     throw new ShapeError(`resample2d: matrices expect ${rows.in}×${cols.in}, input is ${x}`);
   const colsT = new Float32Array(cols.in * cols.out);
-  for (let i = 0; i < cols.out; i++) for (let j = 0; j < cols.in; j++) colsT[j * cols.out + i] = cols.data[i * cols.in + j]!;
+  for (let i = 0; i < cols.out; i++)
+    for (let j = 0; j < cols.in; j++) colsT[j * cols.out + i] = cols.data[i * cols.in + j]!;
   let y = x;
   if (!(cols.in === cols.out && isIdentity(cols))) y = matmul(y, g.constant(colsT, [cols.in, cols.out]));
   if (!(rows.in === rows.out && isIdentity(rows))) y = matmul(g.constant(rows.data, [rows.out, rows.in]), y);
@@ -108,7 +111,8 @@ export function resample2d(x: Tensor, rows: ResampleMatrix, cols: ResampleMatrix
 }
 
 function isIdentity(m: ResampleMatrix): boolean {
-  for (let i = 0; i < m.out; i++) for (let j = 0; j < m.in; j++) if (m.data[i * m.in + j] !== (i === j ? 1 : 0)) return false;
+  for (let i = 0; i < m.out; i++)
+    for (let j = 0; j < m.in; j++) if (m.data[i * m.in + j] !== (i === j ? 1 : 0)) return false;
   return true;
 }
 

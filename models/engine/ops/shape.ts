@@ -2,7 +2,16 @@
  * Shape ops: reshape, transpose, concat, slice (any steps), pad, expand, gather, plus the helpers the
  * VJPs of broadcasting ops need (fill, sumToShape). Each op's forward and VJP sit side by side.
  */
-import { type Graph, type Shape, ShapeError, type Tensor, defineOp, normAxis, numel, shapeStr } from '../graph.js';
+import {
+  type Graph,
+  type Shape,
+  ShapeError,
+  type Tensor,
+  defineOp,
+  normAxis,
+  numel,
+  shapeStr,
+} from '../graph.js';
 import { matmul } from './matmul.js';
 import { reduceSum } from './reduce.js';
 
@@ -40,7 +49,11 @@ const reshapeOp = defineOp<{ shape: number[] }>({
 export function reshape(x: Tensor, shape: Shape): Tensor {
   const known = shape.filter((d) => d !== -1);
   const inferred = shape.map((d) => (d === -1 ? x.size / numel(known) : d));
-  if (shape.filter((d) => d === -1).length > 1 || numel(inferred) !== x.size || inferred.some((d) => !Number.isInteger(d)))
+  if (
+    shape.filter((d) => d === -1).length > 1 ||
+    numel(inferred) !== x.size ||
+    inferred.some((d) => !Number.isInteger(d))
+  )
     throw new ShapeError(`reshape: cannot reshape ${x} to ${shapeStr(shape)}`);
   if (inferred.join() === x.shape.join()) return x;
   return reshapeOp([x], { shape: inferred })[0]!;
@@ -50,7 +63,15 @@ export function reshape(x: Tensor, shape: Shape): Tensor {
 const transposeOp = defineOp<{ perm: number[] }>({
   name: 'Transpose',
   forward(g, [x], { perm }) {
-    return [g.node1('Transpose', [x!], perm.map((p) => x!.shape[p]!), x!.dtype, { perm })];
+    return [
+      g.node1(
+        'Transpose',
+        [x!],
+        perm.map((p) => x!.shape[p]!),
+        x!.dtype,
+        { perm },
+      ),
+    ];
   },
   vjp({ attrs: { perm } }, [gy]) {
     const inv = perm.map((_, i) => perm.indexOf(i));
@@ -122,7 +143,9 @@ const sliceOp = defineOp<SliceAttrs>({
     const shape = [...x!.shape];
     axes.forEach((a, i) => (shape[a] = sliceRange(x!.shape[a]!, starts[i]!, ends[i]!, steps[i]!).count));
     // Large sentinels are clamped by ONNX like by NumPy; int64 can carry them.
-    return [g.node1('Slice', [x!, g.ints(starts), g.ints(ends), g.ints(axes), g.ints(steps)], shape, x!.dtype)];
+    return [
+      g.node1('Slice', [x!, g.ints(starts), g.ints(ends), g.ints(axes), g.ints(steps)], shape, x!.dtype),
+    ];
   },
   vjp({ inputs: [x], attrs }, [gy]) {
     // Scatter the cotangent back: one axis at a time, interleave zeros for |step| > 1, flip for step < 0,
@@ -165,7 +188,13 @@ const sliceOp = defineOp<SliceAttrs>({
 });
 
 /** Slice with ONNX semantics (negative indices, clamping, any nonzero step). */
-export function slice(x: Tensor, starts: number[], ends: number[], axes?: number[], steps?: number[]): Tensor {
+export function slice(
+  x: Tensor,
+  starts: number[],
+  ends: number[],
+  axes?: number[],
+  steps?: number[],
+): Tensor {
   const ax = (axes ?? starts.map((_, i) => i)).map((a) => normAxis(a, x.rank));
   const st = steps ?? ax.map(() => 1);
   if (starts.length !== ax.length || ends.length !== ax.length || st.length !== ax.length)
@@ -184,7 +213,14 @@ const padOp = defineOp<{ pads: number[]; value: number }>({
   vjp({ inputs: [x], attrs: { pads } }, [gy]) {
     const r = x!.rank;
     const axes = [...Array(r).keys()].filter((i) => pads[i] !== 0 || pads[i + r] !== 0);
-    return [slice(gy!, axes.map((i) => pads[i]!), axes.map((i) => pads[i]! + x!.shape[i]!), axes)];
+    return [
+      slice(
+        gy!,
+        axes.map((i) => pads[i]!),
+        axes.map((i) => pads[i]! + x!.shape[i]!),
+        axes,
+      ),
+    ];
   },
 });
 
@@ -196,7 +232,12 @@ export function pad(x: Tensor, pads: number[], value = 0): Tensor {
     // Crop the negative sides with a slice (cleaner gradients than ONNX negative pads).
     const r = x.rank;
     const axes = [...Array(r).keys()].filter((i) => pads[i]! < 0 || pads[i + r]! < 0);
-    x = slice(x, axes.map((i) => Math.max(0, -pads[i]!)), axes.map((i) => x.shape[i]! + Math.min(0, pads[i + r]!)), axes);
+    x = slice(
+      x,
+      axes.map((i) => Math.max(0, -pads[i]!)),
+      axes.map((i) => x.shape[i]! + Math.min(0, pads[i + r]!)),
+      axes,
+    );
     pads = pads.map((p) => Math.max(0, p));
     if (pads.every((p) => p === 0)) return x;
   }
@@ -241,7 +282,12 @@ const gatherOp = defineOp<{ indices: number[]; axis: number }>({
     const perm = [...Array(x!.rank).keys()].filter((i) => i !== axis).concat([axis]);
     const moved = transpose(gy!, perm);
     const scattered = matmul(moved, g.constant(oneHot, [K, D]));
-    return [transpose(scattered, perm.map((_, i) => perm.indexOf(i)))];
+    return [
+      transpose(
+        scattered,
+        perm.map((_, i) => perm.indexOf(i)),
+      ),
+    ];
   },
 });
 

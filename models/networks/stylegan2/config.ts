@@ -61,7 +61,13 @@ export interface GeneratorArch extends StyleGAN2Arch {
 /** The official full-size generator of a resolution. */
 export function fullArch(resolution: number): GeneratorArch {
   const a = arch(resolution);
-  return { ...a, channels: a.blockResolutions.map(channelsAt), wDim: W_DIM, zDim: Z_DIM, mappingLayers: MAPPING_LAYERS };
+  return {
+    ...a,
+    channels: a.blockResolutions.map(channelsAt),
+    wDim: W_DIM,
+    zDim: Z_DIM,
+    mappingLayers: MAPPING_LAYERS,
+  };
 }
 
 /** "64 px, channels 4:64 8:64 ..., w 512, z 512, 8 mapping layers" for error messages. */
@@ -72,7 +78,9 @@ export function describeArch(a: GeneratorArch): string {
 
 export function arch(resolution: number): StyleGAN2Arch {
   if (!(RESOLUTIONS as readonly number[]).includes(resolution))
-    throw new StyleGAN2ConfigError(`unsupported StyleGAN2 resolution ${resolution}; expected one of ${RESOLUTIONS.join(', ')}`);
+    throw new StyleGAN2ConfigError(
+      `unsupported StyleGAN2 resolution ${resolution}; expected one of ${RESOLUTIONS.join(', ')}`,
+    );
   const log2 = Math.log2(resolution);
   const blockResolutions: number[] = [];
   for (let r = 4; r <= resolution; r *= 2) blockResolutions.push(r);

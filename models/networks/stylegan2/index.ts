@@ -36,7 +36,10 @@ export function buildGeneratorGraph(weights: StyleGAN2Weights, opts: GeneratorGr
 }
 
 /** A standalone graph: input `z` [N, z] → output `wp` [N, L, w] (mapping + truncation). */
-export function buildMappingGraph(weights: StyleGAN2Weights, opts: TruncationOptions & { batch?: number } = {}): E.Graph {
+export function buildMappingGraph(
+  weights: StyleGAN2Weights,
+  opts: TruncationOptions & { batch?: number } = {},
+): E.Graph {
   const g = new E.Graph(`stylegan2_mapping_${weights.resolution}`);
   const z = g.input('z', [opts.batch ?? 1, weights.arch.zDim]);
   g.output(truncate(g, weights, buildMapping(g, weights, z), opts), 'wp');

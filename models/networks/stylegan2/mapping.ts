@@ -31,13 +31,18 @@ const scaled = (src: Float32Array, scale: number): Float32Array => {
 /** z [N, 512] → w [N, 512]. */
 export function buildMapping(g: Graph, weights: StyleGAN2Weights, z: Tensor): Tensor {
   const { zDim, wDim, mappingLayers } = weights.arch;
-  if (z.rank !== 2 || z.shape[1] !== zDim) throw new MappingInputError(`mapping expects z [N, ${zDim}], got ${z}`);
+  if (z.rank !== 2 || z.shape[1] !== zDim)
+    throw new MappingInputError(`mapping expects z [N, ${zDim}], got ${z}`);
   return g.scope('mapping', () => {
     let x = E.div(z, E.sqrt(E.add(E.reduceMean(E.mul(z, z), [1], true), PIXELNORM_EPS)));
     for (let i = 0; i < mappingLayers; i++) {
       const p = `mapping.dense${i}`;
       const inDim = i === 0 ? zDim : wDim;
-      const w = g.constant(scaled(weights.get(`${p}.weight`), (1 / Math.sqrt(inDim)) * MAPPING_LR_MUL), [wDim, inDim], `${p}.weight`);
+      const w = g.constant(
+        scaled(weights.get(`${p}.weight`), (1 / Math.sqrt(inDim)) * MAPPING_LR_MUL),
+        [wDim, inDim],
+        `${p}.weight`,
+      );
       const b = g.constant(scaled(weights.get(`${p}.bias`), MAPPING_LR_MUL), [wDim], `${p}.bias`);
       x = E.mul(E.leakyRelu(E.linear(x, w, b), LRELU_SLOPE), LRELU_GAIN);
     }
@@ -53,12 +58,18 @@ export interface TruncationOptions {
 }
 
 /** w [N, 512] → wp [N, L, 512], repeating w over the L layers and truncating towards `truncation.w_avg`. */
-export function truncate(g: Graph, weights: StyleGAN2Weights, w: Tensor, opts: TruncationOptions = {}): Tensor {
+export function truncate(
+  g: Graph,
+  weights: StyleGAN2Weights,
+  w: Tensor,
+  opts: TruncationOptions = {},
+): Tensor {
   const { numWLayers: L, wDim } = weights.arch;
   const psi = opts.psi ?? FALCO_TRUNCATION_PSI;
   const layers = Math.min(opts.layers ?? FALCO_TRUNCATION_LAYERS, L);
   if (!Number.isFinite(psi)) throw new MappingInputError(`truncation psi must be finite, got ${psi}`);
-  if (!Number.isInteger(layers) || layers < 0) throw new MappingInputError(`truncation layers must be an integer ≥ 0, got ${opts.layers}`);
+  if (!Number.isInteger(layers) || layers < 0)
+    throw new MappingInputError(`truncation layers must be an integer ≥ 0, got ${opts.layers}`);
   const N = w.shape[0]!;
   const wp = E.expand(E.reshape(w, [N, 1, wDim]), [N, L, wDim]);
   if (psi === 1 || layers === 0) return wp;

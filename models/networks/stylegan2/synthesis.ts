@@ -81,7 +81,12 @@ function depthwise(k: Float32Array, channels: number, flip: boolean): Float32Arr
  * 14 (256 px) or 18 (1024 px); widths come from `weights.arch` (inferred from the checkpoint); returns the image [N, 3, R, R] in genforce's range (about [-1, 1], not clamped, no tanh).
  * Every weight becomes a graph constant (pre-scaled on the host); only `wp` carries gradients.
  */
-export function buildSynthesis(g: Graph, weights: StyleGAN2Weights, wp: Tensor, opts: SynthesisOptions = {}): Tensor {
+export function buildSynthesis(
+  g: Graph,
+  weights: StyleGAN2Weights,
+  wp: Tensor,
+  opts: SynthesisOptions = {},
+): Tensor {
   const a = weights.arch;
   const { wDim } = a;
   if (wp.rank !== 3 || wp.shape[1] !== a.numWLayers || wp.shape[2] !== wDim)
@@ -101,7 +106,11 @@ export function buildSynthesis(g: Graph, weights: StyleGAN2Weights, wp: Tensor, 
     /** Affine style of a layer: w · (Ws/√w_dim)ᵀ + b + 1 (genforce's DenseBlock with additional_bias 1). */
     const style = (prefix: string, l: number, cin: number): Tensor =>
       g.scope(`${prefix}.style`, () => {
-        const ws = g.constant(scaled(W(`${prefix}.style.weight`), 1 / Math.sqrt(wDim)), [cin, wDim], `${prefix}.style.weight`);
+        const ws = g.constant(
+          scaled(W(`${prefix}.style.weight`), 1 / Math.sqrt(wDim)),
+          [cin, wDim],
+          `${prefix}.style.weight`,
+        );
         const b = W(`${prefix}.style.bias`).map((v) => v + 1);
         return E.linear(wAt(l), ws, g.constant(Float32Array.from(b), [cin], `${prefix}.style.bias1`));
       });
@@ -118,12 +127,22 @@ export function buildSynthesis(g: Graph, weights: StyleGAN2Weights, wp: Tensor, 
         let y = E.mul(x, E.reshape(s, [N, cin, 1, 1]));
         if (up) {
           // conv_transpose2d(stride 2, pad 0) → [2H+1]; then the [1,3,3,1] blur with pad 1 → [2H].
-          const wt = g.constant(transposeFlip(wscaled, cout, cin, 3), [cin, cout, 3, 3], `${prefix}.weight_T`);
+          const wt = g.constant(
+            transposeFlip(wscaled, cout, cin, 3),
+            [cin, cout, 3, 3],
+            `${prefix}.weight_T`,
+          );
           y = E.convTranspose2d(y, wt, undefined, { stride: 2 });
-          const blur = g.constant(depthwise(W(`${prefix}.filter.kernel`), cout, false), [cout, 1, 4, 4], `${prefix}.blur`);
+          const blur = g.constant(
+            depthwise(W(`${prefix}.filter.kernel`), cout, false),
+            [cout, 1, 4, 4],
+            `${prefix}.blur`,
+          );
           y = E.conv2d(y, blur, undefined, { padding: 1, groups: cout });
         } else {
-          y = E.conv2d(y, g.constant(wscaled, [cout, cin, 3, 3], `${prefix}.weight`), undefined, { padding: 1 });
+          y = E.conv2d(y, g.constant(wscaled, [cout, cin, 3, 3], `${prefix}.weight`), undefined, {
+            padding: 1,
+          });
         }
         // Demodulation d = (s² · Wsq + ε)^-½ per (sample, output channel).
         const wsq = g.constant(sqNormT(wscaled, cout, cin, 9), [cin, cout], `${prefix}.wsq`);
@@ -145,16 +164,28 @@ export function buildSynthesis(g: Graph, weights: StyleGAN2Weights, wp: Tensor, 
         const wr = g.constant(scaled(W(`${prefix}.weight`), 1 / Math.sqrt(c)), [1, 3, c], `${prefix}.weight`);
         const wmod = E.mul(wr, E.reshape(s, [N, 1, c]));
         const y = E.matmul(wmod, E.reshape(x, [N, c, h * w]));
-        return E.add(E.reshape(y, [N, 3, h, w]), g.constant(W(`${prefix}.bias`), [1, 3, 1, 1], `${prefix}.bias`));
+        return E.add(
+          E.reshape(y, [N, 3, h, w]),
+          g.constant(W(`${prefix}.bias`), [1, 3, 1, 1], `${prefix}.bias`),
+        );
       });
 
     // The skip branch's 2× upsampling (genforce UpsamplingLayer: zero-insertion, pad (2,1), 4×4 FIR)
     // equals a per-channel transposed conv with the flipped kernel, stride 2, padding 1.
-    const upK = g.constant(depthwise(W('synthesis.upsample.kernel'), 3, true), [3, 1, 4, 4], 'synthesis.upsample.kernel_T');
-    const upsampleImage = (img: Tensor): Tensor => E.convTranspose2d(img, upK, undefined, { stride: 2, padding: 1, groups: 3 });
+    const upK = g.constant(
+      depthwise(W('synthesis.upsample.kernel'), 3, true),
+      [3, 1, 4, 4],
+      'synthesis.upsample.kernel_T',
+    );
+    const upsampleImage = (img: Tensor): Tensor =>
+      E.convTranspose2d(img, upK, undefined, { stride: 2, padding: 1, groups: 3 });
 
     const c0 = a.channels[0]!;
-    let x: Tensor = g.constant(W('synthesis.early_layer.const'), [1, c0, 4, 4], 'synthesis.early_layer.const');
+    let x: Tensor = g.constant(
+      W('synthesis.early_layer.const'),
+      [1, c0, 4, 4],
+      'synthesis.early_layer.const',
+    );
     if (N > 1) x = E.expand(x, [N, c0, 4, 4]);
     let image: Tensor | undefined;
     a.blockResolutions.forEach((_res, b) => {

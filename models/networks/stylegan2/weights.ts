@@ -186,7 +186,9 @@ export function loadStyleGAN2Weights(
   resolutionOrOptions?: number | LoadStyleGAN2Options,
 ): StyleGAN2Weights {
   const opts: LoadStyleGAN2Options =
-    typeof resolutionOrOptions === 'number' ? { resolution: resolutionOrOptions } : (resolutionOrOptions ?? {});
+    typeof resolutionOrOptions === 'number'
+      ? { resolution: resolutionOrOptions }
+      : (resolutionOrOptions ?? {});
   const dict = selectGeneratorDict(map);
   const inferred = inferArch(dict, opts.resolution);
   // With FALCO's fixed 512-D latents, checking against 512 (not the vote) names the exact tensors that
@@ -206,7 +208,8 @@ export function loadStyleGAN2Weights(
     const t = lazy ? { shape: shapeOf(k)!, dtype: 'float32' } : dict.get(k)!;
     if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]))
       wrongShape.push(`${k}: expected ${fmtShape(shape)}, got ${fmtShape(t.shape)}`);
-    if (!['float32', 'float16', 'bfloat16', 'float64'].includes(t.dtype)) badType.push(`${k}: dtype ${t.dtype} is not floating point`);
+    if (!['float32', 'float16', 'bfloat16', 'float64'].includes(t.dtype))
+      badType.push(`${k}: dtype ${t.dtype} is not floating point`);
   }
   const zeroWidth = a.channels.some((c) => c < 1) || a.wDim < 1 || a.zDim < 1;
   if (zeroWidth) other.push('a width of 0 (empty tensors)');

@@ -4,7 +4,13 @@
  * original's identity/attribute targets once; step.onnx does forward + backward + Adam per step).
  */
 import { toFloat32 } from '../../checkpoint/tensor.js';
-import { type FalcoStepCase, loadCaseSpec, loadCases, loadExpected, patternInput } from '../../fixtures/cases.js';
+import {
+  type FalcoStepCase,
+  loadCaseSpec,
+  loadCases,
+  loadExpected,
+  patternInput,
+} from '../../fixtures/cases.js';
 import { TOLERANCES, checkGradient, checkStep, relL2 } from '../../fixtures/metrics.js';
 import * as E from '../../engine/index.js';
 import { adamBiasCorrections } from '../../engine/index.js';
@@ -18,7 +24,8 @@ export default async function falcoStep(pc: ParityCase, ctx: ParityContext): Pro
   const suite = loadCases(ctx.dir);
   const c = suite.cases.find((k) => k.name === pc.name) as FalcoStepCase;
   const p = c.params;
-  if (p.optimizer !== 'adam') throw new Error(`case ${c.name}: optimizer ${p.optimizer} is not supported by the step model`);
+  if (p.optimizer !== 'adam')
+    throw new Error(`case ${c.name}: optimizer ${p.optimizer} is not supported by the step model`);
   const w = falcoWeightsFromStepMaps({
     generator: loadCaseSpec(suite, c.weights.generator),
     arcface: loadCaseSpec(suite, c.weights.arcface),
@@ -69,11 +76,16 @@ export default async function falcoStep(pc: ParityCase, ctx: ParityContext): Pro
     t = o.t_next!.data;
     m = o.m_next!.data;
     v = o.v_next!.data;
-    ctx.log(`step ${s}: loss ${losses.at(-3)!.toFixed(4)} id ${losses.at(-2)!.toFixed(5)} attr ${losses.at(-1)!.toFixed(3)}`);
+    ctx.log(
+      `step ${s}: loss ${losses.at(-3)!.toFixed(4)} id ${losses.at(-2)!.toFixed(5)} attr ${losses.at(-1)!.toFixed(3)}`,
+    );
   }
 
   const expLosses = toFloat32(loadExpected(suite, c, 'losses'));
-  const expGrad = 'grad_trainable_step0' in c.expect ? toFloat32(loadExpected(suite, c, 'grad_trainable_step0')) : undefined;
+  const expGrad =
+    'grad_trainable_step0' in c.expect
+      ? toFloat32(loadExpected(suite, c, 'grad_trainable_step0'))
+      : undefined;
   const st = checkStep({
     losses: { actual: losses, expected: expLosses },
     trainableAfter: {
@@ -86,7 +98,9 @@ export default async function falcoStep(pc: ParityCase, ctx: ParityContext): Pro
   const metrics: Record<string, number> = {
     lossMaxRelErr: st.metrics.lossMaxRelErr,
     trainableUpdateRelL2: st.metrics.trainableUpdateRelL2,
-    ...(st.metrics.gradStep0 ? { gradCosine: st.metrics.gradStep0.cosine, gradRelL2: st.metrics.gradStep0.relL2 } : {}),
+    ...(st.metrics.gradStep0
+      ? { gradCosine: st.metrics.gradStep0.cosine, gradRelL2: st.metrics.gradStep0.relL2 }
+      : {}),
   };
   if (st.pass || !expGrad) {
     await step.release();
@@ -104,13 +118,26 @@ export default async function falcoStep(pc: ParityCase, ctx: ParityContext): Pro
   const moved = await step.run(feedsAt(perturbed), ['grad']);
   await step.release();
   const sensitivity = relL2(rows(moved.grad!.data, a, b, D), rows(base.grad!.data, a, b, D));
-  const loss0 = Math.max(...[0, 1, 2].map((k) => Math.abs(losses[k]! - expLosses[k]!) / Math.abs(expLosses[k]!)));
-  const g = checkGradient(grad0!, expGrad, { minCosine: 0.999, maxRelL2: Math.max(TOLERANCES.gradRelL2, 10 * sensitivity) });
+  const loss0 = Math.max(
+    ...[0, 1, 2].map((k) => Math.abs(losses[k]! - expLosses[k]!) / Math.abs(expLosses[k]!)),
+  );
+  const g = checkGradient(grad0!, expGrad, {
+    minCosine: 0.999,
+    maxRelL2: Math.max(TOLERANCES.gradRelL2, 10 * sensitivity),
+  });
   const illConditioned = sensitivity > TOLERANCES.gradRelL2;
   const pass = illConditioned && loss0 <= TOLERANCES.stepLossRel && g.pass;
   ctx.log(
     `strict bars failed; rounding sensitivity of the step-0 gradient = ${sensitivity.toExponential(2)} ` +
-      (illConditioned ? '(ill-conditioned: judged on step 0 only)' : '(well-conditioned: the failure stands)'),
+      (illConditioned
+        ? '(ill-conditioned: judged on step 0 only)'
+        : '(well-conditioned: the failure stands)'),
   );
-  return [{ name: illConditioned ? 'step0(ill-conditioned)' : 'trajectory', pass, metrics: { ...metrics, loss0RelErr: loss0, sensitivity } }];
+  return [
+    {
+      name: illConditioned ? 'step0(ill-conditioned)' : 'trajectory',
+      pass,
+      metrics: { ...metrics, loss0RelErr: loss0, sensitivity },
+    },
+  ];
 }

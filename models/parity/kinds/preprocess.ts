@@ -23,7 +23,10 @@ const PIPELINES = {
 } as const;
 type Pipeline = keyof typeof PIPELINES;
 
-const preprocessHandler: ParityHandler = async (c: ParityCase, ctx: ParityContext): Promise<ParityCheck[]> => {
+const preprocessHandler: ParityHandler = async (
+  c: ParityCase,
+  ctx: ParityContext,
+): Promise<ParityCheck[]> => {
   const input = c['input'] as { pattern?: unknown; shape?: unknown; lo?: unknown; hi?: unknown } | undefined;
   if (
     !input ||
@@ -36,12 +39,17 @@ const preprocessHandler: ParityHandler = async (c: ParityCase, ctx: ParityContex
   )
     throw new FixtureFormatError(`case ${c.name}: "input" must be {pattern, shape: [N, 3, H, W], lo, hi}`);
   const shape = input.shape as number[];
-  if (shape[1] !== 3) throw new FixtureFormatError(`case ${c.name}: input must have 3 channels, got [${shape}]`);
+  if (shape[1] !== 3)
+    throw new FixtureFormatError(`case ${c.name}: input must have 3 channels, got [${shape}]`);
   const expect = c['expect'] as Record<string, unknown> | undefined;
   if (!expect || typeof expect !== 'object') throw new FixtureFormatError(`case ${c.name}: "expect" missing`);
   for (const [k, v] of Object.entries(expect)) {
-    if (!(k in PIPELINES)) throw new FixtureFormatError(`case ${c.name}: unknown preprocess expectation "${k}" (known: id112, farl224)`);
-    if (typeof v !== 'string') throw new FixtureFormatError(`case ${c.name}: expectation "${k}" must be a .npy file name`);
+    if (!(k in PIPELINES))
+      throw new FixtureFormatError(
+        `case ${c.name}: unknown preprocess expectation "${k}" (known: id112, farl224)`,
+      );
+    if (typeof v !== 'string')
+      throw new FixtureFormatError(`case ${c.name}: expectation "${k}" must be a .npy file name`);
   }
 
   const g = new E.Graph('preprocess');
@@ -60,7 +68,9 @@ const preprocessHandler: ParityHandler = async (c: ParityCase, ctx: ParityContex
     const want = [shape[0]!, 3, size, size];
     const npy = readNpy(join(ctx.dir, expect[k] as string));
     if (npy.shape.join() !== want.join())
-      throw new FixtureFormatError(`case ${c.name}: ${expect[k]} has shape [${npy.shape}], expected [${want}]`);
+      throw new FixtureFormatError(
+        `case ${c.name}: ${expect[k]} has shape [${npy.shape}], expected [${want}]`,
+      );
     ctx.log(`${c.name}: ${k} computed`);
     return named(k, checkOutput(out[k]!.data, npy));
   });
