@@ -4,8 +4,8 @@
  *
  * Layout of --out: for every input image `<rel>` (its path relative to the directory given, or its
  * base name for a file argument) → `<rel>` anonymized (extension follows --format), `<rel>.report.json`
- * (ImageReport, or the typed error), `<rel>.compare.jpg` (before | after, unless --no-compare), and
- * `summary.json` over the whole set.
+ * (ImageReport, or the typed error), `<rel>.compare.jpg` (before | after, unless --no-compare),
+ * `<rel>.losses.png` (loss curves per face, when faces were found), and `summary.json` over the whole set.
  *
  * Resumable: the report is written last (after the image, both via rename), so its presence means
  * "finished"; a rerun skips those files (failed ones too: InputError / PrivacyError are deterministic
@@ -14,6 +14,7 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import cliProgress from 'cli-progress';
+import { lossCurvesPng } from './loss-plot.js';
 import { existsSync, statSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, relative, resolve } from 'node:path';
@@ -196,6 +197,11 @@ export async function runBatch(inputs: string[], o: BatchOptions): Promise<Batch
         await writeAtomic(out, res.image);
         if (o.compare)
           await writeAtomic(join(o.out, `${job.rel}.compare.jpg`), await comparePicture(bytes, res.image));
+        if (res.report.faces.length)
+          await writeAtomic(
+            join(o.out, `${job.rel}.losses.png`),
+            await lossCurvesPng(res.report.faces, `${job.rel} · bundle ${res.report.bundle.id}`),
+          );
         rep = {
           status: res.report.outcome,
           input: job.input,
