@@ -124,16 +124,20 @@ export interface OfficialCheckpoints {
 export async function loadOfficialWeights(p: OfficialCheckpoints): Promise<FalcoWeights> {
   const read = async (name: string, path: string, select?: (k: string) => boolean): Promise<PyValue> => {
     try {
-      return await loadCheckpoint(path, select ? { select } : {});
+      // Training checkpoints carry more than weights (optimizer state, run options with arbitrary Python
+      // objects): we only need tensors, so unknown classes load as opaque values instead of failing.
+      return await loadCheckpoint(path, { unknownClasses: 'opaque', ...(select ? { select } : {}) });
     } catch (e) {
       throw new FalcoWeightsError(`${name} (${path}): ${(e as Error).message}`);
     }
   };
   const [g, a, f, e] = await Promise.all([
-    read('stylegan2', p.stylegan2, (k) => !k.startsWith('discriminator')),
+    // Read only the storages we use: genforce's generator (smoothed, or plain as FALCO's fallback), the
+    // e4e encoder + latent_avg, FaRL's visual tower.
+    read('stylegan2', p.stylegan2, (k) => /^generator(_smooth)?\./.test(k)),
     read('arcface', p.arcface),
     read('farl', p.farl, farlCheckpointSelect),
-    read('e4e', p.e4e, (k) => !/^(state_dict\.)?decoder\./.test(k)),
+    read('e4e', p.e4e, (k) => /^(state_dict\.encoder\.|latent_avg)/.test(k)),
   ]);
   const farlMap = stateDict(f, 'state_dict.');
   const errors: string[] = [];
