@@ -5,13 +5,11 @@
  */
 import { join } from 'node:path';
 import * as E from '../../engine/index.js';
-import { FixtureFormatError } from '../../checkpoint/errors.js';
 import { checkOutput } from '../../fixtures/metrics.js';
-import { pattern } from '../../fixtures/pattern.js';
 import { loadSpec } from '../../fixtures/spec.js';
 import { E4E_INPUT, type E4EWeights, W_DIM, buildE4E, loadE4EWeights } from '../../networks/e4e.js';
 import type { ParityCase, ParityCheck, ParityContext, ParityHandler } from '../types.js';
-import { expectations, golden } from './arcface.js';
+import { expectations, golden, named, patternAt, weightsFile } from './common.js';
 
 /** Build the encoder, run it once on CPU, return codes and W+ (shared by handler, tests, benchmark). */
 export async function runE4E(
@@ -37,24 +35,9 @@ export async function runE4E(
 }
 
 const e4eHandler: ParityHandler = async (c: ParityCase, ctx: ParityContext): Promise<ParityCheck[]> => {
-  if (typeof c['weights'] !== 'string')
-    throw new FixtureFormatError(`case ${c.name}: "weights" must be a spec file name`);
   const expect = expectations(c, ['codes', 'wplus']);
-  const inShape = [1, 3, E4E_INPUT, E4E_INPUT];
-  const inRef = c['input'] as { pattern?: unknown; shape?: unknown; lo?: unknown; hi?: unknown } | undefined;
-  if (
-    !inRef ||
-    typeof inRef.pattern !== 'string' ||
-    typeof inRef.lo !== 'number' ||
-    typeof inRef.hi !== 'number'
-  )
-    throw new FixtureFormatError(`case ${c.name}: "input" must be {pattern, shape, lo, hi}`);
-  if (inRef.shape !== undefined && (!Array.isArray(inRef.shape) || inRef.shape.join() !== inShape.join()))
-    throw new FixtureFormatError(
-      `case ${c.name}: "input.shape" is ${JSON.stringify(inRef.shape)}, e4e needs [${inShape}]`,
-    );
-  const weights = loadE4EWeights(loadSpec(join(ctx.dir, c['weights'])));
-  const input = pattern(inRef.pattern, inShape, inRef.lo, inRef.hi);
+  const input = patternAt(c, 'input', [1, 3, E4E_INPUT, E4E_INPUT], 'e4e needs');
+  const weights = loadE4EWeights(loadSpec(join(ctx.dir, weightsFile(c))));
 
   const t0 = performance.now();
   const out = await runE4E(weights, input);
@@ -63,10 +46,7 @@ const e4eHandler: ParityHandler = async (c: ParityCase, ctx: ParityContext): Pro
   const shape = [1, weights.styleCount, W_DIM];
   return (['codes', 'wplus'] as const)
     .filter((k) => expect[k] !== undefined)
-    .map((k) => {
-      const r = checkOutput(out[k], golden(c, ctx.dir, expect[k]!, shape));
-      return { name: k, pass: r.pass, metrics: { ...r.metrics } };
-    });
+    .map((k) => named(k, checkOutput(out[k], golden(c, ctx.dir, expect[k]!, shape))));
 };
 
 export default e4eHandler;

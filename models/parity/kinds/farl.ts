@@ -6,35 +6,11 @@
  */
 import { join } from 'node:path';
 import * as E from '../../engine/index.js';
-import { FixtureFormatError } from '../../checkpoint/errors.js';
 import { buildFarl, farlTokens, loadFarlWeights, type FarlWeights } from '../../networks/farl.js';
-import { toFloat32 } from '../../checkpoint/tensor.js';
 import { checkGradient, checkOutput } from '../../fixtures/metrics.js';
-import { readNpy } from '../../fixtures/npy.js';
-import { pattern } from '../../fixtures/pattern.js';
 import { loadSpec } from '../../fixtures/spec.js';
 import type { ParityCase, ParityCheck, ParityContext, ParityHandler } from '../types.js';
-
-interface PatternRef {
-  pattern: string;
-  shape?: number[];
-  lo: number;
-  hi: number;
-}
-
-function patternRef(c: ParityCase, field: string): PatternRef {
-  const v = c[field] as Partial<PatternRef> | undefined;
-  if (!v || typeof v.pattern !== 'string' || typeof v.lo !== 'number' || typeof v.hi !== 'number')
-    throw new FixtureFormatError(`case ${c.name}: "${field}" must be {pattern, shape, lo, hi}`);
-  if (
-    v.shape !== undefined &&
-    (!Array.isArray(v.shape) || v.shape.some((d) => !Number.isInteger(d) || d <= 0))
-  )
-    throw new FixtureFormatError(`case ${c.name}: "${field}.shape" must be a list of positive integers`);
-  return v as PatternRef;
-}
-
-const sameShape = (a: readonly number[], b: readonly number[]) => a.join() === b.join();
+import { expectations, golden, named, patternAt, weightsFile } from './common.js';
 
 /** Build, run and return tokens and input gradient (exported for the benchmark and tests). */
 export async function runFarl(
@@ -65,45 +41,16 @@ export async function runFarl(
 }
 
 const farlHandler: ParityHandler = async (c: ParityCase, ctx: ParityContext): Promise<ParityCheck[]> => {
-  if (typeof c['weights'] !== 'string')
-    throw new FixtureFormatError(`case ${c.name}: "weights" must be a spec file name`);
-  const expect = c['expect'] as Record<string, unknown> | undefined;
-  if (!expect || typeof expect !== 'object') throw new FixtureFormatError(`case ${c.name}: "expect" missing`);
-  for (const [k, v] of Object.entries(expect)) {
-    if (k !== 'tokens' && k !== 'grad_input')
-      throw new FixtureFormatError(
-        `case ${c.name}: unknown farl expectation "${k}" (known: tokens, grad_input)`,
-      );
-    if (typeof v !== 'string')
-      throw new FixtureFormatError(`case ${c.name}: expectation "${k}" must be a .npy file name`);
-  }
-
+  const expect = expectations(c, ['tokens', 'grad_input']);
   // Not strict, like upstream's load_state_dict(strict=False): extra visual.* keys are logged, not fatal.
-  const weights = loadFarlWeights(loadSpec(join(ctx.dir, c['weights'])));
+  const weights = loadFarlWeights(loadSpec(join(ctx.dir, weightsFile(c))));
   if (weights.ignored.length) ctx.log(`${c.name}: ignoring unknown weights ${weights.ignored.join(', ')}`);
   const cfg = weights.config;
-  const inRef = patternRef(c, 'input');
   const inShape = [1, 3, cfg.resolution, cfg.resolution];
-  if (inRef.shape && !sameShape(inRef.shape, inShape))
-    throw new FixtureFormatError(
-      `case ${c.name}: input shape [${inRef.shape}] but the encoder takes [${inShape}]`,
-    );
   const tokShape = [1, farlTokens(cfg), cfg.width];
-  let probe: Float32Array | undefined;
-  if (expect['grad_input'] !== undefined) {
-    const pr = patternRef(c, 'probe');
-    if (pr.shape && !sameShape(pr.shape, tokShape))
-      throw new FixtureFormatError(
-        `case ${c.name}: probe shape [${pr.shape}] but the tokens are [${tokShape}]`,
-      );
-    probe = pattern(
-      pr.pattern,
-      tokShape.reduce((a, b) => a * b, 1),
-      pr.lo,
-      pr.hi,
-    );
-  }
-  const input = pattern(inRef.pattern, 3 * cfg.resolution ** 2, inRef.lo, inRef.hi);
+  const input = patternAt(c, 'input', inShape, 'the encoder takes');
+  const probe =
+    expect['grad_input'] !== undefined ? patternAt(c, 'probe', tokShape, 'the tokens are') : undefined;
 
   const t0 = performance.now();
   const out = await runFarl(weights, input, probe);
@@ -112,22 +59,12 @@ const farlHandler: ParityHandler = async (c: ParityCase, ctx: ParityContext): Pr
   );
 
   const checks: ParityCheck[] = [];
-  const load = (k: string, shape: number[]) => {
-    const npy = readNpy(join(ctx.dir, expect[k] as string));
-    if (!sameShape(npy.shape, shape))
-      throw new FixtureFormatError(
-        `case ${c.name}: ${expect[k]} has shape [${npy.shape}], expected [${shape}]`,
-      );
-    return toFloat32(npy);
-  };
-  if (expect['tokens'] !== undefined) {
-    const r = checkOutput(out.tokens, load('tokens', tokShape));
-    checks.push({ name: 'tokens', pass: r.pass, metrics: { ...r.metrics } });
-  }
-  if (expect['grad_input'] !== undefined) {
-    const r = checkGradient(out.gradInput!, load('grad_input', inShape));
-    checks.push({ name: 'grad_input', pass: r.pass, metrics: { ...r.metrics } });
-  }
+  if (expect['tokens'] !== undefined)
+    checks.push(named('tokens', checkOutput(out.tokens, golden(c, ctx.dir, expect['tokens'], tokShape))));
+  if (expect['grad_input'] !== undefined)
+    checks.push(
+      named('grad_input', checkGradient(out.gradInput!, golden(c, ctx.dir, expect['grad_input'], inShape))),
+    );
   return checks;
 };
 

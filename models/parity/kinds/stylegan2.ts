@@ -8,8 +8,6 @@ import { join } from 'node:path';
 import * as E from '../../engine/index.js';
 import { FixtureFormatError } from '../../checkpoint/errors.js';
 import { checkGradient, checkOutput } from '../../fixtures/metrics.js';
-import { readNpy } from '../../fixtures/npy.js';
-import { pattern } from '../../fixtures/pattern.js';
 import { loadSpec } from '../../fixtures/spec.js';
 import {
   buildSynthesis,
@@ -17,34 +15,7 @@ import {
   type StyleGAN2Weights,
 } from '../../networks/stylegan2/index.js';
 import type { ParityCase, ParityCheck, ParityContext, ParityHandler } from '../types.js';
-
-const named = (name: string, r: { pass: boolean; metrics: object }): ParityCheck => ({
-  name,
-  pass: r.pass,
-  metrics: { ...(r.metrics as Record<string, number>) },
-});
-
-interface PatternRef {
-  pattern: string;
-  shape?: number[];
-  lo: number;
-  hi: number;
-}
-
-function patternRef(c: ParityCase, field: string): PatternRef {
-  const v = c[field] as Partial<PatternRef> | undefined;
-  if (!v || typeof v.pattern !== 'string' || typeof v.lo !== 'number' || typeof v.hi !== 'number')
-    throw new FixtureFormatError(`case ${c.name}: "${field}" must be {pattern, shape?, lo, hi}`);
-  if (
-    v.shape !== undefined &&
-    (!Array.isArray(v.shape) || v.shape.some((d) => !Number.isInteger(d) || d <= 0))
-  )
-    throw new FixtureFormatError(`case ${c.name}: "${field}.shape" must be a list of positive integers`);
-  return v as PatternRef;
-}
-
-const sameShape = (a: readonly number[], b: readonly number[]) =>
-  a.length === b.length && a.every((d, i) => d === b[i]);
+import { expectations, golden, named, patternAt, weightsFile } from './common.js';
 
 export interface GeneratorRun {
   image: Float32Array;
@@ -108,38 +79,13 @@ export function imageStats(img: Float32Array): Float64Array {
 const stylegan2Handler: ParityHandler = async (c: ParityCase, ctx: ParityContext): Promise<ParityCheck[]> => {
   const res = c['resolution'];
   if (typeof res !== 'number') throw new FixtureFormatError(`case ${c.name}: "resolution" must be a number`);
-  if (typeof c['weights'] !== 'string')
-    throw new FixtureFormatError(`case ${c.name}: "weights" must be a spec file name`);
-  const expect = c['expect'] as Record<string, unknown> | undefined;
-  if (!expect || typeof expect !== 'object') throw new FixtureFormatError(`case ${c.name}: "expect" missing`);
-  for (const [k, v] of Object.entries(expect)) {
-    if (!/^(image|image_sub\d+|image_stats|grad_wp)$/.test(k))
-      throw new FixtureFormatError(
-        `case ${c.name}: unknown stylegan2 expectation "${k}" (known: image, image_subN, image_stats, grad_wp)`,
-      );
-    if (typeof v !== 'string')
-      throw new FixtureFormatError(`case ${c.name}: expectation "${k}" must be a .npy file name`);
-  }
-
-  const weights = loadStyleGAN2Weights(loadSpec(join(ctx.dir, c['weights'])), res);
+  const expect = expectations(c, (k) => /^(image|image_sub\d+|image_stats|grad_wp)$/.test(k));
+  const weights = loadStyleGAN2Weights(loadSpec(join(ctx.dir, weightsFile(c))), res);
   const a = weights.arch;
-  const inRef = patternRef(c, 'input');
   const wpShape = [1, a.numWLayers, a.wDim];
-  if (inRef.shape && !sameShape(inRef.shape, wpShape))
-    throw new FixtureFormatError(
-      `case ${c.name}: input shape [${inRef.shape}] but the ${res}px generator takes [${wpShape}]`,
-    );
   const imgShape = [1, 3, res, res];
-  let probe: Float32Array | undefined;
-  if (expect['grad_wp'] !== undefined) {
-    const pr = patternRef(c, 'probe');
-    if (pr.shape && !sameShape(pr.shape, imgShape))
-      throw new FixtureFormatError(
-        `case ${c.name}: probe shape [${pr.shape}] but the image is [${imgShape}]`,
-      );
-    probe = pattern(pr.pattern, imgShape, pr.lo, pr.hi);
-  }
-  const wp = pattern(inRef.pattern, wpShape, inRef.lo, inRef.hi);
+  const wp = patternAt(c, 'input', wpShape, `the ${res}px generator takes`);
+  const probe = expect['grad_wp'] !== undefined ? patternAt(c, 'probe', imgShape, 'the image is') : undefined;
 
   const t0 = performance.now();
   const out = await runGenerator(weights, wp, probe);
@@ -147,16 +93,7 @@ const stylegan2Handler: ParityHandler = async (c: ParityCase, ctx: ParityContext
     `${c.name}: G${res} forward${probe ? '+backward' : ''} built and run in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
   );
 
-  const load = (k: string, shape: number[]) => {
-    const npy = readNpy(join(ctx.dir, expect[k] as string));
-    if (!sameShape(npy.shape, shape))
-      throw new FixtureFormatError(
-        `case ${c.name}: ${expect[k]} has shape [${npy.shape}], expected [${shape}]`,
-      );
-    if (npy.dtype !== 'float32' && npy.dtype !== 'float64')
-      throw new FixtureFormatError(`case ${c.name}: ${expect[k]} is ${npy.dtype}`);
-    return npy.data as Float32Array | Float64Array;
-  };
+  const load = (k: string, shape: number[]) => golden(c, ctx.dir, expect[k]!, shape);
   const checks: ParityCheck[] = [];
   for (const k of Object.keys(expect)) {
     if (k === 'image') checks.push(named(k, checkOutput(out.image, load(k, imgShape))));
