@@ -127,24 +127,19 @@ export async function listJobs(
 
 /** queued → running on the first image picked up; a no-op afterwards. */
 export async function markJobRunning(ctx: ServiceContext, jobId: string): Promise<void> {
-  try {
-    await ctx.clients.ddb.send(
-      new UpdateCommand({
-        TableName: ctx.cfg.jobsTable,
-        Key: { pk: jobPk(jobId), sk: 'JOB' },
-        UpdateExpression: 'SET #s = :running, updatedAt = :now',
-        ConditionExpression: '#s = :queued',
-        ExpressionAttributeNames: { '#s': 'status' },
-        ExpressionAttributeValues: {
-          ':running': 'running',
-          ':queued': 'queued',
-          ':now': new Date(ctx.now()).toISOString(),
-        },
-      }),
-    );
-  } catch (err) {
-    if (!isConditionalCheckFailed(err)) throw err;
-  }
+  // A failed condition means the transition already happened or no longer applies: nothing to do.
+  await updateIf(ctx, {
+    TableName: ctx.cfg.jobsTable,
+    Key: { pk: jobPk(jobId), sk: 'JOB' },
+    UpdateExpression: 'SET #s = :running, updatedAt = :now',
+    ConditionExpression: '#s = :queued',
+    ExpressionAttributeNames: { '#s': 'status' },
+    ExpressionAttributeValues: {
+      ':running': 'running',
+      ':queued': 'queued',
+      ':now': new Date(ctx.now()).toISOString(),
+    },
+  });
 }
 
 /** queued|processing → processing. False when the image is already terminal (a redelivered message). */
@@ -180,25 +175,20 @@ export async function recordProgress(
   fraction: number,
   stage: string,
 ): Promise<void> {
-  try {
-    await ctx.clients.ddb.send(
-      new UpdateCommand({
-        TableName: ctx.cfg.jobsTable,
-        Key: { pk: jobPk(jobId), sk: imageSk(imageId) },
-        UpdateExpression: 'SET progress = :f, stage = :st, updatedAt = :now',
-        ConditionExpression: '#s = :p',
-        ExpressionAttributeNames: { '#s': 'status' },
-        ExpressionAttributeValues: {
-          ':f': Math.round(fraction * 1000) / 1000,
-          ':st': stage,
-          ':p': 'processing',
-          ':now': new Date(ctx.now()).toISOString(),
-        },
-      }),
-    );
-  } catch (err) {
-    if (!isConditionalCheckFailed(err)) throw err;
-  }
+  // A failed condition means the transition already happened or no longer applies: nothing to do.
+  await updateIf(ctx, {
+    TableName: ctx.cfg.jobsTable,
+    Key: { pk: jobPk(jobId), sk: imageSk(imageId) },
+    UpdateExpression: 'SET progress = :f, stage = :st, updatedAt = :now',
+    ConditionExpression: '#s = :p',
+    ExpressionAttributeNames: { '#s': 'status' },
+    ExpressionAttributeValues: {
+      ':f': Math.round(fraction * 1000) / 1000,
+      ':st': stage,
+      ':p': 'processing',
+      ':now': new Date(ctx.now()).toISOString(),
+    },
+  });
 }
 
 /** queued|processing → done. False when it was already terminal (duplicate S3 event). */
