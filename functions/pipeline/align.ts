@@ -23,10 +23,11 @@
  * with no intermediate image, and without FFHQ's final 4096→N resize. Without it a 600-px face cut into a 256-px
  * crop would alias (moiré in hair, jagged edges) and the encoder/recognizers see a different face.
  *
- * Outside the photo, samples are mirrored (reflect padding), as FFHQ does for crops that extend beyond the image;
- * FFHQ additionally blurs and fades that padding, which we do not (the generator re-synthesises the whole crop and
- * paste-back only keeps the face region, so the padding never reaches the output). `coverage` reports how much of
- * the crop came from real pixels.
+ * Outside the photo, samples are mirrored (reflect padding). When the crop (plus FFHQ's border of 10 % of the quad
+ * side) leaves the photo, `alignFace` also applies FFHQ's treatment of that padding (see `ffhqPaddedSource`): the
+ * mirrored band is blurred and faded to the median colour, so the encoder and the recognisers see a plausible
+ * backdrop instead of a mirrored half-face. The padding never reaches the output (paste-back keeps only the face
+ * region). `coverage` reports how much of the crop came from real pixels.
  */
 import { assertRgbImage, type RgbImage } from './image-io.js';
 
@@ -275,12 +276,145 @@ export function warpAffine(
   }
 }
 
-/** Cuts the aligned N×N crop out of the photo. */
-export function alignFace(photo: RgbImage, landmarks: readonly Point[], size: number): AlignedFace {
+/**
+ * FFHQ's padding of crops that leave the photo (`recreate_aligned_images`, enable_padding): the photo region
+ * around the quad (border = max(round(0.1·qsize), 3)) is reflect-padded by at least round(0.3·qsize) on every
+ * side, then blurred (Gaussian, σ = 0.02·qsize, weight clip(3·mask + 1, 0, 1)) and faded to the median colour
+ * (weight clip(mask, 0, 1)), mask = how far a pixel lies into the padding (FFHQ's formula). Returns null when the
+ * quad and its border fit in the photo (FFHQ pads only when a side needs more than border − 4 pixels).
+ * `offset` is the photo position of the returned image's (0, 0).
+ */
+export function ffhqPaddedSource(photo: RgbImage, alignment: Alignment): { src: RgbImage; offset: Point } | null {
+  const qsize = alignment.scale * alignment.size;
+  const border = Math.max(Math.round(qsize * 0.1), 3);
+  const xs = alignment.quad.map((p) => p[0]);
+  const ys = alignment.quad.map((p) => p[1]);
+  const qx0 = Math.floor(Math.min(...xs));
+  const qy0 = Math.floor(Math.min(...ys));
+  const qx1 = Math.ceil(Math.max(...xs));
+  const qy1 = Math.ceil(Math.max(...ys));
+  // FFHQ first crops to the quad ± border (clipped), then pads what is still missing.
+  const cx0 = Math.max(qx0 - border, 0);
+  const cy0 = Math.max(qy0 - border, 0);
+  const cx1 = Math.min(qx1 + border, photo.width);
+  const cy1 = Math.min(qy1 + border, photo.height);
+  let pad = [
+    Math.max(-(qx0 - cx0) + border, 0),
+    Math.max(-(qy0 - cy0) + border, 0),
+    Math.max(qx1 - cx0 - (cx1 - cx0) + border, 0),
+    Math.max(qy1 - cy0 - (cy1 - cy0) + border, 0),
+  ];
+  if (Math.max(...pad) <= border - 4) return null;
+  const minPad = Math.round(qsize * 0.3);
+  pad = pad.map((v) => Math.max(v, minPad));
+  const [pl, pt, pr, pb] = pad as [number, number, number, number];
+  const cw = cx1 - cx0;
+  const ch = cy1 - cy0;
+  const w = cw + pl + pr;
+  const h = ch + pt + pb;
+  // np.pad(..., 'reflect'): mirror without repeating the edge pixel.
+  const refl = (i: number, n: number) => {
+    if (n === 1) return 0;
+    const period = 2 * n - 2;
+    let k = i % period;
+    if (k < 0) k += period;
+    return k < n ? k : period - k;
+  };
+  const img = new Float32Array(w * h * 3);
+  for (let y = 0; y < h; y++) {
+    const sy = cy0 + refl(y - pt, ch);
+    for (let x = 0; x < w; x++) {
+      const sx = cx0 + refl(x - pl, cw);
+      const si = (sy * photo.width + sx) * 3;
+      const di = (y * w + x) * 3;
+      img[di] = photo.data[si]!;
+      img[di + 1] = photo.data[si + 1]!;
+      img[di + 2] = photo.data[si + 2]!;
+    }
+  }
+  const blurred = gaussianBlur(img, w, h, qsize * 0.02);
+  const median = [0, 1, 2].map((c) => channelMedian(img, c));
+  const out = new Uint8Array(w * h * 3);
+  for (let y = 0; y < h; y++) {
+    const my = 1 - Math.min(y / pt, (h - 1 - y) / pb);
+    for (let x = 0; x < w; x++) {
+      const mask = Math.max(1 - Math.min(x / pl, (w - 1 - x) / pr), my);
+      const wb = Math.min(Math.max(mask * 3 + 1, 0), 1);
+      const wm = Math.min(Math.max(mask, 0), 1);
+      for (let c = 0; c < 3; c++) {
+        const i = (y * w + x) * 3 + c;
+        let v = img[i]! + (blurred[i]! - img[i]!) * wb;
+        v += (median[c]! - v) * wm;
+        out[i] = v <= 0 ? 0 : v >= 255 ? 255 : Math.round(v);
+      }
+    }
+  }
+  return { src: { width: w, height: h, data: out }, offset: [cx0 - pl, cy0 - pt] };
+}
+
+/** Separable Gaussian blur with reflected borders (scipy.ndimage.gaussian_filter: truncate 4σ, mode 'reflect'). */
+function gaussianBlur(img: Float32Array, w: number, h: number, sigma: number): Float32Array {
+  if (!(sigma > 0)) return img.slice();
+  const r = Math.max(1, Math.round(4 * sigma));
+  const k = new Float32Array(2 * r + 1);
+  let sum = 0;
+  for (let i = -r; i <= r; i++) sum += k[i + r] = Math.exp(-(i * i) / (2 * sigma * sigma));
+  for (let i = 0; i < k.length; i++) k[i]! /= sum;
+  // scipy's 'reflect' repeats the edge pixel (d c b a | a b c d).
+  const sym = (i: number, n: number) => {
+    const period = 2 * n;
+    let j = i % period;
+    if (j < 0) j += period;
+    return j < n ? j : period - 1 - j;
+  };
+  const tmp = new Float32Array(img.length);
+  const out = new Float32Array(img.length);
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++)
+      for (let c = 0; c < 3; c++) {
+        let acc = 0;
+        for (let t = -r; t <= r; t++) acc += k[t + r]! * img[(y * w + sym(x + t, w)) * 3 + c]!;
+        tmp[(y * w + x) * 3 + c] = acc;
+      }
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++)
+      for (let c = 0; c < 3; c++) {
+        let acc = 0;
+        for (let t = -r; t <= r; t++) acc += k[t + r]! * tmp[(sym(y + t, h) * w + x) * 3 + c]!;
+        out[(y * w + x) * 3 + c] = acc;
+      }
+  return out;
+}
+
+/** np.median of one channel of an interleaved RGB float image. */
+function channelMedian(img: Float32Array, c: number): number {
+  const n = img.length / 3;
+  const v = new Float32Array(n);
+  for (let i = 0; i < n; i++) v[i] = img[i * 3 + c]!;
+  v.sort();
+  return n % 2 ? v[(n - 1) / 2]! : (v[n / 2 - 1]! + v[n / 2]!) / 2;
+}
+
+/**
+ * Cuts the aligned N×N crop out of the photo, with FFHQ's blurred/faded padding where the crop leaves the
+ * photo (`ffhqPadding: false` keeps plain mirroring).
+ */
+export function alignFace(
+  photo: RgbImage,
+  landmarks: readonly Point[],
+  size: number,
+  options: { ffhqPadding?: boolean } = {},
+): AlignedFace {
   assertRgbImage(photo, 'photo');
   const alignment = ffhqAlignment(landmarks, size);
   const crop: RgbImage = { width: size, height: size, data: new Uint8Array(size * size * 3) };
-  warpAffine(photo, crop, alignment.inverse);
+  const padded = options.ffhqPadding === false ? null : ffhqPaddedSource(photo, alignment);
+  if (padded) {
+    // Same map, read from the padded image: photo (x, y) is padded (x − ox, y − oy).
+    const [ox, oy] = padded.offset;
+    const m = alignment.inverse;
+    warpAffine(padded.src, crop, [m[0], m[1], m[2] - ox, m[3], m[4], m[5] - oy, 0, 0, 1]);
+  } else warpAffine(photo, crop, alignment.inverse);
   // Coverage: crop pixel centres whose photo position is inside the photo.
   let inside = 0;
   const [a, b, c, d, e, f] = alignment.inverse;

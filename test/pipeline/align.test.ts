@@ -130,6 +130,63 @@ describe('FFHQ alignment geometry', () => {
   });
 });
 
+describe('FFHQ padding of crops that leave the photo', () => {
+  // Deterministic noise photo: mirroring keeps its full texture, FFHQ's blur + median fade must not.
+  const w = 400;
+  const photo: RgbImage = { width: w, height: w, data: new Uint8Array(w * w * 3) };
+  let seed = 12345;
+  for (let i = 0; i < photo.data.length; i++) {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    photo.data[i] = 60 + ((seed >>> 16) % 120);
+  }
+  // A face hugging the left edge: the quad reaches well into negative x.
+  const lm = syntheticLandmarks([30, 200], [110, 200], [40, 300], [100, 300]);
+  const N = 128;
+  const plain = alignFace(photo, lm, N, { ffhqPadding: false });
+  const ffhq = alignFace(photo, lm, N);
+  const photoX = (u: number, v: number) => applyMat3(ffhq.alignment.inverse, [u + 0.5, v + 0.5])[0];
+
+  it('blurs and fades the mirrored band, leaves the face interior untouched', () => {
+    expect(ffhq.coverage).toBeLessThan(0.9);
+    const roughness = (img: RgbImage, keep: (u: number, v: number) => boolean) => {
+      let sum = 0;
+      let n = 0;
+      for (let v = 0; v < N; v++)
+        for (let u = 1; u < N; u++) {
+          if (!keep(u, v)) continue;
+          sum += Math.abs(img.data[(v * N + u) * 3]! - img.data[(v * N + u - 1) * 3]!);
+          n++;
+        }
+      return sum / n;
+    };
+    const padding = (u: number, v: number) => photoX(u, v) < -10;
+    // The mirrored noise stays rough (as rough as the real part of the crop); FFHQ's treatment smooths it.
+    const real = roughness(plain.crop, (u, v) => photoX(u, v) > 10);
+    expect(roughness(plain.crop, padding)).toBeGreaterThan(0.8 * real);
+    expect(roughness(ffhq.crop, padding)).toBeLessThan(0.2 * real);
+    // Deep in the padding the colour is the photo's median (~120 for this noise).
+    const deep = (v: number) => ffhq.crop.data[(v * N + 0) * 3]!;
+    expect(Math.abs(deep(N / 2) - 120)).toBeLessThan(12);
+    // The face centre (far from every padded side) is the same pixels with or without padding.
+    let diff = 0;
+    for (let v = N / 2 - 10; v < N / 2 + 10; v++)
+      for (let u = N / 2; u < N / 2 + 20; u++)
+        for (let c = 0; c < 3; c++)
+          diff = Math.max(
+            diff,
+            Math.abs(ffhq.crop.data[(v * N + u) * 3 + c]! - plain.crop.data[(v * N + u) * 3 + c]!),
+          );
+    expect(diff).toBe(0);
+  });
+
+  it('does nothing for a face whose crop fits in the photo', () => {
+    const inside = syntheticLandmarks([170, 180], [230, 180], [178, 250], [222, 250]);
+    const a = alignFace(photo, inside, 64, { ffhqPadding: false });
+    const b = alignFace(photo, inside, 64);
+    expect(Buffer.from(b.crop.data).equals(Buffer.from(a.crop.data))).toBe(true);
+  });
+});
+
 describe('alignment on a real photo (oracle landmarks)', () => {
   let photo: RgbImage;
   let oracle: OracleResult;
