@@ -148,24 +148,16 @@ export async function markImageProcessing(
   jobId: string,
   imageId: string,
 ): Promise<boolean> {
-  try {
-    const now = new Date(ctx.now()).toISOString();
-    await ctx.clients.ddb.send(
-      new UpdateCommand({
-        TableName: ctx.cfg.jobsTable,
-        Key: { pk: jobPk(jobId), sk: imageSk(imageId) },
-        UpdateExpression:
-          'SET #s = :p, updatedAt = :now, startedAt = if_not_exists(startedAt, :now), progress = :zero',
-        ConditionExpression: 'attribute_exists(pk) AND (#s = :q OR #s = :p)',
-        ExpressionAttributeNames: { '#s': 'status' },
-        ExpressionAttributeValues: { ':p': 'processing', ':q': 'queued', ':now': now, ':zero': 0 },
-      }),
-    );
-    return true;
-  } catch (err) {
-    if (isConditionalCheckFailed(err)) return false;
-    throw err;
-  }
+  const now = new Date(ctx.now()).toISOString();
+  return updateIf(ctx, {
+    TableName: ctx.cfg.jobsTable,
+    Key: { pk: jobPk(jobId), sk: imageSk(imageId) },
+    UpdateExpression:
+      'SET #s = :p, updatedAt = :now, startedAt = if_not_exists(startedAt, :now), progress = :zero',
+    ConditionExpression: 'attribute_exists(pk) AND (#s = :q OR #s = :p)',
+    ExpressionAttributeNames: { '#s': 'status' },
+    ExpressionAttributeValues: { ':p': 'processing', ':q': 'queued', ':now': now, ':zero': 0 },
+  });
 }
 
 export async function recordProgress(
