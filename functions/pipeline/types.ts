@@ -24,6 +24,45 @@ export interface AnonymizeOptions {
   seed?: number;
   /** Output encoding; defaults to the input's format. */
   format?: OutputFormat;
+  /**
+   * Faces too small or too turned for the generator (unreliable landmarks, box below the size at which FFHQ
+   * alignment makes sense): how they are covered. Issue #10; default chosen by measurement (a safe one).
+   */
+  smallFaces?: FaceMethod;
+  /** A face still recognisable after every retry: fail the image, or obscure that face and return it. */
+  onRecognisable?: RecognisablePolicy;
+  /** A face found on the output by the residual scan that overlaps no replaced region. */
+  onResidual?: ResidualPolicy;
+}
+
+/** How one face was covered. 'falco' = replaced by a generated face; the others are fallbacks. */
+export type FaceMethod = 'falco' | 'blur' | 'pixelate' | 'fill';
+export type RecognisablePolicy = 'fail' | 'obscure';
+export type ResidualPolicy = 'anonymize' | 'fail';
+
+/** One independent recognizer's verdict on original vs anonymized (shares no weights with the optimisation). */
+export interface RecognizerVerdict {
+  /** e.g. 'faceapi-128', 'faceres-deep'. */
+  recognizer: string;
+  distance: number;
+  /** Calibrated on identity pairs from the samples (see the calibration bench). */
+  threshold: number;
+  /** Measured false-match rate of this recognizer at `threshold` on the calibration pairs. */
+  falseMatchRate: number;
+  /** distance < threshold: this recognizer still says "same person". */
+  recognisable: boolean;
+}
+
+/** What FALCO promises to keep, measured by nets independent of the optimisation. */
+export interface FaceAttributes {
+  age: number;
+  gender: 'male' | 'female';
+  genderScore: number;
+  /** Most likely expression (face-api's 7 classes) and its probability. */
+  expression: string;
+  expressionScore: number;
+  /** Head pose from the 68 landmarks, degrees. */
+  pose: { yaw: number; pitch: number; roll: number };
 }
 
 export interface Box {
@@ -45,6 +84,16 @@ export interface FaceReport {
   /** Attempts made (a re-identified face is retried with a larger margin). */
   attempts: number;
   timingsMs: Record<string, number>;
+  /** How the face was covered (issue #10). */
+  method?: FaceMethod;
+  /** Why a fallback method was used: 'small', 'landmarks', 'recognisable', 'residual', … */
+  methodReason?: string;
+  /** Every independent recognizer's verdict; `reidentified` above is the policy's combined verdict. */
+  recognizers?: RecognizerVerdict[];
+  /** Utility check: the same attributes measured on the original and on the anonymized face. */
+  attributes?: { original: FaceAttributes; anonymized: FaceAttributes };
+  /** Found on the output by the residual scan (overlapped no replaced region) and covered then. */
+  residual?: boolean;
 }
 
 export interface ImageReport {
@@ -56,6 +105,10 @@ export interface ImageReport {
   outcome: 'ok' | 'no_faces';
   bundle: { id: string; demo: boolean };
   timingsMs: Record<string, number>;
+  /** Faces found by detection (before the residual scan). */
+  facesFound?: number;
+  /** Faces the residual scan found on the output that overlapped no replaced region. */
+  residualFaces?: number;
 }
 
 export interface AnonymizeResult {
