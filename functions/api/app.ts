@@ -26,6 +26,13 @@ function problemResponse(c: Context, err: ProblemError): Response {
   });
 }
 
+/** 404 problem+json for a path no route serves (also used by the local stack's outer router). */
+export function notFoundResponse(c: Context): Response {
+  // The path is not echoed in full: it may be kilobytes of anything.
+  const path = c.req.path.length > 100 ? `${c.req.path.slice(0, 100)}…` : c.req.path;
+  return problemResponse(c, new ProblemError(404, 'not-found', `no route for ${c.req.method} ${path}`));
+}
+
 export function createApp(ctx: ServiceContext): OpenAPIHono<ApiEnv> {
   const app = new OpenAPIHono<ApiEnv>({
     // zod failures of declared params/query/json become problem+json with every issue listed.
@@ -68,9 +75,7 @@ export function createApp(ctx: ServiceContext): OpenAPIHono<ApiEnv> {
       new ProblemError(500, 'internal', 'internal error; the request may be retried'),
     );
   });
-  app.notFound((c) =>
-    problemResponse(c, new ProblemError(404, 'not-found', `no route for ${c.req.method} ${c.req.path}`)),
-  );
+  app.notFound(notFoundResponse);
 
   app.get('/openapi.json', (c) => c.json(app.getOpenAPIDocument({ openapi: '3.0.3', info: OPENAPI_INFO })));
   registerDocs(app, () => app.getOpenAPIDocument({ openapi: '3.0.3', info: OPENAPI_INFO }) as never);

@@ -10,6 +10,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import type { Anonymizer } from '../pipeline/types.js';
 import type { Log } from '../shared/logger.js';
+import type { ResourceLimits } from '../shared/limits.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -21,26 +22,38 @@ export function engineModulePath(): string | null {
   return null;
 }
 
-export async function loadRealEngine(bundleDir: string): Promise<Anonymizer> {
+/** The deployment's limits as the pipeline takes them (decode limits, faces per image, compute budget). */
+export function pipelineLimits(l: ResourceLimits) {
+  return {
+    limits: { maxBytes: l.maxUploadBytes, maxPixels: l.maxPixels, maxDimension: l.maxSide },
+    budget: { maxFaces: l.maxFacesPerImage, maxComputeSteps: l.maxComputeSteps },
+  };
+}
+
+export async function loadRealEngine(bundleDir: string, limits?: ResourceLimits): Promise<Anonymizer> {
   const path = engineModulePath();
   if (!path) throw new Error('the anonymization engine (functions/pipeline/anonymize.ts) is not present');
   const mod = (await import(pathToFileURL(path).href)) as {
-    createAnonymizer?: (o: { bundleDir: string }) => Promise<Anonymizer>;
+    createAnonymizer?: (
+      o: { bundleDir: string } & Partial<ReturnType<typeof pipelineLimits>>,
+    ) => Promise<Anonymizer>;
   };
   if (typeof mod.createAnonymizer !== 'function') throw new Error(`${path} does not export createAnonymizer`);
-  return mod.createAnonymizer({ bundleDir });
+  return mod.createAnonymizer({ bundleDir, ...(limits ? pipelineLimits(limits) : {}) });
 }
 
 export async function loadEngine(opts: {
   bundleDir: string;
   log: Log;
+  /** The deployment's limits, passed to the pipeline (the worker always sets them). */
+  limits?: ResourceLimits;
   /** Fallback used when the engine or bundle is missing; null = fail instead. */
   standIn?: () => Promise<Anonymizer>;
 }): Promise<{ anonymizer: Anonymizer; real: boolean }> {
   try {
     if (!existsSync(opts.bundleDir))
       throw new Error(`model bundle not found at ${opts.bundleDir} (build it with: npm run models -- demo)`);
-    return { anonymizer: await loadRealEngine(opts.bundleDir), real: true };
+    return { anonymizer: await loadRealEngine(opts.bundleDir, opts.limits), real: true };
   } catch (err) {
     if (!opts.standIn) throw err;
     const line = '!'.repeat(100);

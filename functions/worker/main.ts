@@ -11,7 +11,7 @@ async function main(): Promise<void> {
   const ctx = createContext('worker');
   const bundleDir = process.env.BUNDLE_DIR ?? '/tmp/bundle';
   if (ctx.cfg.bundleUri) await downloadBundle(ctx.clients.s3, ctx.cfg.bundleUri, bundleDir);
-  const { anonymizer } = await loadEngine({ bundleDir, log: ctx.log });
+  const { anonymizer } = await loadEngine({ bundleDir, log: ctx.log, limits: ctx.cfg.limits });
   const worker = startWorker(ctx, anonymizer, {
     visibilityTimeout: Number(process.env.VISIBILITY_TIMEOUT ?? 120),
     shutdownGraceMs: Number(process.env.SHUTDOWN_GRACE_MS ?? 25_000),
