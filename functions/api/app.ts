@@ -10,6 +10,7 @@ import { registerDocs } from './docs.js';
 import { registerJobs } from './routes/jobs.js';
 import { registerUploads } from './routes/uploads.js';
 import { registerUsage } from './routes/usage.js';
+import { ASSUMED_ATTEMPTS_PER_FACE, OPTION_RANGES } from '../shared/limits.js';
 
 const OPENAPI_INFO = {
   title: 'FALCO face anonymization API',
@@ -77,8 +78,18 @@ export function createApp(ctx: ServiceContext): OpenAPIHono<ApiEnv> {
   });
   app.notFound(notFoundResponse);
 
-  app.get('/openapi.json', (c) => c.json(app.getOpenAPIDocument({ openapi: '3.0.3', info: OPENAPI_INFO })));
-  registerDocs(app, () => app.getOpenAPIDocument({ openapi: '3.0.3', info: OPENAPI_INFO }) as never);
+  // The enforced limits are part of the document (`x-limits`): the option ranges are also in the schemas;
+  // the resource limits are this deployment's (functions/shared/limits.ts).
+  const document = () => ({
+    ...app.getOpenAPIDocument({ openapi: '3.0.3', info: OPENAPI_INFO }),
+    'x-limits': {
+      ...ctx.cfg.limits,
+      assumedAttemptsPerFace: ASSUMED_ATTEMPTS_PER_FACE,
+      options: OPTION_RANGES,
+    },
+  });
+  app.get('/openapi.json', (c) => c.json(document()));
+  registerDocs(app, () => document() as never);
   app.get('/healthz', (c) => c.json({ ok: true }));
 
   app.use('/v1/*', authMiddleware(ctx));

@@ -164,3 +164,20 @@ describe('compute budget per image (faces × steps × attempts)', () => {
     );
   });
 });
+
+describe('limits are published', () => {
+  it('the OpenAPI document carries the enforced limits and the option ranges', async () => {
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const doc = (await (await fetch(stack.url + '/openapi.json')).json()) as any;
+    expect(doc['x-limits']).toMatchObject({
+      maxInFlightImages: CAP,
+      maxPixels: 40_000_000,
+      maxSide: 16_384,
+      maxImagesPerJob: 20,
+      options: { steps: { min: 1, max: 500 }, seed: { min: 0, max: 2 ** 32 - 1 } },
+    });
+    const steps = doc.components.schemas.Options.properties.steps;
+    expect([steps.minimum, steps.maximum]).toEqual([1, 500]);
+    expect(doc.components.schemas.Options.properties.onResidual.enum).toEqual(['anonymize', 'fail']);
+  });
+});

@@ -236,3 +236,54 @@ describe('ids and keys', () => {
     );
   });
 });
+
+describe('one set of limits', () => {
+  it('the API schema and the pipeline accept and refuse the same option values (functions/shared/limits.ts)', async () => {
+    const { OptionsSchema } = await import('../../functions/api/schemas.js');
+    const { resolveOptions } = await import('../../functions/pipeline/anonymize.js');
+    const { OPTION_RANGES } = await import('../../functions/shared/limits.js');
+    const manifest = {
+      defaults: { idMargin: 0, steps: 50, lambdaId: 10, lambdaAttr: 0.1, layers: [3, 8], lr: 0.01 },
+      trainableRange: [0, 18],
+    } as never;
+    for (const name of ['idMargin', 'steps', 'lambdaId', 'lambdaAttr', 'lr', 'seed'] as const) {
+      const { min, max } = OPTION_RANGES[name];
+      for (const [v, ok] of [
+        [min, true],
+        [max, true],
+        [max + 1, false],
+        [min - 1, false],
+      ] as const) {
+        expect(OptionsSchema.safeParse({ [name]: v }).success, `api ${name}=${v}`).toBe(ok);
+        expect(
+          (() => {
+            try {
+              resolveOptions({ [name]: v }, manifest);
+              return true;
+            } catch {
+              return false;
+            }
+          })(),
+          `pipeline ${name}=${v}`,
+        ).toBe(ok);
+      }
+    }
+  });
+
+  it('the format table and its literal tuples agree', async () => {
+    const { FORMATS, OUTPUT_FORMATS, CONTENT_TYPE_LIST } =
+      await import('../../functions/pipeline/formats.js');
+    expect(Object.keys(FORMATS)).toEqual([...OUTPUT_FORMATS]);
+    expect(OUTPUT_FORMATS.map((f) => FORMATS[f].contentType)).toEqual([...CONTENT_TYPE_LIST]);
+  });
+
+  it('megapixels are printed with enough precision to differ from the limit', async () => {
+    const { formatMegapixels } = await import('../../functions/shared/limits.js');
+    expect(formatMegapixels(40_001_000, 40_000_000)).toEqual({ value: '40.001 MP', limit: '40.000 MP' });
+    expect(formatMegapixels(100_000_000, 40_000_000)).toEqual({ value: '100.0 MP', limit: '40.0 MP' });
+    expect(formatMegapixels(40_000_001, 40_000_000)).toEqual({
+      value: '40.000001 MP',
+      limit: '40.000000 MP',
+    });
+  });
+});
