@@ -8,13 +8,12 @@
  */
 import type { Command } from 'commander';
 import { createContext } from '../shared/context.js';
-import { createApiKey } from '../shared/keys-repo.js';
+import { createApiKey, rotateWebhookSecret } from '../shared/keys-repo.js';
 
-/** Issue a key; only KEYS_TABLE matters, the service's other resources are not touched by this command. */
-export async function issueKey(tenant: string, name: string, env: NodeJS.ProcessEnv = process.env) {
+function keysContext(env: NodeJS.ProcessEnv) {
   if (!env.KEYS_TABLE) throw new Error('KEYS_TABLE is not set (the stack output KeysTableName)');
   const unused = 'unused-by-keys-command';
-  const ctx = createContext('cli-keys', {
+  return createContext('cli-keys', {
     UPLOADS_BUCKET: unused,
     RESULTS_BUCKET: unused,
     JOBS_TABLE: unused,
@@ -23,14 +22,28 @@ export async function issueKey(tenant: string, name: string, env: NodeJS.Process
     WEBHOOKS_QUEUE_URL: unused,
     ...env,
   });
-  return createApiKey(ctx, tenant, name);
+}
+
+/**
+ * Issue a key; only KEYS_TABLE (and SECRETS_KEY_ID, the KMS key that encrypts webhook secrets) matter, the
+ * service's other resources are not touched by this command.
+ */
+export async function issueKey(tenant: string, name: string, env: NodeJS.ProcessEnv = process.env) {
+  return createApiKey(keysContext(env), tenant, name);
+}
+
+/** A new webhook signing secret for the tenant (the old one stops verifying at once); shown once. */
+export async function rotateSecret(tenant: string, env: NodeJS.ProcessEnv = process.env) {
+  return rotateWebhookSecret(keysContext(env), tenant);
 }
 
 export function registerKeys(program: Command): void {
   const keys = program.command('keys').description('API keys of a deployed stack');
   keys
     .command('create')
-    .description('create a tenant (if new) and an API key for it; prints the key and the webhook secret once')
+    .description(
+      'create a tenant (if new) and an API key for it; prints the key once, and the webhook secret once when the tenant is new',
+    )
     .requiredOption('--tenant <id>', 'tenant id (letters, digits, - and _)')
     .option('--name <label>', 'a label for the key', 'default')
     .action(async (o: { tenant: string; name: string }) => {
@@ -42,5 +55,15 @@ export function registerKeys(program: Command): void {
           2,
         ) + '\n',
       );
+    });
+  keys
+    .command('rotate-secret')
+    .description(
+      "replace a tenant's webhook signing secret; prints the new secret once (needs SECRETS_KEY_ID)",
+    )
+    .requiredOption('--tenant <id>', 'tenant id')
+    .action(async (o: { tenant: string }) => {
+      const webhookSecret = await rotateSecret(o.tenant);
+      process.stdout.write(JSON.stringify({ tenant: o.tenant, webhookSecret }, null, 2) + '\n');
     });
 }

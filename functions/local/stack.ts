@@ -57,7 +57,8 @@ export interface LocalStack {
   ctx: ServiceContext;
   /** The environment a separate process (e.g. a worker) needs to join this stack. */
   env: Record<string, string>;
-  createKey(tenant: string): Promise<{ apiKey: string; webhookSecret: string }>;
+  /** A key for `tenant`; the webhook secret only when this created the tenant. */
+  createKey(tenant: string): Promise<{ apiKey: string; webhookSecret?: string }>;
   /** Resolves when the in-process handlers have nothing left to do (jobs, events, webhooks). */
   stop(): Promise<void>;
 }
@@ -324,7 +325,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       url,
       apiKey: demo.apiKey,
       tenant: 'demo',
-      webhookSecret: demo.webhookSecret,
+      webhookSecret: demo.webhookSecret!,
       ctx,
       env,
       createKey: async (tenant) => {

@@ -22,6 +22,8 @@ export interface Config {
   webhooksQueueUrl: string;
   retentionDays: number;
   bundleUri?: string;
+  /** KMS key (id or ARN) that envelope-encrypts webhook secrets; absent in local mode (stand-in key). */
+  secretsKeyId?: string;
   logLevel: string;
   limits: Limits;
   /** Lifetime of presigned result/report/upload URLs. */
@@ -67,6 +69,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     webhooksQueueUrl: required(env, 'WEBHOOKS_QUEUE_URL'),
     retentionDays: num(env, 'RETENTION_DAYS', 7),
     bundleUri: env.BUNDLE_URI || undefined,
+    secretsKeyId: env.SECRETS_KEY_ID || undefined,
     logLevel: env.LOG_LEVEL ?? 'INFO',
     limits: loadLimits(env),
     presignSeconds: num(env, 'PRESIGN_SECONDS', 900),

@@ -3,7 +3,8 @@
  * (slow KDFs protect low-entropy passwords; they would only add latency to every request here).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { decryptSecret, encryptSecret } from './secrets.js';
 import type { ServiceContext } from './context.js';
 import { isConditionalCheckFailed } from './aws.js';
 import type { ApiKeyItem, TenantItem } from './records.js';
@@ -28,21 +29,37 @@ export async function getTenant(ctx: ServiceContext, tenant: string): Promise<Te
   return (out.Item as TenantItem | undefined) ?? null;
 }
 
-/** Create the tenant (with its webhook signing secret) if missing, then a new key. The plain key is returned once. */
+const newWebhookSecret = () => `whsec_${randomBytes(32).toString('base64')}`;
+
+/** The tenant's webhook signing secret in clear (webhooks function only: it alone may decrypt). */
+export async function getWebhookSecret(ctx: ServiceContext, tenant: string): Promise<string | null> {
+  const item = await getTenant(ctx, tenant);
+  if (!item) return null;
+  if (item.webhookSecretEnc) return decryptSecret(ctx, tenant, item.webhookSecretEnc);
+  return item.webhookSecret ?? null;
+}
+
+/**
+ * Create the tenant (with its encrypted webhook signing secret) if missing, then a new key. The plain key is
+ * returned once; the webhook secret only when this call created the tenant (it is never re-printed: use
+ * `rotateWebhookSecret` to get a new one).
+ */
 export async function createApiKey(
   ctx: ServiceContext,
   tenant: string,
   name = 'default',
-): Promise<{ apiKey: string; keyId: string; webhookSecret: string }> {
+): Promise<{ apiKey: string; keyId: string; webhookSecret?: string }> {
   if (!TENANT_RE.test(tenant)) throw new Error(`tenant id "${tenant}" must match ${TENANT_RE}`);
   const createdAt = new Date(ctx.now()).toISOString();
+  const secret = newWebhookSecret();
   const tenantItem: TenantItem = {
     pk: `TENANT#${tenant}`,
     sk: 'TENANT',
     tenant,
-    webhookSecret: `whsec_${randomBytes(32).toString('base64')}`,
+    webhookSecretEnc: await encryptSecret(ctx, tenant, secret),
     createdAt,
   };
+  let created = true;
   try {
     await ctx.clients.ddb.send(
       new PutCommand({
@@ -53,8 +70,8 @@ export async function createApiKey(
     );
   } catch (err) {
     if (!isConditionalCheckFailed(err)) throw err;
+    created = false;
   }
-  const secret = (await getTenant(ctx, tenant))!.webhookSecret;
   const apiKey = `fk_${ctx.cfg.local ? 'local' : 'live'}_${randomBytes(32).toString('base64url')}`;
   const keyId = `key_${ulid()}`;
   const item: ApiKeyItem = { pk: `KEY#${hashKey(apiKey)}`, sk: 'KEY', tenant, keyId, name, createdAt };
@@ -65,5 +82,29 @@ export async function createApiKey(
       ConditionExpression: 'attribute_not_exists(pk)',
     }),
   );
-  return { apiKey, keyId, webhookSecret: secret };
+  return { apiKey, keyId, ...(created ? { webhookSecret: secret } : {}) };
+}
+
+/** Replace a tenant's webhook signing secret; the new one is returned once. Deliveries sign with it at once. */
+export async function rotateWebhookSecret(ctx: ServiceContext, tenant: string): Promise<string> {
+  if (!TENANT_RE.test(tenant)) throw new Error(`tenant id "${tenant}" must match ${TENANT_RE}`);
+  const secret = newWebhookSecret();
+  try {
+    await ctx.clients.ddb.send(
+      new UpdateCommand({
+        TableName: ctx.cfg.keysTable,
+        Key: { pk: `TENANT#${tenant}`, sk: 'TENANT' },
+        UpdateExpression: 'SET webhookSecretEnc = :e, rotatedAt = :now REMOVE webhookSecret',
+        ConditionExpression: 'attribute_exists(pk)',
+        ExpressionAttributeValues: {
+          ':e': await encryptSecret(ctx, tenant, secret),
+          ':now': new Date(ctx.now()).toISOString(),
+        },
+      }),
+    );
+  } catch (err) {
+    if (isConditionalCheckFailed(err)) throw new Error(`tenant "${tenant}" does not exist`);
+    throw err;
+  }
+  return secret;
 }

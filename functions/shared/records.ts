@@ -1,5 +1,6 @@
 /** DynamoDB item shapes. Tables: pk (S) + sk (S), TTL attribute `ttl`; jobs table GSI gsi1 (gsi1pk, gsi1sk). */
 import type { AnonymizeOptions, ImageReport, OutputFormat } from '../pipeline/types.js';
+import type { EncryptedSecret } from './secrets.js';
 
 export type JobStatus = 'queued' | 'running' | 'completed' | 'failed' | 'deleted';
 export type ImageStatus = 'queued' | 'processing' | 'done' | 'failed';
@@ -83,13 +84,19 @@ export interface ApiKeyItem {
   revoked?: boolean;
 }
 
-/** Keys table, pk TENANT#{tenant}, sk TENANT. The webhook secret must be readable to sign, so it is not hashed. */
+/**
+ * Keys table, pk TENANT#{tenant}, sk TENANT. The webhook secret must be readable to sign, so it is not hashed:
+ * it is envelope-encrypted (shared/secrets.ts; only the webhooks function may decrypt).
+ */
 export interface TenantItem {
   pk: string;
   sk: 'TENANT';
   tenant: string;
-  webhookSecret: string;
+  webhookSecretEnc: EncryptedSecret;
+  /** Legacy plain secret of tenants created before encryption; replaced on the next rotation. */
+  webhookSecret?: string;
   createdAt: string;
+  rotatedAt?: string;
 }
 
 /** Usage table, pk USAGE#{tenant}#{YYYY-MM}, sk IMG#{jobId}#{imageId}: one item per billed image. */

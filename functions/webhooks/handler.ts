@@ -11,7 +11,7 @@ import type { ServiceContext } from '../shared/context.js';
 import type { Config } from '../shared/config.js';
 import type { WebhookMessage } from '../shared/records.js';
 import { getJobWithImages, setWebhookState } from '../shared/jobs-repo.js';
-import { getTenant } from '../shared/keys-repo.js';
+import { getWebhookSecret } from '../shared/keys-repo.js';
 import { webhookEvent } from '../shared/views.js';
 import { errFields } from '../shared/logger.js';
 import { deliver, type DeliveryResult } from './deliver.js';
@@ -51,8 +51,8 @@ export async function processWebhookMessage(
     return 'skipped';
   const { job, images } = data;
   if (job.webhookStatus === 'delivered' || job.webhookStatus === 'failed') return 'skipped';
-  const tenant = await getTenant(ctx, job.tenant);
-  if (!tenant) {
+  const secret = await getWebhookSecret(ctx, job.tenant);
+  if (!secret) {
     ctx.log.error('tenant missing; cannot sign webhook', { jobId: job.jobId });
     await setWebhookState(ctx, job.jobId, {
       status: 'failed',
@@ -65,7 +65,7 @@ export async function processWebhookMessage(
   const body = JSON.stringify(event);
   // One event per job: the id is stable across retries so receivers can de-duplicate.
   const id = `msg_${job.jobId}`;
-  const signature = new Webhook(tenant.webhookSecret).sign(id, new Date(now), body);
+  const signature = new Webhook(secret).sign(id, new Date(now), body);
   let result: DeliveryResult;
   try {
     result = await deliverFn(
