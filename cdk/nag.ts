@@ -88,6 +88,13 @@ export function addNagSuppressions(stack: ServiceStack): void {
     );
   }
 
+  // ---- Customer key of the photo buckets (SSE-KMS): roles that write objects get the grant helpers' KMS actions.
+  const kmsGrant =
+    "CDK bucket grants on an SSE-KMS bucket: kms:GenerateDataKey*/ReEncrypt* limited to the stack's own data key (needed to write encrypted objects).";
+  for (const scope of [fns.api, stack.workers.taskDefinition.taskRole])
+    for (const a of ['kms:GenerateDataKey*', 'kms:ReEncrypt*'])
+      ack(scope, `AwsSolutions-IAM5[Action::${a}]`, kmsGrant);
+
   // ---- GPU workers
   const w = stack.workers;
   const taskRole = w.taskDefinition.taskRole;

@@ -135,13 +135,14 @@ export class Functions extends Construct {
     });
     this.all = [this.api, this.complete, this.webhooks, this.dlq];
 
-    // --- permissions: each function gets what its role in the flow needs, nothing account-wide.
+    // --- permissions: each function gets what its role in the flow needs, nothing account-wide, and no
+    // write grant it does not use (test/cdk/stack.test.ts asserts it per function).
     storage.uploads.grantReadWrite(this.api); // presigned uploads, copy uploads/ -> inputs/
     storage.results.grantRead(this.api); // presigned downloads, reports
     storage.results.grantDelete(this.api); // DELETE /v1/jobs/{id} erases results and reports now
-    storage.jobs.grantReadWriteData(this.api);
-    storage.keys.grantReadWriteData(this.api);
-    storage.usage.grantReadWriteData(this.api);
+    storage.jobs.grantReadWriteData(this.api); // jobs, images, idempotency keys, admission counters
+    storage.keys.grantReadData(this.api); // API-key lookups only (keys are issued by the CLI)
+    storage.usage.grantReadData(this.api); // GET /v1/usage counts
     queues.jobs.grantSendMessages(this.api);
     queues.webhooks.grantSendMessages(this.api);
 
@@ -149,16 +150,17 @@ export class Functions extends Construct {
     storage.results.grantDelete(this.complete); // erased jobs: discard results that arrive after DELETE
     storage.uploads.grantDelete(this.complete, 'inputs/*'); // originals deleted once the image is terminal
     storage.jobs.grantReadWriteData(this.complete);
-    storage.usage.grantReadWriteData(this.complete);
+    storage.usage.grantReadWriteData(this.complete); // the conditional usage put (billing)
     queues.webhooks.grantSendMessages(this.complete);
 
-    storage.keys.grantReadData(this.webhooks); // per-tenant webhook secrets
+    storage.keys.grantReadData(this.webhooks); // per-tenant webhook secrets (encrypted)
+    storage.secretsKey.grantDecrypt(this.webhooks); // the only role that may decrypt them
+    this.webhooks.addEnvironment('SECRETS_KEY_ID', storage.secretsKey.keyArn);
     storage.jobs.grantReadWriteData(this.webhooks); // delivery status
     queues.webhooks.grantSendMessages(this.webhooks); // delayed re-enqueue
 
     storage.jobs.grantReadWriteData(this.dlq);
     storage.uploads.grantDelete(this.dlq, 'inputs/*'); // a failed image's original is deleted too
-    storage.usage.grantReadWriteData(this.dlq);
     queues.webhooks.grantSendMessages(this.dlq); // "image failed" webhook
 
     // --- events

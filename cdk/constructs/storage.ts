@@ -1,5 +1,6 @@
 import { Duration, RemovalPolicy } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as kms from 'aws-cdk-lib/aws-kms';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
 
@@ -21,23 +22,47 @@ export class Storage extends Construct {
   readonly jobs: dynamodb.Table;
   readonly keys: dynamodb.Table;
   readonly usage: dynamodb.Table;
+  /** Customer key of the photo buckets (uploads, results, models). */
+  readonly dataKey: kms.Key;
+  /** Customer key of the webhook secrets' envelope encryption; only the webhooks function may decrypt. */
+  readonly secretsKey: kms.Key;
 
   constructor(scope: Construct, id: string, props: StorageProps) {
     super(scope, id);
     const removalPolicy = props.retainData ? RemovalPolicy.RETAIN : RemovalPolicy.DESTROY;
 
-    // Shared secure defaults: no public access whatsoever, TLS-only bucket policy, SSE-S3
-    // (SSE-KMS would add a per-request KMS charge and a key to manage for no threat-model gain here).
-    const secure = {
+    // Customer keys (rotated yearly): buyers of a biometric-data service expect SSE-KMS with a key they can
+    // audit and revoke. S3 Bucket Keys make S3 ask KMS for a bucket-level key instead of once per object, which
+    // removes the per-request KMS cost that used to argue for SSE-S3.
+    this.dataKey = new kms.Key(this, 'DataKey', {
+      description: 'FALCO photo buckets (uploads, results, models)',
+      enableKeyRotation: true,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    this.secretsKey = new kms.Key(this, 'SecretsKey', {
+      description: 'FALCO webhook signing secrets (envelope encryption)',
+      enableKeyRotation: true,
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+
+    // Shared secure defaults: no public access whatsoever, TLS-only bucket policy, SSE-KMS with the customer key.
+    const base = {
       blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
       enforceSSL: true,
-      encryption: s3.BucketEncryption.S3_MANAGED,
       objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
       removalPolicy,
     } satisfies s3.BucketProps;
+    const secure = {
+      ...base,
+      encryption: s3.BucketEncryption.KMS,
+      encryptionKey: this.dataKey,
+      bucketKeyEnabled: true,
+    } satisfies s3.BucketProps;
 
     this.accessLogs = new s3.Bucket(this, 'AccessLogs', {
-      ...secure,
+      ...base,
+      // S3 server access logs can only be delivered to an SSE-S3 bucket; they hold no photo data.
+      encryption: s3.BucketEncryption.S3_MANAGED,
       // Access-log delivery needs ACL-less bucket-owner-enforced + a bucket policy (CDK adds it).
       lifecycleRules: [{ id: 'expire-logs', expiration: Duration.days(90) }],
     });

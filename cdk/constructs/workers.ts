@@ -209,7 +209,7 @@ export class Workers extends Construct {
     props.storage.results.grantPut(role);
     props.storage.results.grantRead(role);
     props.storage.jobs.grantReadWriteData(role);
-    props.storage.usage.grantReadWriteData(role);
+    // No usage grant: billing is the completion function's (least privilege).
     props.queues.webhooks.grantSendMessages(role);
     props.bundle.bucket.grantRead(
       role,

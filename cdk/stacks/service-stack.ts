@@ -137,6 +137,10 @@ export class ServiceStack extends Stack {
     new CfnOutput(this, 'BundleUri', { value: this.bundleUri, description: 'Upload the model bundle here' });
     new CfnOutput(this, 'ApiFunctionName', { value: this.functions.api.functionName });
     new CfnOutput(this, 'KeysTableName', { value: this.storage.keys.tableName });
+    new CfnOutput(this, 'SecretsKeyArn', {
+      value: this.storage.secretsKey.keyArn,
+      description: 'SECRETS_KEY_ID for `npm run cli -- keys create|rotate-secret`',
+    });
     new CfnOutput(this, 'JobsQueueUrl', { value: this.queues.jobs.queueUrl });
     new CfnOutput(this, 'AlarmTopicArn', { value: this.observability.topic.topicArn });
     new CfnOutput(this, 'DashboardName', { value: `falco-${cfg.stage}` });

@@ -1,4 +1,5 @@
 import { Match } from 'aws-cdk-lib/assertions';
+import type { IConstruct } from 'constructs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JOBS_MAX_RECEIVE_COUNT, WEBHOOKS_MAX_RECEIVE_COUNT } from '../../cdk/constructs/queues.js';
 import { logicalId, synthService, type Synthesized } from './synth.js';
@@ -62,9 +63,15 @@ describe('storage', () => {
         IgnorePublicAcls: true,
         RestrictPublicBuckets: true,
       });
-      expect(props.BucketEncryption, id).toEqual({
-        ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }],
-      });
+      // Photo buckets: SSE-KMS with the customer key (asserted below); the access-log bucket must be SSE-S3.
+      const sse = (
+        props.BucketEncryption as {
+          ServerSideEncryptionConfiguration: Array<{
+            ServerSideEncryptionByDefault: { SSEAlgorithm: string };
+          }>;
+        }
+      ).ServerSideEncryptionConfiguration[0]!.ServerSideEncryptionByDefault.SSEAlgorithm;
+      expect(sse, id).toBe(id.startsWith('StorageAccessLogs') ? 'AES256' : 'aws:kms');
       s.template.hasResourceProperties('AWS::S3::BucketPolicy', {
         Bucket: { Ref: id },
         PolicyDocument: {
@@ -401,5 +408,83 @@ describe('cdk-nag', () => {
     // Nothing else may fail either (the sharp-layer note is a warning).
     expect(s.violations.filter((v) => v.severity === 'error')).toEqual([]);
     expect(s.synthError).toBeUndefined();
+  });
+});
+
+describe('least privilege and customer keys (issue #11)', () => {
+  type Statement = { Action: string | string[]; Resource: unknown; Effect: string };
+  /** Every statement of the inline policies attached to a role. */
+  function statementsOf(role: IConstruct): Statement[] {
+    const id = logicalId(s, role as never);
+    return resourcesOfType('AWS::IAM::Policy')
+      .filter(([, p]) => JSON.stringify(p.Roles ?? []).includes(`"${id}"`))
+      .flatMap(([, p]) => (p.PolicyDocument as { Statement: Statement[] }).Statement);
+  }
+  const actions = (st: Statement) => ([] as string[]).concat(st.Action);
+  const mentions = (st: Statement, c: IConstruct) =>
+    JSON.stringify(st.Resource).includes(`"${logicalId(s, c as never)}"`);
+  const WRITES = /^dynamodb:(PutItem|UpdateItem|DeleteItem|BatchWriteItem)$/;
+  const writesTo = (role: IConstruct, table: IConstruct) =>
+    statementsOf(role).some((st) => mentions(st, table) && actions(st).some((a) => WRITES.test(a)));
+  const touches = (role: IConstruct, c: IConstruct) => statementsOf(role).some((st) => mentions(st, c));
+
+  it('no function has a write grant it does not use', () => {
+    const { storage, functions, workers } = s.stack;
+    const roles = {
+      api: functions.api.role!,
+      complete: functions.complete.role!,
+      webhooks: functions.webhooks.role!,
+      dlq: functions.dlq.role!,
+      worker: workers.taskDefinition.taskRole,
+    };
+    // The API reads keys and usage; it writes only the jobs table.
+    expect(touches(roles.api, storage.keys)).toBe(true);
+    expect(writesTo(roles.api, storage.keys)).toBe(false);
+    expect(writesTo(roles.api, storage.usage)).toBe(false);
+    expect(writesTo(roles.api, storage.jobs)).toBe(true);
+    // Billing is the completion function's alone.
+    expect(writesTo(roles.complete, storage.usage)).toBe(true);
+    for (const r of [roles.worker, roles.dlq, roles.webhooks]) expect(touches(r, storage.usage)).toBe(false);
+    // Nobody but the CLI (operator credentials) writes keys.
+    for (const r of Object.values(roles)) expect(writesTo(r, storage.keys)).toBe(false);
+  });
+
+  it('photo buckets use the customer key with S3 Bucket Keys; only the webhooks function may decrypt secrets', () => {
+    const { storage, functions, workers } = s.stack;
+    for (const bucket of [storage.uploads, storage.results, storage.models!]) {
+      const props = s.json.Resources[logicalId(s, bucket)]!.Properties as {
+        BucketEncryption: { ServerSideEncryptionConfiguration: unknown[] };
+      };
+      expect(props.BucketEncryption.ServerSideEncryptionConfiguration).toEqual([
+        {
+          BucketKeyEnabled: true,
+          ServerSideEncryptionByDefault: {
+            SSEAlgorithm: 'aws:kms',
+            KMSMasterKeyID: { 'Fn::GetAtt': [logicalId(s, storage.dataKey), 'Arn'] },
+          },
+        },
+      ]);
+    }
+    s.template.allResourcesProperties('AWS::KMS::Key', { EnableKeyRotation: true });
+    const decrypts = (role: IConstruct) =>
+      statementsOf(role).some(
+        (st) => mentions(st, storage.secretsKey) && actions(st).includes('kms:Decrypt'),
+      );
+    expect(decrypts(functions.webhooks.role!)).toBe(true);
+    for (const r of [
+      functions.api.role!,
+      functions.complete.role!,
+      functions.dlq.role!,
+      workers.taskDefinition.taskRole,
+    ])
+      expect(touches(r, storage.secretsKey)).toBe(false);
+    // The webhooks function is told which key; the key's own policy grants no other principal of the stack.
+    s.template.hasResourceProperties('AWS::Lambda::Function', {
+      Environment: {
+        Variables: Match.objectLike({
+          SECRETS_KEY_ID: { 'Fn::GetAtt': [logicalId(s, storage.secretsKey), 'Arn'] },
+        }),
+      },
+    });
   });
 });
