@@ -6,6 +6,7 @@
  * run created are erased first so the in-memory DynamoDB emulator's data does not count as a leak).
  */
 import { setFlagsFromString } from 'node:v8';
+import sharp from 'sharp';
 import { runInNewContext } from 'node:vm';
 import { startLocalStack } from '../../functions/local/stack.js';
 import { FUZZ_ENV, judge, makeCase, makeSeeds, rng } from '../fuzz/cases.js';
@@ -14,13 +15,28 @@ import { report } from './report.js';
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
 
-async function settle(): Promise<number> {
+interface Mem {
+  rss: number;
+  heapUsed: number;
+  external: number;
+  /** libvips' operation cache (sharp.cache()): memory it keeps on purpose, in MB. */
+  vipsCacheMB: number;
+}
+
+async function settle(): Promise<Mem> {
   for (let i = 0; i < 3; i++) {
     gc();
     await new Promise((r) => setTimeout(r, 200));
   }
-  return process.memoryUsage().rss;
+  const m = process.memoryUsage();
+  return {
+    rss: m.rss,
+    heapUsed: m.heapUsed,
+    external: m.external,
+    vipsCacheMB: sharp.cache().memory.current,
+  };
 }
+const mb = (b: number) => Math.round(b / 2 ** 20);
 
 export default async function fuzz(args: string[]): Promise<void> {
   const total = Number(args[0] ?? 10_000);
@@ -35,7 +51,7 @@ export default async function fuzz(args: string[]): Promise<void> {
   const failures: string[] = [];
   const created: string[] = [];
   let crashes = 0;
-  let rssWarm = 0;
+  let warm: Mem | undefined;
   const t0 = performance.now();
   try {
     let next = 0;
@@ -43,7 +59,7 @@ export default async function fuzz(args: string[]): Promise<void> {
       for (;;) {
         const n = next++;
         if (n >= total) return;
-        if (n === warmup) rssWarm = await settle();
+        if (n === warmup) warm = await settle();
         const c = makeCase(r, seeds, n);
         let res: Response;
         let text: string;
@@ -73,7 +89,10 @@ export default async function fuzz(args: string[]): Promise<void> {
         method: 'DELETE',
         headers: { authorization: `Bearer ${stack.apiKey}` },
       });
-    const rssEnd = await settle();
+    const end = await settle();
+    warm ??= end;
+    const rssWarm = warm.rss;
+    const rssEnd = end.rss;
     const fivexx = Object.entries(byStatus)
       .filter(([s]) => Number(s) >= 500)
       .reduce((a, [, k]) => a + k, 0);
@@ -93,6 +112,9 @@ export default async function fuzz(args: string[]): Promise<void> {
         rssWarmMB: Math.round(rssWarm / 2 ** 20),
         rssEndMB: Math.round(rssEnd / 2 ** 20),
         rssGrowth: Number((rssEnd / rssWarm - 1).toFixed(3)),
+        heapUsedMB: [mb(warm.heapUsed), mb(end.heapUsed)],
+        externalMB: [mb(warm.external), mb(end.external)],
+        vipsCacheMB: [warm.vipsCacheMB, end.vipsCacheMB],
       }),
     );
     report('fuzz', 'inputs', total, 'requests', { fivexx, crashes, oracleFailures: failures.length });

@@ -319,6 +319,12 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
       );
     }
     if (parsed.webhook) {
+      if (parsed.webhook.length > 2048)
+        throw new ProblemError(
+          422,
+          'invalid-webhook',
+          `webhook URL is ${parsed.webhook.length} characters; at most 2048`,
+        );
       const why = checkWebhookUrl(parsed.webhook, ctx.cfg.local);
       if (why) throw new ProblemError(422, 'invalid-webhook', why);
     }
