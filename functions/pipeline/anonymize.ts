@@ -248,6 +248,8 @@ class FalcoAnonymizer implements Anonymizer {
       bundle: { id: m.id, demo: m.demo },
       timingsMs: roundTimings(timings),
     };
+    const provider = this.engine.activeProvider();
+    if (provider) report.provider = provider;
     progress({ fraction: 1, stage: 'encode' });
     return { image, contentType: contentTypeOf(format), report };
   }
@@ -385,6 +387,7 @@ export async function createAnonymizer(cfg: AnonymizerConfig): Promise<Anonymize
     modelDir: join(cfg.bundleDir, 'faceapi'),
     ...(cfg.engine?.threads ? { threads: cfg.engine.threads } : {}),
     ...(cfg.engine?.provider ? { provider: cfg.engine.provider } : {}),
+    ...(cfg.engine?.log ? { log: cfg.engine.log } : {}),
   });
   const a = new FalcoAnonymizer(
     engine,
