@@ -44,7 +44,9 @@ describe('cli faces', () => {
       { encoding: 'utf8' },
     );
     expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/^error \[unsupported-image-type\]: the file looks like text; only JPEG, PNG and WebP are accepted/m);
+    expect(r.stderr).toMatch(
+      /^error \[unsupported-image-type\]: the file looks like text; only JPEG, PNG and WebP are accepted/m,
+    );
     const bad = spawnSync(
       process.execPath,
       ['--import', 'tsx', 'functions/cli/main.ts', 'faces', text, '--out', dir, '--size', 'x'],
