@@ -123,7 +123,11 @@ describe('happy path', () => {
       async () => (hook.received.length >= 2 ? hook.received : null),
       20_000,
     );
-    const jobFinal = (await client.call('GET', `/v1/jobs/${job.id}`)).data;
+    // The receiver has the body before the handler records the outcome: wait for the record, not just the POST.
+    const jobFinal = await waitFor('webhook recorded as delivered', async () => {
+      const j = (await client.call('GET', `/v1/jobs/${job.id}`)).data;
+      return j.webhook?.status === 'delivered' ? j : null;
+    });
     expect(jobFinal.webhook).toEqual({ url: hook.url, status: 'delivered', attempts: 2 });
     const last = deliveries[deliveries.length - 1];
     expect(last.headers['webhook-id']).toBe(`msg_${job.id}`);
