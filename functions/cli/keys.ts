@@ -9,10 +9,12 @@
 import type { Command } from 'commander';
 import { createContext } from '../shared/context.js';
 import { createApiKey } from '../shared/keys-repo.js';
+import { CliError } from './errors.js';
 
 /** Issue a key; only KEYS_TABLE matters, the service's other resources are not touched by this command. */
 export async function issueKey(tenant: string, name: string, env: NodeJS.ProcessEnv = process.env) {
-  if (!env.KEYS_TABLE) throw new Error('KEYS_TABLE is not set (the stack output KeysTableName)');
+  if (!env.KEYS_TABLE)
+    throw new CliError('missing-config', 'KEYS_TABLE is not set (the stack output KeysTableName)');
   const unused = 'unused-by-keys-command';
   const ctx = createContext('cli-keys', {
     UPLOADS_BUCKET: unused,
