@@ -295,10 +295,10 @@ export async function runSubmit(o: SubmitOptions): Promise<SubmitSummary> {
   const transfer = limiter(o.concurrency ?? 4);
   const pollMs = o.pollMs ?? 1000;
 
-  const journal = new Journal(join(dir, JOURNAL));
-  await journal.load(new URL(o.api).href);
   const found = await collect(dir);
   if (found.length === 0) throw new CliError('no-inputs', `no JPEG, PNG or WebP files in ${o.dir}`);
+  const journal = new Journal(join(dir, JOURNAL));
+  await journal.load(new URL(o.api).href);
 
   // Sync the journal with the folder: new files are added, changed files start over.
   let skipped = 0;
