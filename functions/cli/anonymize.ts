@@ -29,9 +29,10 @@ import {
   type ImageReport,
   type OutputFormat,
 } from '../pipeline/types.js';
+import { FORMATS } from '../pipeline/formats.js';
 
-const IMAGE_EXT = new Set(['.jpg', '.jpeg', '.png', '.webp']);
-const EXT_OF: Record<OutputFormat, string> = { jpeg: '.jpg', png: '.png', webp: '.webp' };
+const IMAGE_EXT = new Set(Object.values(FORMATS).flatMap((f) => f.extensions.map((e) => `.${e}`)));
+const EXT_OF = (f: OutputFormat) => `.${FORMATS[f].extension}`;
 
 export interface Job {
   input: string;
@@ -77,7 +78,7 @@ export function outputPath(
   format: OutputFormat | undefined,
   inputFormat: string,
 ): string {
-  const ext = format ? EXT_OF[format] : extname(rel) || inputFormat;
+  const ext = format ? EXT_OF(format) : extname(rel) || inputFormat;
   return join(outDir, rel.slice(0, rel.length - extname(rel).length) + ext);
 }
 
