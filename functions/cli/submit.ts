@@ -295,6 +295,13 @@ export async function runSubmit(o: SubmitOptions): Promise<SubmitSummary> {
   const transfer = limiter(o.concurrency ?? 4);
   const pollMs = o.pollMs ?? 1000;
 
+  // The deployment publishes its limits: never ask for more images per job, or keep more in flight, than it allows.
+  const limits = await client.getLimits().catch(() => undefined);
+  const maxPerJob = limits?.['maxImagesPerJob'];
+  if (maxPerJob && maxPerJob < perJob) perJob = maxPerJob;
+  let jobsInFlight = Math.max(1, o.jobs ?? 4);
+  const maxInFlight = limits?.['maxInFlightImages'];
+  if (maxInFlight) jobsInFlight = Math.max(1, Math.min(jobsInFlight, Math.floor(maxInFlight / perJob)));
   const found = await collect(dir);
   if (found.length === 0) throw new CliError('no-inputs', `no JPEG, PNG or WebP files in ${o.dir}`);
   const journal = new Journal(join(dir, JOURNAL));
@@ -469,8 +476,14 @@ export async function runSubmit(o: SubmitOptions): Promise<SubmitSummary> {
         tick();
         return;
       } catch (err) {
-        if (!(err instanceof ApiError) || err.status < 400 || err.status >= 500 || err.status === 429)
-          throw err;
+        if (err instanceof ApiError && err.status === 429 && !stopped) {
+          // The tenant's in-flight cap (other work of this tenant) or the rate limit: wait for room.
+          status = 'waiting for room at the API';
+          tick();
+          await new Promise((r) => setTimeout(r, 1000 * (err.retryAfterS ?? 30)));
+          continue;
+        }
+        if (!(err instanceof ApiError) || err.status < 400 || err.status >= 500) throw err;
         if (err.status === 401 || err.status === 403)
           throw new CliError('unauthorized', `the API refused the key: ${err.detail}`);
         const announced = err.problem?.['limit'];
@@ -552,7 +565,7 @@ export async function runSubmit(o: SubmitOptions): Promise<SubmitSummary> {
     if (b.jobId && !stopped) await follow(b);
   };
   let firstError: unknown;
-  const workers = Array.from({ length: Math.max(1, o.jobs ?? 4) }, async () => {
+  const workers = Array.from({ length: jobsInFlight }, async () => {
     for (let b = queue.shift(); b && !stopped; b = queue.shift())
       await runOne(b).catch((err: unknown) => {
         stopped = true;

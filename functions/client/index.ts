@@ -266,6 +266,20 @@ export class FalcoClient {
     return (await this.call<Usage>('get', OPERATIONS.getUsage.path, { query: { month }, retry: true })).data;
   }
 
+  /**
+   * This deployment's enforced limits, published in the OpenAPI document as `x-limits` (numbers only;
+   * e.g. `maxImagesPerJob`, `maxInFlightImages`, `maxUploadBytes`). Undefined when the document has none.
+   */
+  async getLimits(): Promise<Partial<Record<string, number>> | undefined> {
+    const r = await this.call<Record<string, unknown>>('get', '/openapi.json', { retry: true });
+    const x = r.data['x-limits'];
+    if (!x || typeof x !== 'object') return undefined;
+    return Object.fromEntries(Object.entries(x).filter(([, v]) => typeof v === 'number')) as Record<
+      string,
+      number
+    >;
+  }
+
   /** Fetch a presigned result or report URL (S3, no API key). */
   async download(url: string): Promise<Uint8Array> {
     let delay = this.o.backoffMs ?? 500;

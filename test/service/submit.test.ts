@@ -75,6 +75,8 @@ describe('typed client', () => {
     const bad = new FalcoClient({ baseUrl: stack.url, apiKey: 'fk_live_wrong' });
     await expect(bad.getUsage()).rejects.toMatchObject({ status: 401 });
     expect(() => new FalcoClient({ baseUrl: 'not a url', apiKey: 'x' })).toThrow(/not a URL/);
+    // The deployment's limits, as published in the document (this stack: 2 images per job).
+    expect((await client.getLimits())?.['maxImagesPerJob']).toBe(2);
   });
 });
 
