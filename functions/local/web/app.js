@@ -275,8 +275,7 @@
         t.textContent = text;
         s.append(t);
       };
-      label(P.l, 12, `max ${hi.toPrecision(3)}`);
-      label(W - P.r, 12, `min ${lo.toPrecision(3)}`, 'end');
+      label(P.l, 12, `from ${lo.toPrecision(3)} (bottom) to ${hi.toPrecision(3)} (top)`);
       label(P.l, H - 4, 'step 1');
       label(W - P.r, H - 4, `step ${steps}`, 'end');
       wrap.append(el('div', { class: 'chart' }, el('h4', { text: title }), s));
