@@ -9,9 +9,11 @@
 import type { Command } from 'commander';
 import { createContext } from '../shared/context.js';
 import { createApiKey, rotateWebhookSecret } from '../shared/keys-repo.js';
+import { CliError } from './errors.js';
 
 function keysContext(env: NodeJS.ProcessEnv) {
-  if (!env.KEYS_TABLE) throw new Error('KEYS_TABLE is not set (the stack output KeysTableName)');
+  if (!env.KEYS_TABLE)
+    throw new CliError('missing-config', 'KEYS_TABLE is not set (the stack output KeysTableName)');
   const unused = 'unused-by-keys-command';
   return createContext('cli-keys', {
     UPLOADS_BUCKET: unused,

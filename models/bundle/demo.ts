@@ -5,6 +5,7 @@
  * same bytes and the same bundle id. Its images are NOT photorealistic (untrained weights): it exists
  * so the product runs end to end without the licensed checkpoints.
  */
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +13,7 @@ import { REPO_ROOT } from '../fixtures/paths.js';
 import type { EngineOptions } from '../falco/engine.js';
 import { buildFromCheckpoints } from './build.js';
 import { DEMO_SIZES, writeDemoCheckpoints, type NetworkSizes } from './demo-weights.js';
-import type { BundleManifest } from './manifest.js';
+import { MANIFEST_FILE, type BundleManifest } from './manifest.js';
 import { buildPool } from './pool.js';
 
 export const DEFAULT_BUNDLES_DIR = join(REPO_ROOT, 'var', 'bundles');
@@ -51,4 +52,17 @@ export async function buildDemoBundle(o: DemoOptions = {}): Promise<BundleManife
     ...(o.engine ? { engine: o.engine } : {}),
     ...(o.onPoolProgress ? { onProgress: o.onPoolProgress } : {}),
   });
+}
+
+/**
+ * The demo bundle at `dir`, built first if it is not there (a fresh checkout): what `npm start` and
+ * `npm run cli` do on first use so nothing needs a separate setup step. Returns true when it built.
+ */
+export async function ensureDemoBundle(
+  dir: string = DEFAULT_DEMO_BUNDLE,
+  o: Omit<DemoOptions, 'outDir'> = {},
+): Promise<boolean> {
+  if (existsSync(join(dir, MANIFEST_FILE))) return false;
+  await buildDemoBundle({ ...o, outDir: dir });
+  return true;
 }

@@ -2,7 +2,7 @@
  * The demo page in headless Chromium (Debian's /usr/bin/chromium driven by playwright-core): upload a sample
  * photo, watch progress, see the result next to the original. Keeps a screenshot.
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,6 +21,7 @@ export const SCREENSHOT = join(
   process.env.SCREENSHOT_DIR ?? join(tmpdir(), 'falco-screenshots'),
   'web-demo.png',
 );
+export const SCREENSHOT_MOBILE = join(SCREENSHOT, '..', 'web-demo-mobile.png');
 
 describe.skipIf(!haveChromium)('demo web page', () => {
   let stack: LocalStack;
@@ -55,47 +56,93 @@ describe.skipIf(!haveChromium)('demo web page', () => {
     await stack?.stop();
   });
 
-  it('uploads a photo, shows progress, then before/after', async () => {
-    const page = await browser.newPage({ viewport: { width: 1100, height: 800 } });
+  /** Drop two files on the page (a photo and a text file named .jpg) and wait until both cards are finished. */
+  async function runPage(viewport: { width: number; height: number }, shot: string) {
+    const page = await browser.newPage({ viewport });
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(e.message));
     await page.goto(stack.url + '/');
     await expect(page.title()).resolves.toBe('FALCO — face anonymization demo');
-    await page.setInputFiles('#file', SAMPLE_PATH);
+    // Before anything is added: the demo-bundle explanation, and no image at all (no broken placeholders).
+    expect(await page.textContent('#notice')).toMatch(/pattern weights[\s\S]*abstract colour renders/);
+    expect(await page.textContent('#notice')).toContain('npm run models -- build --falco');
+    expect(await page.locator('img').count()).toBe(0);
     await page.fill('#steps', '50');
-    // Record every status/progress the page shows (the job takes a few seconds; polling waits could miss it).
     await page.evaluate(`(() => {
       window.__seen = [];
-      const note = () => window.__seen.push([document.getElementById('status').textContent, Number(document.getElementById('bar').value)]);
-      new MutationObserver(note).observe(document.getElementById('status'), { childList: true, characterData: true, subtree: true });
+      new MutationObserver(() => {
+        for (const c of document.querySelectorAll('.card')) window.__seen.push([c.querySelector('h3').textContent, c.querySelector('.pill').textContent, c.querySelector('.progress > div').style.width]);
+      }).observe(document.getElementById('results'), { subtree: true, childList: true, characterData: true, attributes: true });
     })()`);
-    await page.click('#go');
-    await page.waitForFunction("document.getElementById('status').textContent.startsWith('Done')", null, {
-      timeout: 120_000,
+    await page.setInputFiles('#file', [
+      { name: 'sample1.jpg', mimeType: 'image/jpeg', buffer: readFileSync(SAMPLE_PATH) },
+      {
+        name: 'notes.jpg',
+        mimeType: 'image/jpeg',
+        buffer: Buffer.from('name,email\nalice,alice@example.com\n'),
+      },
+    ]);
+    await page.waitForFunction("document.querySelectorAll('.card.done, .card.failed').length === 2", null, {
+      timeout: 180_000,
     });
-    const seen = (await page.evaluate('window.__seen')) as Array<[string, number]>;
-    expect(
-      seen.some(([text]) => /: running/.test(text)),
-      JSON.stringify(seen),
-    ).toBe(true);
-    const bars = seen.map(([, v]) => v);
-    expect(
-      bars.every((v, i) => i === 0 || v >= bars[i - 1]!),
-      'progress never goes back',
-    ).toBe(true);
-    expect(await page.textContent('#status')).toBe('Done: 3 faces anonymized.');
-    // Both images actually loaded (naturalWidth > 0), at the photo's size.
+    const done = page.locator('.card.done');
+    const failed = page.locator('.card.failed');
+    await expect(done.locator('h3').textContent()).resolves.toBe('sample1.jpg');
+    // The failed file explains why and what to change.
+    await expect(failed.locator('h3').textContent()).resolves.toBe('notes.jpg');
+    const why = (await failed.locator('.why').textContent())!;
+    expect(why).toMatch(/Why it failed: image 1 \(notes\.jpg\).* looks like text/);
+    expect(why).toMatch(/What to change: Only JPEG, PNG and WebP/);
+    expect(why).toContain('error code: unsupported-image-type');
+    // The done card: both pictures loaded at the photo's size, one box per face on each, one table row
+    // per face with its identity verdict, three loss charts with one curve per face.
     await page.waitForFunction(
-      "['before', 'after'].every((id) => document.getElementById(id).naturalWidth > 0)",
+      "[...document.querySelectorAll('.card.done .frame img')].filter((i) => i.naturalWidth > 0).length === 2",
     );
     expect(
-      await page.evaluate("['before', 'after'].map((id) => document.getElementById(id).naturalWidth)"),
+      await done
+        .locator('.frame img')
+        .evaluateAll((l) => l.map((i) => (i as unknown as { naturalWidth: number }).naturalWidth)),
     ).toEqual([1920, 1920]);
-    expect(await page.evaluate("document.getElementById('bar').value")).toBe(1);
-    expect(await page.textContent('#engine')).not.toContain('stand-in');
-    mkdirSync(join(SCREENSHOT, '..'), { recursive: true });
-    await page.screenshot({ path: SCREENSHOT, fullPage: true });
-    expect(existsSync(SCREENSHOT)).toBe(true);
+    const faces = await done.locator('tbody tr').count();
+    expect(faces).toBe(3);
+    expect(await done.locator('.frame').first().locator('svg rect[fill="none"]').count()).toBe(faces);
+    expect(await done.locator('.frame').last().locator('svg rect[fill="none"]').count()).toBe(faces);
+    expect(await done.locator('tbody').textContent()).toMatch(/different person|still recognisable/);
+    expect(await done.locator('.summary').textContent()).toMatch(
+      /^3 faces found · bundle demo-[0-9a-f]+ \(demo\)/,
+    );
+    expect(await done.locator('.chart svg').count()).toBe(3);
+    expect(await done.locator('.chart svg').first().locator('polyline').count()).toBe(faces);
+    await expect(page.textContent('#notice')).resolves.toMatch(/bundle demo-/);
+    // Progress was shown while it ran, and never went back.
+    const seen = (await page.evaluate('window.__seen')) as Array<[string, string, string]>;
+    const mine = seen.filter(([name]) => name === 'sample1.jpg');
+    expect(
+      mine.some(([, pill]) => pill === 'running'),
+      JSON.stringify(mine.slice(0, 20)),
+    ).toBe(true);
+    const widths = mine.map(([, , w]) => Number.parseFloat(w) || 0);
+    expect(
+      widths.every((v, i) => i === 0 || v >= widths[i - 1]!),
+      'progress never goes back',
+    ).toBe(true);
+    // No broken image anywhere on the page.
+    expect(await page.evaluate('[...document.images].every((i) => i.complete && i.naturalWidth > 0)')).toBe(
+      true,
+    );
+    mkdirSync(join(shot, '..'), { recursive: true });
+    await page.screenshot({ path: shot, fullPage: true });
+    expect(existsSync(shot)).toBe(true);
     expect(errors).toEqual([]);
+    await page.close();
+  }
+
+  it('desktop: several photos at once, progress, before/after with boxes, verdicts, curves, a failure explained', async () => {
+    await runPage({ width: 1280, height: 900 }, SCREENSHOT);
+  });
+
+  it('narrow mobile viewport: the same page, stacked', async () => {
+    await runPage({ width: 390, height: 844 }, SCREENSHOT_MOBILE);
   });
 });
