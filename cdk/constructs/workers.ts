@@ -1,3 +1,5 @@
+import { existsSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { Duration, Stack } from 'aws-cdk-lib';
 import * as appscaling from 'aws-cdk-lib/aws-applicationautoscaling';
 import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
@@ -27,6 +29,17 @@ export interface WorkersProps {
   readonly volumeGiB: number;
   /** Replaces the Docker build of functions/worker/Dockerfile (tests only). */
   readonly image?: ecs.ContainerImage;
+}
+
+/**
+ * The worker image's base images pinned by digest (functions/worker/base-images.json, written by
+ * `npm run image -- --pin`), as Docker build arguments; none (the Dockerfile's tags) before the first pin.
+ */
+export function pinnedBaseImages(repoRoot: string): Record<string, string> {
+  const file = path.join(repoRoot, 'functions', 'worker', 'base-images.json');
+  if (!existsSync(file)) return {};
+  const pins = JSON.parse(readFileSync(file, 'utf8')) as Record<string, { tag: string; digest: string }>;
+  return Object.fromEntries(Object.entries(pins).map(([arg, p]) => [arg, `${p.tag}@${p.digest}`]));
 }
 
 /** Files never sent to `docker build` (mirrors .dockerignore; the asset hash ignores them too). */
@@ -182,6 +195,7 @@ export class Workers extends Construct {
       props.image ??
       ecs.ContainerImage.fromAsset(props.repoRoot, {
         file: 'functions/worker/Dockerfile',
+        buildArgs: pinnedBaseImages(props.repoRoot),
         platform: Platform.LINUX_AMD64,
         exclude: WORKER_IMAGE_EXCLUDES,
       });
