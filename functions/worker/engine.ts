@@ -9,6 +9,7 @@ import { createAnonymizer } from '../pipeline/anonymize.js';
 import type { Anonymizer } from '../pipeline/types.js';
 import { ProviderError } from '../../models/engine/runtime.js';
 import type { Log } from '../shared/logger.js';
+import type { ResourceLimits } from '../shared/limits.js';
 
 export interface EngineStatus {
   /** Where the models run: what a GPU worker must show as 'cuda'. */
@@ -17,12 +18,22 @@ export interface EngineStatus {
   demo: boolean;
 }
 
+/** The deployment's limits as the pipeline takes them (decode limits, faces per image, compute budget). */
+export function pipelineLimits(l: ResourceLimits) {
+  return {
+    limits: { maxBytes: l.maxUploadBytes, maxPixels: l.maxPixels, maxDimension: l.maxSide },
+    budget: { maxFaces: l.maxFacesPerImage, maxComputeSteps: l.maxComputeSteps },
+  };
+}
+
 export async function loadRealEngine(
   bundleDir: string,
   log?: Log,
+  limits?: ResourceLimits,
 ): Promise<{ anonymizer: Anonymizer; status: EngineStatus }> {
   const a = await createAnonymizer({
     bundleDir,
+    ...(limits ? pipelineLimits(limits) : {}),
     // Every session reports its provider, and a CUDA → CPU fallback ('auto') is a warning, never silent.
     ...(log
       ? {
@@ -46,13 +57,15 @@ export async function loadRealEngine(
 export async function loadEngine(opts: {
   bundleDir: string;
   log: Log;
+  /** The deployment's limits, passed to the pipeline (the worker always sets them). */
+  limits?: ResourceLimits;
   /** Fallback used when the engine or bundle is missing; null = fail instead. */
   standIn?: () => Promise<Anonymizer>;
 }): Promise<{ anonymizer: Anonymizer; real: boolean; status?: EngineStatus }> {
   try {
     if (!existsSync(opts.bundleDir))
       throw new Error(`model bundle not found at ${opts.bundleDir} (build it with: npm run models -- demo)`);
-    const { anonymizer, status } = await loadRealEngine(opts.bundleDir, opts.log);
+    const { anonymizer, status } = await loadRealEngine(opts.bundleDir, opts.log, opts.limits);
     return { anonymizer, real: true, status };
   } catch (err) {
     // A provider the operator demanded (FALCO_PROVIDER=cuda) and cannot have is never papered over.

@@ -12,7 +12,7 @@ async function main(): Promise<void> {
   const ctx = createContext('worker');
   const bundleDir = process.env.BUNDLE_DIR ?? '/tmp/bundle';
   if (ctx.cfg.bundleUri) await downloadBundle(ctx.clients.s3, ctx.cfg.bundleUri, bundleDir);
-  const { anonymizer, status } = await loadEngine({ bundleDir, log: ctx.log });
+  const { anonymizer, status } = await loadEngine({ bundleDir, log: ctx.log, limits: ctx.cfg.limits });
   // The worker's status (it serves no HTTP): logged once, and written where `docker exec`/a health check can
   // read it. `provider` is what a GPU task must show as "cuda".
   const workerStatus = { ready: true, pid: process.pid, startedAt: new Date().toISOString(), ...status };
