@@ -35,7 +35,8 @@ export function buildApp(
       process.env.CDK_DEFAULT_ACCOUNT && process.env.CDK_DEFAULT_REGION
         ? { account: process.env.CDK_DEFAULT_ACCOUNT, region: process.env.CDK_DEFAULT_REGION }
         : undefined,
-    requireSharpLayer: requireSharpLayer === true || requireSharpLayer === 'true',
+    // Required unless explicitly switched off: a deploy without sharp ships an API that fails every request.
+    requireSharpLayer: !(requireSharpLayer === false || requireSharpLayer === 'false'),
     ...opts.stackOverrides,
   });
   Validations.of(app).addPlugins(new AwsSolutionsChecks(app, { verbose: true }));

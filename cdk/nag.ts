@@ -1,4 +1,4 @@
-import { Stack, Validations } from 'aws-cdk-lib';
+import { type CfnElement, Stack, Validations } from 'aws-cdk-lib';
 import type { IConstruct } from 'constructs';
 import type { ServiceStack } from './stacks/service-stack.js';
 
@@ -111,6 +111,13 @@ export function addNagSuppressions(stack: ServiceStack): void {
     'Reads job inputs and deletes those of erased jobs (inputs/ prefix only).',
   );
   ack(taskRole, 'AwsSolutions-IAM5[Resource::<StorageJobs4C7573CB.Arn>/index/*]', 'Jobs table GSI queries.');
+  ack(
+    taskRole,
+    `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:task/<${stack.getLogicalId(
+      w.cluster.node.defaultChild as CfnElement,
+    )}>/*]`,
+    "Task scale-in protection (ecs:UpdateTaskProtection) on this cluster's tasks: task ids exist only at run time.",
+  );
   for (const id of modelBucketFindings(stack)) ack(taskRole, id, 'Reads the model bundle (its prefix only).');
   if (w.taskDefinition.executionRole) {
     ack(

@@ -74,6 +74,17 @@ export class Observability extends Construct {
         }),
     );
     add(
+      props.workers.startFailures.createAlarm(this, 'WorkerStartFailures', {
+        alarmDescription:
+          'GPU workers fail at start (crash loop): see the worker log group for "worker failed to start" ' +
+          '(CUDA provider, model bundle, fake pool)',
+        threshold: 2,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      }),
+    );
+    add(
       queues.webhooks
         .metricApproximateAgeOfOldestMessage({ period: five, statistic: 'Maximum' })
         .createAlarm(this, 'WebhooksOldestMessage', {

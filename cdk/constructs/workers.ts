@@ -1,3 +1,5 @@
+import { existsSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { Duration, Stack } from 'aws-cdk-lib';
 import * as appscaling from 'aws-cdk-lib/aws-applicationautoscaling';
 import * as autoscaling from 'aws-cdk-lib/aws-autoscaling';
@@ -27,6 +29,17 @@ export interface WorkersProps {
   readonly volumeGiB: number;
   /** Replaces the Docker build of functions/worker/Dockerfile (tests only). */
   readonly image?: ecs.ContainerImage;
+}
+
+/**
+ * The worker image's base images pinned by digest (functions/worker/base-images.json, written by
+ * `npm run image -- --pin`), as Docker build arguments; none (the Dockerfile's tags) before the first pin.
+ */
+export function pinnedBaseImages(repoRoot: string): Record<string, string> {
+  const file = path.join(repoRoot, 'functions', 'worker', 'base-images.json');
+  if (!existsSync(file)) return {};
+  const pins = JSON.parse(readFileSync(file, 'utf8')) as Record<string, { tag: string; digest: string }>;
+  return Object.fromEntries(Object.entries(pins).map(([arg, p]) => [arg, `${p.tag}@${p.digest}`]));
 }
 
 /** Files never sent to `docker build` (mirrors .dockerignore; the asset hash ignores them too). */
@@ -67,6 +80,8 @@ export class Workers extends Construct {
   readonly scalableTarget: appscaling.ScalableTarget;
   readonly backlogPerTaskPolicy: appscaling.CfnScalingPolicy;
   readonly logGroup: logs.LogGroup;
+  /** Count of worker start-up failures ("worker failed to start" in the worker log): a crash loop. */
+  readonly startFailures: cloudwatch.Metric;
   /** EC2 instance roles of the GPU hosts (one per Auto Scaling group). */
   readonly instanceRoles: iam.Role[] = [];
 
@@ -180,6 +195,7 @@ export class Workers extends Construct {
       props.image ??
       ecs.ContainerImage.fromAsset(props.repoRoot, {
         file: 'functions/worker/Dockerfile',
+        buildArgs: pinnedBaseImages(props.repoRoot),
         platform: Platform.LINUX_AMD64,
         exclude: WORKER_IMAGE_EXCLUDES,
       });
@@ -199,6 +215,9 @@ export class Workers extends Construct {
         AWS_REGION: Stack.of(this).region,
         // Read by functions/worker/main.ts: finish or hand back the current message within stopTimeout.
         SHUTDOWN_GRACE_MS: '100000',
+        // The GPU or nothing: a task whose CUDA provider cannot load stops at start (and the start-failure alarm
+        // fires) instead of running the optimisation on the host's 4 vCPUs, ~100x slower (models/engine/runtime.ts).
+        FALCO_PROVIDER: 'cuda',
       },
     });
 
@@ -215,6 +234,35 @@ export class Workers extends Construct {
       role,
       props.bundle.prefix === '' ? '*' : `${props.bundle.prefix.replace(/\/?$/, '/')}*`,
     );
+
+    // Task scale-in protection while an image is being processed (the worker sets and clears it through the ECS
+    // agent's task-protection endpoint, which acts with the task role): a scale-in then never stops a task
+    // mid-image. Scoped to this cluster's tasks (the action supports no narrower resource).
+    role.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        actions: ['ecs:UpdateTaskProtection', 'ecs:GetTaskProtection'],
+        resources: [
+          Stack.of(this).formatArn({
+            service: 'ecs',
+            resource: 'task',
+            resourceName: `${this.cluster.clusterName}/*`,
+          }),
+        ],
+      }),
+    );
+
+    // A worker that cannot start (no GPU/CUDA provider, no or bad bundle, no fake pool) exits and ECS restarts it
+    // every minute or so; main.ts logs one CRITICAL "worker failed to start" line each time. Counting those is
+    // free (a metric filter on the existing log group) and fires within minutes, long before the oldest-job alarm.
+    this.startFailures = this.logGroup
+      .addMetricFilter('StartFailures', {
+        filterPattern: logs.FilterPattern.stringValue('$.message', '=', 'worker failed to start'),
+        metricNamespace: `Falco/${Stack.of(this).stackName}`,
+        metricName: 'WorkerStartFailures',
+        metricValue: '1',
+        defaultValue: 0,
+      })
+      .metric({ statistic: 'Sum', period: Duration.minutes(5) });
 
     const provider = this.spotProvider ?? this.onDemandProvider;
     this.service = new ecs.Ec2Service(this, 'Service', {

@@ -1,5 +1,6 @@
 import { CfnOutput, Duration, Stack, type StackProps, Tags } from 'aws-cdk-lib';
 import type * as ecs from 'aws-cdk-lib/aws-ecs';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import type { Construct } from 'constructs';
@@ -27,7 +28,7 @@ export interface ServiceStackProps extends StackProps {
   readonly workerImage?: ecs.ContainerImage;
   /** sharp layer directory (default layers/sharp/dist). */
   readonly sharpLayerDir?: string;
-  /** Fail synth when the sharp layer is not built (deployments set this via -c requireSharpLayer=true). */
+  /** Fail synth when the sharp layer is not built (default true; -c requireSharpLayer=false for an offline look). */
   readonly requireSharpLayer?: boolean;
 }
 
@@ -87,7 +88,7 @@ export class ServiceStack extends Stack {
 
     this.sharpLayer = new SharpLayer(this, 'Sharp', {
       dir: props.sharpLayerDir,
-      required: props.requireSharpLayer ?? false,
+      required: props.requireSharpLayer ?? true,
       architecture: LAMBDA_ARCHITECTURE,
     });
     this.functions = new Functions(this, 'Functions', {
@@ -115,6 +116,17 @@ export class ServiceStack extends Stack {
       volumeGiB: cfg.workerVolumeGiB,
       image: props.workerImage,
     });
+    // Wake-up path (functions/shared/fleet.ts): the API sets the worker service's desired count to 1 when it
+    // enqueues into an idle fleet, and reads the running count to tell customers their image waits for a GPU.
+    const api = this.functions.api;
+    api.addEnvironment('WORKER_CLUSTER', this.workers.cluster.clusterName);
+    api.addEnvironment('WORKER_SERVICE', this.workers.service.serviceName);
+    api.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: ['ecs:DescribeServices', 'ecs:UpdateService'],
+        resources: [this.workers.service.serviceArn],
+      }),
+    );
     this.observability = new Observability(this, 'Observability', {
       stage: cfg.stage,
       queues: this.queues,

@@ -5,6 +5,7 @@ import type { z } from '@hono/zod-openapi';
 import type { ServiceContext } from '../shared/context.js';
 import type { ImageItem, JobItem } from '../shared/records.js';
 import { imageCounts, publicJobStatus } from '../shared/views.js';
+import { waitingForWorker } from '../shared/fleet.js';
 import type { JobSchema, JobSummarySchema } from './schemas.js';
 
 type Job = z.infer<typeof JobSchema>;
@@ -27,6 +28,10 @@ export async function jobView(ctx: ServiceContext, job: JobItem, images: ImageIt
     getSignedUrl(ctx.clients.s3, new GetObjectCommand({ Bucket: ctx.cfg.resultsBucket, Key: key }), {
       expiresIn,
     });
+  // Only asked when something waits: a queued image while no GPU worker runs is a cold start, not a stall.
+  const waiting = images.some((i) => i.status === 'queued')
+    ? await waitingForWorker(ctx, job.createdAt)
+    : null;
   const views = await Promise.all(
     images.map(async (i) => ({
       id: i.imageId,
@@ -34,7 +39,8 @@ export async function jobView(ctx: ServiceContext, job: JobItem, images: ImageIt
       filename: i.filename ?? null,
       status: i.status,
       progress: i.status === 'done' ? 1 : (i.progress ?? 0),
-      stage: i.stage ?? null,
+      stage: i.status === 'queued' && waiting ? waiting.stage : (i.stage ?? null),
+      ...(i.status === 'queued' && waiting ? { estimatedWaitSeconds: waiting.estimatedWaitSeconds } : {}),
       input: { format: i.inputFormat, width: i.width, height: i.height, bytes: i.inputBytes },
       result:
         i.status === 'done' && i.resultKey

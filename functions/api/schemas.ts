@@ -164,6 +164,10 @@ export const ReportSchema = z
     outcome: z.enum(['ok', 'no_faces']),
     bundle: z.object({ id: z.string(), demo: z.boolean() }),
     timingsMs: z.record(z.string(), z.number()),
+    provider: z
+      .enum(['cuda', 'cpu'])
+      .optional()
+      .openapi({ description: 'Where the models ran for this image (a GPU worker reports cuda).' }),
   })
   .openapi('ImageReport');
 
@@ -174,7 +178,18 @@ export const ImageSchema = z
     filename: z.string().nullable(),
     status: z.enum(['queued', 'processing', 'done', 'failed']),
     progress: z.number().openapi({ description: '0..1' }),
-    stage: z.string().nullable(),
+    stage: z
+      .string()
+      .nullable()
+      .openapi({
+        description:
+          'What the image is doing: waiting_for_worker (queued while no GPU worker runs: the fleet scales to zero ' +
+          'when idle, and a cold start (GPU instance boot, image pull, model download) takes 5-10 minutes), then ' +
+          'decode, detect, align, invert, optimize, render, paste, encode, verify.',
+      }),
+    estimatedWaitSeconds: z.number().int().optional().openapi({
+      description: 'With waiting_for_worker: seconds left of a typical cold start (at least 60).',
+    }),
     input: z.object({
       format: OutputFormatSchema,
       width: z.number().int(),

@@ -5,9 +5,6 @@
  * loudly.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
-import { dirname, join, relative } from 'node:path';
-import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { createAnonymizer } from '../pipeline/anonymize.js';
 import type { Anonymizer } from '../pipeline/types.js';
 import { ProviderError } from '../../models/engine/runtime.js';
@@ -81,30 +78,5 @@ export async function loadEngine(opts: {
   }
 }
 
-/** Copy s3://bucket/prefix/** into a local directory (the ECS task's model bundle). */
-export async function downloadBundle(s3: S3Client, uri: string, dest: string): Promise<string> {
-  const m = /^s3:\/\/([^/]+)\/?(.*)$/.exec(uri);
-  if (!m) throw new Error(`BUNDLE_URI must look like s3://bucket/prefix, got "${uri}"`);
-  const [, bucket, rawPrefix] = m;
-  const prefix = rawPrefix && !rawPrefix.endsWith('/') ? rawPrefix + '/' : rawPrefix;
-  let token: string | undefined;
-  let files = 0;
-  do {
-    const out = await s3.send(
-      new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
-    );
-    for (const obj of out.Contents ?? []) {
-      if (!obj.Key || obj.Key.endsWith('/')) continue;
-      const rel = relative(prefix || '.', obj.Key);
-      if (rel.startsWith('..')) continue;
-      const file = join(dest, rel);
-      await mkdir(dirname(file), { recursive: true });
-      const got = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: obj.Key }));
-      await writeFile(file, await got.Body!.transformToByteArray());
-      files++;
-    }
-    token = out.IsTruncated ? out.NextContinuationToken : undefined;
-  } while (token);
-  if (files === 0) throw new Error(`no bundle files under ${uri}`);
-  return dest;
-}
+/** The worker's bundle download: parallel, streamed to disk, verified against the manifest (models/bundle/transfer.ts). */
+export { downloadBundle } from '../../models/bundle/transfer.js';

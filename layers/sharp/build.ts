@@ -114,6 +114,34 @@ export function buildLayer(opts: LayerBuildOptions): string {
   }
 }
 
+/**
+ * What is wrong with a built layer, or null when it is usable for `arch`: the manifest this script writes
+ * (nodejs/layer.json) must name the architecture, sharp must be there with its prebuilt libvips package for
+ * that architecture, and its version must be the locked one (so the layer is what the tests ran). Read by the
+ * CDK construct (a wrong layer stops the synth) and by `npm run cdk` (which rebuilds it before a deploy).
+ */
+export function layerProblem(dir: string, arch: LayerArch, lockfile?: string): string | null {
+  const manifest = path.join(dir, 'nodejs', 'layer.json');
+  if (!existsSync(path.join(dir, 'nodejs', 'node_modules', 'sharp', 'package.json')))
+    return `sharp layer not built (${path.join(dir, 'nodejs', 'node_modules', 'sharp')} missing)`;
+  if (!existsSync(manifest))
+    return `sharp layer at ${dir} has no nodejs/layer.json: it was not built by layers/sharp/build.ts`;
+  let m: { sharp?: string; arch?: string; libc?: string };
+  try {
+    m = JSON.parse(readFileSync(manifest, 'utf8')) as typeof m;
+  } catch (e) {
+    return `sharp layer manifest ${manifest} is not JSON (${(e as Error).message})`;
+  }
+  if (m.arch !== arch || m.libc !== 'glibc')
+    return `sharp layer at ${dir} is built for linux-${m.arch ?? '?'} (${m.libc ?? '?'}), the functions run on linux-${arch} (glibc)`;
+  if (!existsSync(path.join(dir, 'nodejs', 'node_modules', '@img', `sharp-linux-${arch}`)))
+    return `sharp layer at ${dir} lacks @img/sharp-linux-${arch} (the prebuilt libvips binaries)`;
+  const locked = lockedSharpVersion(lockfile);
+  if (m.sharp !== locked)
+    return `sharp layer at ${dir} has sharp ${m.sharp}, package-lock.json has ${locked}`;
+  return null;
+}
+
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   try {
     const opts = parseArgs(process.argv.slice(2));

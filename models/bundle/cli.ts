@@ -1,7 +1,10 @@
 /**
  * `npm run models -- <command>`:
  *   demo  [--out DIR] [--pool N]                 pattern-weight demo bundle (seconds, deterministic)
- *   build --falco DIR [--out DIR] [--pool N]     production bundle from the four official checkpoints
+ *   build --falco DIR [--out DIR] [--pool N]     production bundle from the four official checkpoints (pool 10000)
+ *   publish (--falco DIR [--pool N] | --bundle DIR) --to s3://bucket/prefix
+ *                                                build (or take) a bundle, verify it (hashes, a pool, every model
+ *                                                loads), upload it (parallel, streamed; manifest last)
  *   pool  --n N [--bundle DIR] [--seed S] [--psi P]   (re)sample the fake pool of a bundle
  *   info  [--bundle DIR]                          print a bundle's manifest summary
  */
@@ -12,6 +15,7 @@ import { buildFromCheckpoints } from './build.js';
 import { DEFAULT_BUNDLES_DIR, DEFAULT_DEMO_BUNDLE, DEMO_POOL_SIZE, buildDemoBundle } from './demo.js';
 import { readManifest, type BundleManifest } from './manifest.js';
 import { buildPool } from './pool.js';
+import { DEFAULT_CONCURRENCY, parseBundleUri, uploadBundle, verifyBundle } from './transfer.js';
 
 const int = (name: string) => (v: string) => {
   const n = Number(v);
@@ -56,6 +60,23 @@ function summary(dir: string, m: BundleManifest): string {
 }
 
 const log = (msg: string) => console.error(`· ${msg}`);
+/** FALCO's fake pool size. */
+const FALCO_POOL_SIZE = 10_000;
+
+async function buildWithPool(o: {
+  falco: string;
+  out: string;
+  name: string;
+  pool: number;
+}): Promise<BundleManifest> {
+  let m = await buildFromCheckpoints({ falcoDir: o.falco, outDir: o.out, name: o.name, log });
+  if (o.pool > 0) {
+    const b = bar('fake pool');
+    m = await buildPool(o.out, { n: o.pool, onProgress: (d, t) => b.update(d, t) });
+    b.stop();
+  }
+  return m;
+}
 const program = new Command('models').description('build FALCO model bundles').showHelpAfterError();
 
 program
@@ -86,16 +107,67 @@ program
   )
   .option('--out <dir>', 'bundle directory', join(DEFAULT_BUNDLES_DIR, 'falco'))
   .option('--name <name>', 'bundle name', 'falco')
-  .option('--pool <n>', 'fake pool size (0: none; add one later with `pool`)', int('--pool'), 0)
+  // FALCO's pool size by default: a bundle without a pool is refused by every worker (it would crash-loop).
+  .option(
+    '--pool <n>',
+    'fake pool size (0: none, the bundle is then not deployable until `pool` adds one)',
+    int('--pool'),
+    FALCO_POOL_SIZE,
+  )
   .action(async (o: { falco: string; out: string; name: string; pool: number }) => {
-    let m = await buildFromCheckpoints({ falcoDir: o.falco, outDir: o.out, name: o.name, log });
-    if (o.pool > 0) {
-      const b = bar('fake pool');
-      m = await buildPool(o.out, { n: o.pool, onProgress: (d, t) => b.update(d, t) });
-      b.stop();
-    }
+    const m = await buildWithPool(o);
     console.log(summary(o.out, m));
+    if (!m.pool)
+      console.error(
+        'warning: no fake pool: workers refuse this bundle until `npm run models -- pool` adds one',
+      );
   });
+
+program
+  .command('publish')
+  .description('build (or take) a bundle, verify it and upload it to S3 for the workers')
+  .requiredOption('--to <uri>', 's3://bucket/prefix (the stack output BundleUri)')
+  .option('--falco <dir>', 'build from the official checkpoints in this directory first')
+  .option('--bundle <dir>', 'publish this existing bundle instead of building one')
+  .option('--out <dir>', 'where --falco builds the bundle', join(DEFAULT_BUNDLES_DIR, 'falco'))
+  .option('--name <name>', 'bundle name', 'falco')
+  .option('--pool <n>', 'fake pool size for --falco', int('--pool'), FALCO_POOL_SIZE)
+  .option('--concurrency <n>', 'objects uploaded at once', int('--concurrency'), DEFAULT_CONCURRENCY)
+  .action(
+    async (o: {
+      to: string;
+      falco?: string;
+      bundle?: string;
+      out: string;
+      name: string;
+      pool: number;
+      concurrency: number;
+    }) => {
+      if (!!o.falco === !!o.bundle)
+        throw new InvalidArgumentError('give exactly one of --falco <checkpoints> or --bundle <dir>');
+      parseBundleUri(o.to);
+      const dir = o.bundle ?? o.out;
+      if (o.falco) await buildWithPool({ falco: o.falco, out: o.out, name: o.name, pool: o.pool });
+      log(`verifying ${dir}: hashes, fake pool, every model loads`);
+      const m = await verifyBundle(dir, { loadModels: true });
+      console.log(summary(dir, m));
+      const { S3Client } = await import('@aws-sdk/client-s3');
+      const s3 = new S3Client({});
+      const t0 = performance.now();
+      let bytes = 0;
+      const n = await uploadBundle(s3, dir, o.to, {
+        concurrency: o.concurrency,
+        onFile: (f, b) => {
+          bytes += b;
+          log(`uploaded ${f} (${(b / 1e6).toFixed(1)} MB)`);
+        },
+      });
+      const s = (performance.now() - t0) / 1000;
+      console.log(
+        `published bundle ${m.id}: ${n} objects, ${(bytes / 1e6).toFixed(0)} MB in ${s.toFixed(0)} s → ${o.to}`,
+      );
+    },
+  );
 
 program
   .command('pool')

@@ -250,6 +250,59 @@ describe('GPU workers', () => {
     for (const name of CONTRACT_ENV) expect(env).toContain(name);
   });
 
+  it('runs the worker on CUDA or not at all, with task protection and a crash-loop alarm', () => {
+    s.template.hasResourceProperties('AWS::ECS::TaskDefinition', {
+      ContainerDefinitions: [
+        Match.objectLike({
+          Name: 'worker',
+          Environment: Match.arrayWith([{ Name: 'FALCO_PROVIDER', Value: 'cuda' }]),
+        }),
+      ],
+    });
+    // Task scale-in protection is set by the worker through the ECS agent with the *task* role, on this
+    // cluster's tasks only.
+    const taskRole = logicalId(s, s.stack.workers.taskDefinition.taskRole as never);
+    const policies = resourcesOfType('AWS::IAM::Policy').filter(([, p]) =>
+      JSON.stringify(p.Roles).includes(taskRole),
+    );
+    const statements = policies.flatMap(
+      ([, p]) => (p.PolicyDocument as { Statement: { Action: unknown; Resource: unknown }[] }).Statement,
+    );
+    const protection = statements.find((st) =>
+      JSON.stringify(st.Action).includes('ecs:UpdateTaskProtection'),
+    );
+    expect(protection).toBeDefined();
+    expect(JSON.stringify(protection!.Resource)).toMatch(/:task\/",\{"Ref":"WorkersCluster[^"]*"\},"\/\*"/);
+    // A worker that fails at start (no CUDA, no bundle, no pool) is counted from its log and alarms in minutes.
+    s.template.hasResourceProperties('AWS::Logs::MetricFilter', {
+      FilterPattern: '{ $.message = "worker failed to start" }',
+      MetricTransformations: [Match.objectLike({ MetricName: 'WorkerStartFailures', MetricValue: '1' })],
+    });
+    s.template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      MetricName: 'WorkerStartFailures',
+      Threshold: 2,
+      AlarmActions: [{ Ref: logicalId(s, s.stack.observability.topic) }],
+    });
+  });
+
+  it('lets the API wake the worker service (desired count) and read its running count', () => {
+    const api = s.json.Resources[logicalId(s, s.stack.functions.api)].Properties!;
+    const vars = (api.Environment as { Variables: Record<string, unknown> }).Variables;
+    expect(vars.WORKER_CLUSTER).toEqual({ Ref: logicalId(s, s.stack.workers.cluster) });
+    expect(vars.WORKER_SERVICE).toEqual({
+      'Fn::GetAtt': [logicalId(s, s.stack.workers.service as never), 'Name'],
+    });
+    const apiRole = (api.Role as { 'Fn::GetAtt': string[] })['Fn::GetAtt'][0];
+    const statements = resourcesOfType('AWS::IAM::Policy')
+      .filter(([, p]) => JSON.stringify(p.Roles).includes(apiRole))
+      .flatMap(
+        ([, p]) => (p.PolicyDocument as { Statement: { Action: unknown; Resource: unknown }[] }).Statement,
+      );
+    const wake = statements.find((st) => JSON.stringify(st.Action).includes('ecs:UpdateService'));
+    expect(wake).toMatchObject({ Action: ['ecs:DescribeServices', 'ecs:UpdateService'] });
+    expect(wake!.Resource).toEqual({ Ref: logicalId(s, s.stack.workers.service as never) });
+  });
+
   it('launches GPU-optimised ECS AMIs with encrypted disks and IMDSv2, scaling from zero instances', () => {
     s.template.hasResourceProperties('AWS::EC2::LaunchTemplate', {
       LaunchTemplateData: Match.objectLike({

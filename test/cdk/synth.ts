@@ -46,7 +46,9 @@ export function synthService(
   const outdir = mkdtempSync(path.join(tmpdir(), 'cdk-test-'));
   const { app, stack } = buildApp({
     outdir,
-    context,
+    // The layer is required by default (a deploy without it ships a broken API); most scenarios look at
+    // other things and synthesize without one, as `-c requireSharpLayer=false` does.
+    context: { requireSharpLayer: 'false', ...context },
     stackOverrides: {
       functionCode: () => lambda.Code.fromInline('export const handler = async () => ({});'),
       // A directory that never exists: the default tests see "layer not built" unless they pass one.

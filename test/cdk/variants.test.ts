@@ -7,7 +7,25 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SharpLayer } from '../../cdk/constructs/sharp-layer.js';
+import { buildApp } from '../../cdk/app.js';
+import { lockedSharpVersion } from '../../layers/sharp/build.js';
 import { logicalId, synthService, type Synthesized } from './synth.js';
+
+/** A layer directory shaped like layers/sharp/build.ts output (without the binaries' contents). */
+function fakeLayer(dir: string, m: { arch?: string; sharp?: string; img?: boolean } = {}): string {
+  const arch = m.arch ?? 'arm64';
+  const pkg = path.join(dir, 'nodejs', 'node_modules', 'sharp');
+  mkdirSync(pkg, { recursive: true });
+  const version = m.sharp ?? lockedSharpVersion();
+  writeFileSync(path.join(pkg, 'package.json'), JSON.stringify({ name: 'sharp', version }));
+  if (m.img ?? true)
+    mkdirSync(path.join(dir, 'nodejs', 'node_modules', '@img', `sharp-linux-${arch}`), { recursive: true });
+  writeFileSync(
+    path.join(dir, 'nodejs', 'layer.json'),
+    JSON.stringify({ sharp: version, arch, libc: 'glibc' }),
+  );
+  return dir;
+}
 
 // One synthesis of the non-default configuration: Spot workers on two instance types, a model
 // bundle in an operator's own bucket, a built sharp layer, a longer job visibility — plus a
@@ -16,10 +34,7 @@ import { logicalId, synthService, type Synthesized } from './synth.js';
 let s: Synthesized;
 let layerDir: string;
 beforeAll(() => {
-  layerDir = mkdtempSync(path.join(tmpdir(), 'sharp-layer-'));
-  const pkg = path.join(layerDir, 'nodejs', 'node_modules', 'sharp');
-  mkdirSync(pkg, { recursive: true });
-  writeFileSync(path.join(pkg, 'package.json'), '{"name":"sharp","version":"0.0.0-test"}');
+  layerDir = fakeLayer(mkdtempSync(path.join(tmpdir(), 'sharp-layer-')));
   s = synthService(
     {
       stage: 'prod',
@@ -30,6 +45,7 @@ beforeAll(() => {
       bundleUri: 's3://operator-models/falco/v3/',
       jobVisibilitySeconds: '1800',
       retentionDays: '30',
+      requireSharpLayer: 'true',
     },
     { sharpLayerDir: layerDir },
     (stack) => new s3.Bucket(stack, 'Injected'),
@@ -152,6 +168,37 @@ describe('sharp layer', () => {
       architecture: lambda.Architecture.ARM_64,
     });
     expect(ok.layer).toBeDefined();
+  });
+
+  it('refuses a layer built for another architecture, without libvips, or for another sharp version', () => {
+    const cases: Array<[Parameters<typeof fakeLayer>[1], RegExp]> = [
+      [{ arch: 'x64' }, /built for linux-x64 \(glibc\), the functions run on linux-arm64/],
+      [{ img: false }, /lacks @img\/sharp-linux-arm64/],
+      [{ sharp: '0.0.1' }, /has sharp 0\.0\.1, package-lock\.json has \d/],
+    ];
+    for (const [i, [m, re]] of cases.entries()) {
+      const stack = new Stack(new App(), `Bad${i}`);
+      // required: false still fails: a layer that is there but wrong is never a safe default.
+      const bad = new SharpLayer(stack, 'Sharp', {
+        dir: fakeLayer(path.join(layerDir, `bad${i}`), m),
+        required: false,
+        architecture: lambda.Architecture.ARM_64,
+      });
+      expect(bad.layer).toBeUndefined();
+      Annotations.fromStack(stack).hasError(`/Bad${i}/Sharp`, Match.stringLikeRegexp(re.source));
+    }
+  });
+
+  it('is required by default: the app fails its synth without a built layer', () => {
+    const { app, stack } = buildApp({
+      outdir: mkdtempSync(path.join(tmpdir(), 'cdk-default-')),
+      stackOverrides: {
+        sharpLayerDir: path.join(layerDir, 'never-built'),
+        functionCode: () => lambda.Code.fromInline('export const handler = async () => ({});'),
+      },
+    });
+    expect(stack.sharpLayer.layer).toBeUndefined();
+    expect(() => app.synth()).toThrow(/sharp layer not built .*npm run cdk -- deploy/);
   });
 });
 

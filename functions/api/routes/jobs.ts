@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { SendMessageBatchCommand } from '@aws-sdk/client-sqs';
+import { wakeFleet } from '../../shared/fleet.js';
 import type { Context } from 'hono';
 import type { ServiceContext } from '../../shared/context.js';
 import { describeId, IDEMPOTENCY_KEY_RE, isId, newImageId, newJobId } from '../../shared/ids.js';
@@ -492,6 +493,7 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
       }
       // From here each image releases its own slot when it becomes terminal (enqueue failures included).
       await enqueueImages(ctx, job, items);
+      await wakeFleet(ctx); // a fleet at zero starts booting now, not at the next scaling alarm (fleet.ts)
       ctx.log.info('job created', {
         jobId,
         tenant,
