@@ -18,20 +18,27 @@ import {
 import { recordUsage } from './usage-repo.js';
 import { deleteObject, getObjectBytes } from './storage.js';
 import { reportKey as reportKeyOf } from './layout.js';
+import { errFields } from './logger.js';
 import { TERMINAL_IMAGE, type JobItem, type WebhookMessage } from './records.js';
 import type { ImageReport } from '../pipeline/types.js';
 
-/** A finished job whose webhook is still "pending" after this long lost its enqueue (crash); re-enqueue it. */
-const STALE_PENDING_MS = 60_000;
 /** Reports above this size are stored without per-step losses (DynamoDB items max out at 400 KB). */
 const MAX_REPORT_BYTES = 200_000;
 
-export async function enqueueWebhook(ctx: ServiceContext, job: JobItem): Promise<void> {
+/**
+ * Put attempt 1 of a finished job's webhook on the queue, then take it out of the outbox (pending → enqueued).
+ * A failure anywhere here loses nothing: the job is still in the outbox and the dispatcher sweep retries; a
+ * duplicate attempt-1 message is harmless (claimWebhookAttempt lets one through).
+ */
+export async function enqueueWebhook(
+  ctx: ServiceContext,
+  job: Pick<JobItem, 'jobId' | 'tenant'>,
+): Promise<void> {
   const msg: WebhookMessage = { v: 1, jobId: job.jobId, tenant: job.tenant, attempt: 1 };
   await ctx.clients.sqs.send(
     new SendMessageCommand({ QueueUrl: ctx.cfg.webhooksQueueUrl, MessageBody: JSON.stringify(msg) }),
   );
-  await setWebhookState(ctx, job.jobId, { status: 'enqueued', attempts: 0 }, ['pending']);
+  await setWebhookState(ctx, job.jobId, { status: 'enqueued' }, ['pending']);
   ctx.log.info('webhook enqueued', { jobId: job.jobId, tenant: job.tenant });
 }
 
@@ -43,31 +50,25 @@ export async function maybeFinishJob(
   const data = await getJobWithImages(ctx, jobId);
   if (!data) return 'missing';
   const { job, images } = data;
-  if (job.status === 'deleted') return 'already';
-  if (job.status === 'queued' || job.status === 'running') {
-    if (images.length < job.imageCount || !images.every((i) => TERMINAL_IMAGE.includes(i.status)))
-      return 'open';
-    const status = images.some((i) => i.status === 'done') ? 'completed' : 'failed';
-    if (!(await finishJob(ctx, job, status))) return 'already';
-    ctx.log.info('job finished', {
-      jobId,
-      tenant: job.tenant,
-      status,
-      images: images.length,
-      done: images.filter((i) => i.status === 'done').length,
-    });
-    if (job.webhookUrl) await enqueueWebhook(ctx, job);
-    return 'finished';
+  if (job.status !== 'queued' && job.status !== 'running') return 'already';
+  if (images.length < job.imageCount || !images.every((i) => TERMINAL_IMAGE.includes(i.status)))
+    return 'open';
+  const status = images.some((i) => i.status === 'done') ? 'completed' : 'failed';
+  if (!(await finishJob(ctx, job, status))) return 'already';
+  ctx.log.info('job finished', {
+    jobId,
+    tenant: job.tenant,
+    status,
+    images: images.length,
+    done: images.filter((i) => i.status === 'done').length,
+  });
+  if (job.webhookUrl) {
+    // The outbox already holds the delivery; enqueueing now only saves the sweep's delay.
+    await enqueueWebhook(ctx, job).catch((err) =>
+      ctx.log.warn('webhook enqueue failed; the outbox sweep will retry', { jobId, ...errFields(err) }),
+    );
   }
-  if (
-    job.webhookStatus === 'pending' &&
-    job.completedAt &&
-    ctx.now() - Date.parse(job.completedAt) > STALE_PENDING_MS
-  ) {
-    ctx.log.warn('re-enqueueing a webhook whose enqueue was lost', { jobId });
-    await enqueueWebhook(ctx, job);
-  }
-  return 'already';
+  return 'finished';
 }
 
 function trimReport(report: ImageReport): ImageReport {

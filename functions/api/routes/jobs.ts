@@ -18,6 +18,8 @@ import {
 } from '../../shared/records.js';
 import {
   claimIdempotencyKey,
+  completeIdempotencyKey,
+  getJob,
   deleteImageItems,
   getJobWithImages,
   listJobs,
@@ -312,27 +314,43 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
           'this Idempotency-Key was already used with a different request body',
         );
       }
-      const data = await getJobWithImages(ctx, existing.jobId);
-      if (!data || data.job.status === 'deleted')
+      const data = existing.state === 'in-progress' ? null : await getJobWithImages(ctx, existing.jobId);
+      if (!data || data.job.status === 'deleted') {
+        // In progress: the first request still runs (its lock expires after IDEMPOTENCY_LOCK_SECONDS if it died).
+        const wait = existing.lockUntil ? Math.max(1, existing.lockUntil - Math.floor(ctx.now() / 1000)) : 1;
+        c.header('Retry-After', String(wait));
         throw new ProblemError(
           409,
           'idempotency-in-progress',
           'a request with this Idempotency-Key is still being processed; retry shortly',
         );
+      }
       c.header('Idempotent-Replayed', 'true');
       c.header('Location', `/v1/jobs/${existing.jobId}`);
       return c.json(await jobView(ctx, data.job, data.images), 202);
     };
     if (idemPk) {
-      const existing = await claimIdempotencyKey(ctx, {
-        pk: idemPk,
-        sk: 'IDEM',
-        tenant,
-        bodyHash,
-        jobId,
-        createdAt: new Date(now).toISOString(),
-        ttl: Math.floor(now / 1000) + ctx.cfg.idempotencyHours * 3600,
-      });
+      const claim = () =>
+        claimIdempotencyKey(ctx, {
+          pk: idemPk,
+          sk: 'IDEM',
+          tenant,
+          bodyHash,
+          jobId,
+          createdAt: new Date(now).toISOString(),
+          state: 'in-progress',
+          lockUntil: Math.floor(now / 1000) + ctx.cfg.idempotencyLockSeconds,
+          ttl: Math.floor(now / 1000) + ctx.cfg.idempotencyHours * 3600,
+        });
+      let existing = await claim();
+      if (existing?.state !== 'in-progress' && existing?.jobId) {
+        // A key whose job is gone (erased before keys were released on erase) is free: release and claim again.
+        const held = await getJob(ctx, existing.jobId);
+        if (!held || held.status === 'deleted') {
+          await releaseIdempotencyKey(ctx, idemPk, existing.jobId);
+          existing = await claim();
+        }
+      }
       if (existing) return replay(existing);
     }
 
@@ -419,6 +437,7 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
       };
       await putJob(ctx, job, items);
       await enqueueImages(ctx, job, items);
+      if (idemPk) await completeIdempotencyKey(ctx, idemPk, jobId);
       ctx.log.info('job created', {
         jobId,
         tenant,
@@ -429,7 +448,7 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
       return c.json(await jobView(ctx, job, items), 202);
     } catch (err) {
       // The key did not produce a job: free it so a corrected request can reuse it.
-      if (idemPk) await releaseIdempotencyKey(ctx, idemPk).catch(() => undefined);
+      if (idemPk) await releaseIdempotencyKey(ctx, idemPk, jobId).catch(() => undefined);
       throw err;
     }
   });
@@ -459,6 +478,9 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
     const { job, images } = await loadOwnedJob(ctx, tenant, c.req.valid('param').id);
     // Tombstone first so a worker or completion racing with us discards what it produces.
     await markJobDeleted(ctx, job.jobId);
+    // An erased job frees its Idempotency-Key: a retry with it creates a new job instead of a 409 forever.
+    if (job.idempotencyKeyHash)
+      await releaseIdempotencyKey(ctx, `IDEM#${tenant}#${job.idempotencyKeyHash}`, job.jobId);
     await deletePrefix(ctx, ctx.cfg.uploadsBucket, `inputs/${tenant}/${job.jobId}/`);
     await deletePrefix(ctx, ctx.cfg.resultsBucket, `results/${tenant}/${job.jobId}/`);
     for (const i of images)

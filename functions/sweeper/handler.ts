@@ -1,0 +1,173 @@
+/**
+ * The scheduled sweeper (EventBridge, every minute on AWS; a timer in the local stack). Three jobs, each a
+ * backstop for an event that may never come:
+ *  - outbox: a finished job's webhook still `pending` after OUTBOX_GRACE_SECONDS lost its eager enqueue (the
+ *    finisher crashed or SQS refused): enqueue it now. The outbox entry was written with the job's final state,
+ *    so no finished job can miss its webhook.
+ *  - reconciler: an image `processing` with no progress for RECONCILE_AFTER_SECONDS — its worker is gone. If its
+ *    result is in S3 (the completion event was lost) it is completed from S3; if not, it is re-queued once and
+ *    failed unbilled the second time.
+ *  - retention (local stack only; AWS has TTL and bucket lifecycle rules): expired items and objects go.
+ */
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { SendMessageCommand } from '@aws-sdk/client-sqs';
+import { DeleteCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
+import type { ServiceContext } from '../shared/context.js';
+import {
+  getImage,
+  getJob,
+  listOutbox,
+  listProcessingSince,
+  requeueStalledImage,
+} from '../shared/jobs-repo.js';
+import { completeImage, enqueueWebhook, failImage } from '../shared/lifecycle.js';
+import { errFields } from '../shared/logger.js';
+import { parseResultKey } from '../shared/layout.js';
+import { deleteObject } from '../shared/storage.js';
+import type { ImageMessage } from '../shared/records.js';
+
+export interface SweepSummary {
+  outbox: number;
+  completed: number;
+  requeued: number;
+  failed: number;
+  expired: number;
+  errors: number;
+}
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
+async function findResult(ctx: ServiceContext, tenant: string, jobId: string, imageId: string) {
+  const out = await ctx.clients.s3.send(
+    new ListObjectsV2Command({
+      Bucket: ctx.cfg.resultsBucket,
+      Prefix: `results/${tenant}/${jobId}/${imageId}.`,
+    }),
+  );
+  return (out.Contents ?? []).map((o) => o.Key!).find((k) => parseResultKey(k)?.imageId === imageId);
+}
+
+export async function sweepOutbox(ctx: ServiceContext, s: SweepSummary): Promise<void> {
+  const before = iso(ctx.now() - ctx.cfg.outboxGraceSeconds * 1000);
+  for (const jobId of await listOutbox(ctx, before)) {
+    try {
+      const job = await getJob(ctx, jobId);
+      if (!job || job.webhookStatus !== 'pending') continue;
+      ctx.log.warn('outbox: enqueueing a webhook whose eager enqueue was lost', { jobId });
+      await enqueueWebhook(ctx, job);
+      s.outbox++;
+    } catch (err) {
+      s.errors++;
+      ctx.log.error('outbox sweep failed for a job', { jobId, ...errFields(err) });
+    }
+  }
+}
+
+export async function reconcile(ctx: ServiceContext, s: SweepSummary): Promise<void> {
+  const staleBefore = iso(ctx.now() - ctx.cfg.reconcileAfterSeconds * 1000);
+  for (const { jobId, imageId } of await listProcessingSince(ctx, staleBefore)) {
+    try {
+      const image = await getImage(ctx, jobId, imageId);
+      // A live worker writes progress at least every few seconds: its image is not stalled.
+      if (!image || image.status !== 'processing' || image.updatedAt >= staleBefore) continue;
+      const resultKey = await findResult(ctx, image.tenant, jobId, imageId);
+      if (resultKey) {
+        ctx.log.warn('reconciler: completing an image whose completion event was lost', { jobId, imageId });
+        await completeImage(ctx, { tenant: image.tenant, jobId, imageId, resultKey });
+        s.completed++;
+        continue;
+      }
+      const job = await getJob(ctx, jobId);
+      if ((image.reconciled ?? 0) >= 1 || !job || job.status === 'deleted') {
+        await failImage(
+          ctx,
+          image,
+          'processing-stalled',
+          'processing stalled twice without a result; not billed',
+        );
+        s.failed++;
+        continue;
+      }
+      // Message first, state second: a crash between them leaves a duplicate message (harmless), never a
+      // queued image that no message will ever pick up.
+      const msg: ImageMessage = {
+        v: 1,
+        tenant: image.tenant,
+        jobId,
+        imageId,
+        inputKey: image.inputKey,
+        options: job.options,
+        outputFormat: image.outputFormat,
+      };
+      await ctx.clients.sqs.send(
+        new SendMessageCommand({ QueueUrl: ctx.cfg.jobsQueueUrl, MessageBody: JSON.stringify(msg) }),
+      );
+      if (await requeueStalledImage(ctx, jobId, imageId, staleBefore)) {
+        ctx.log.warn('reconciler: re-queued a stalled image', { jobId, imageId });
+        s.requeued++;
+      }
+    } catch (err) {
+      s.errors++;
+      ctx.log.error('reconciling an image failed', { jobId, imageId, ...errFields(err) });
+    }
+  }
+}
+
+/** Local stack only: what DynamoDB TTL and the S3 lifecycle rules do on AWS (dynalite and s3rver do neither). */
+export async function expireLocal(ctx: ServiceContext, s: SweepSummary): Promise<void> {
+  const nowS = Math.floor(ctx.now() / 1000);
+  for (const table of [ctx.cfg.jobsTable]) {
+    let start: Record<string, unknown> | undefined;
+    do {
+      const out = await ctx.clients.ddb.send(
+        new ScanCommand({
+          TableName: table,
+          FilterExpression: '#ttl < :now',
+          ExpressionAttributeNames: { '#ttl': 'ttl' },
+          ExpressionAttributeValues: { ':now': nowS },
+          ProjectionExpression: 'pk, sk',
+          ExclusiveStartKey: start,
+        }),
+      );
+      for (const k of out.Items ?? []) {
+        await ctx.clients.ddb.send(new DeleteCommand({ TableName: table, Key: { pk: k.pk, sk: k.sk } }));
+        s.expired++;
+      }
+      start = out.LastEvaluatedKey;
+    } while (start);
+  }
+  // The same ages as the bucket lifecycle rules in cdk/constructs/storage.ts.
+  const day = 86_400_000;
+  const rules: Array<[string, string, number]> = [
+    [ctx.cfg.uploadsBucket, 'uploads/', day],
+    [ctx.cfg.uploadsBucket, 'inputs/', 4 * day],
+    [ctx.cfg.resultsBucket, 'results/', ctx.cfg.retentionDays * day],
+    [ctx.cfg.resultsBucket, 'reports/', ctx.cfg.retentionDays * day],
+  ];
+  for (const [bucket, prefix, age] of rules) {
+    let token: string | undefined;
+    do {
+      const out = await ctx.clients.s3.send(
+        new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
+      );
+      for (const o of out.Contents ?? []) {
+        if (o.Key && o.LastModified && ctx.now() - o.LastModified.getTime() > age) {
+          await deleteObject(ctx, bucket, o.Key);
+          s.expired++;
+        }
+      }
+      token = out.IsTruncated ? out.NextContinuationToken : undefined;
+    } while (token);
+  }
+}
+
+export function makeSweepHandler(ctx: ServiceContext) {
+  return async (): Promise<SweepSummary> => {
+    const s: SweepSummary = { outbox: 0, completed: 0, requeued: 0, failed: 0, expired: 0, errors: 0 };
+    await sweepOutbox(ctx, s);
+    await reconcile(ctx, s);
+    if (ctx.cfg.local) await expireLocal(ctx, s);
+    if (s.outbox + s.completed + s.requeued + s.failed + s.errors > 0) ctx.log.info('sweep', { ...s });
+    return s;
+  };
+}
