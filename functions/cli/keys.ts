@@ -6,13 +6,37 @@
  * Needs KEYS_TABLE (stack output `KeysTableName`) and AWS credentials/region in the environment. The key
  * and the webhook secret are printed once and never stored in clear.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { createContext } from '../shared/context.js';
 import { createApiKey } from '../shared/keys-repo.js';
 
+/**
+ * The environment of a running `npm start` (it writes var/local/stack.json while it runs), so that
+ * `keys create` with no KEYS_TABLE set works against the local stack without hand-set endpoints.
+ */
+export function localStackEnv(dir = process.env.FALCO_LOCAL_DIR ?? join(process.cwd(), 'var', 'local')) {
+  try {
+    const s = JSON.parse(readFileSync(join(dir, 'stack.json'), 'utf8')) as { env: Record<string, string> };
+    return s.env;
+  } catch {
+    return null;
+  }
+}
+
 /** Issue a key; only KEYS_TABLE matters, the service's other resources are not touched by this command. */
 export async function issueKey(tenant: string, name: string, env: NodeJS.ProcessEnv = process.env) {
-  if (!env.KEYS_TABLE) throw new Error('KEYS_TABLE is not set (the stack output KeysTableName)');
+  if (!env.KEYS_TABLE) {
+    const local = localStackEnv(env.FALCO_LOCAL_DIR ?? join(process.cwd(), 'var', 'local'));
+    if (!local)
+      throw new Error(
+        'KEYS_TABLE is not set (the stack output KeysTableName), and no local stack is running (npm start)',
+      );
+    // The SDK reads AWS_ENDPOINT_URL_* from the process environment itself.
+    Object.assign(process.env, local);
+    env = { ...env, ...local };
+  }
   const unused = 'unused-by-keys-command';
   const ctx = createContext('cli-keys', {
     UPLOADS_BUCKET: unused,
