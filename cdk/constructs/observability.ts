@@ -50,6 +50,7 @@ export class Observability extends Construct {
     for (const [name, dlq] of [
       ['JobsDlq', queues.jobsDlq],
       ['WebhooksDlq', queues.webhooksDlq],
+      ['CompletionDlq', queues.completionDlq],
     ] as const) {
       add(
         dlq
