@@ -228,7 +228,8 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       await sqs.send(
         new CreateQueueCommand({
           QueueName: 'falco-local-webhooks',
-          Attributes: { VisibilityTimeout: '60' },
+          // Short: a message whose attempt is leased by another dispatcher comes back soon after the lease.
+          Attributes: { VisibilityTimeout: '10' },
         }),
       )
     ).QueueUrl!;

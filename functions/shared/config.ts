@@ -50,6 +50,8 @@ export interface Config {
   reconcileAfterSeconds: number;
   /** A finished job's webhook still in the outbox after this long lost its eager enqueue (dispatcher sweep). */
   outboxGraceSeconds: number;
+  /** An original older than this whose job is gone or whose image is terminal is deleted by the sweeper. */
+  orphanInputSeconds: number;
 }
 
 function required(env: NodeJS.ProcessEnv, name: string): string {
@@ -102,5 +104,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     visibilityTimeoutSeconds: num(env, 'VISIBILITY_TIMEOUT', 120),
     reconcileAfterSeconds: num(env, 'RECONCILE_AFTER_SECONDS', 900),
     outboxGraceSeconds: num(env, 'OUTBOX_GRACE_SECONDS', 30),
+    orphanInputSeconds: num(env, 'ORPHAN_INPUT_SECONDS', 3600),
   };
 }

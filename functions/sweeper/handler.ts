@@ -32,6 +32,7 @@ export interface SweepSummary {
   requeued: number;
   failed: number;
   expired: number;
+  orphans: number;
   errors: number;
 }
 
@@ -113,6 +114,36 @@ export async function reconcile(ctx: ServiceContext, s: SweepSummary): Promise<v
   }
 }
 
+/**
+ * Originals nobody will delete: a request that died between storing its inputs and writing its job (API timeout,
+ * crash), or an image whose terminal step died before deleting its original. Only objects older than
+ * ORPHAN_INPUT_SECONDS are looked at, so a request still in flight is never touched. Privacy promise: originals
+ * go as soon as nothing needs them, not only when the 4-day lifecycle rule fires.
+ */
+export async function sweepOrphanInputs(ctx: ServiceContext, s: SweepSummary): Promise<void> {
+  const out = await ctx.clients.s3.send(
+    new ListObjectsV2Command({ Bucket: ctx.cfg.uploadsBucket, Prefix: 'inputs/', MaxKeys: 1000 }),
+  );
+  const jobs = new Map<string, Awaited<ReturnType<typeof getJob>>>();
+  for (const o of out.Contents ?? []) {
+    if (!o.Key || !o.LastModified || ctx.now() - o.LastModified.getTime() < ctx.cfg.orphanInputSeconds * 1000)
+      continue;
+    const [, , jobId, imageId] = o.Key.split('/');
+    if (!jobId || !imageId) continue;
+    try {
+      if (!jobs.has(jobId)) jobs.set(jobId, await getJob(ctx, jobId));
+      const job = jobs.get(jobId);
+      const image = job && job.status !== 'deleted' ? await getImage(ctx, jobId, imageId) : null;
+      if (image && (image.status === 'queued' || image.status === 'processing')) continue;
+      await deleteObject(ctx, ctx.cfg.uploadsBucket, o.Key);
+      s.orphans++;
+    } catch (err) {
+      s.errors++;
+      ctx.log.error('orphan input sweep failed', { jobId, imageId, ...errFields(err) });
+    }
+  }
+}
+
 /** Local stack only: what DynamoDB TTL and the S3 lifecycle rules do on AWS (dynalite and s3rver do neither). */
 export async function expireLocal(ctx: ServiceContext, s: SweepSummary): Promise<void> {
   const nowS = Math.floor(ctx.now() / 1000);
@@ -163,11 +194,21 @@ export async function expireLocal(ctx: ServiceContext, s: SweepSummary): Promise
 
 export function makeSweepHandler(ctx: ServiceContext) {
   return async (): Promise<SweepSummary> => {
-    const s: SweepSummary = { outbox: 0, completed: 0, requeued: 0, failed: 0, expired: 0, errors: 0 };
+    const s: SweepSummary = {
+      outbox: 0,
+      completed: 0,
+      requeued: 0,
+      failed: 0,
+      expired: 0,
+      orphans: 0,
+      errors: 0,
+    };
     await sweepOutbox(ctx, s);
     await reconcile(ctx, s);
+    await sweepOrphanInputs(ctx, s);
     if (ctx.cfg.local) await expireLocal(ctx, s);
-    if (s.outbox + s.completed + s.requeued + s.failed + s.errors > 0) ctx.log.info('sweep', { ...s });
+    if (s.outbox + s.completed + s.requeued + s.failed + s.orphans + s.errors > 0)
+      ctx.log.info('sweep', { ...s });
     return s;
   };
 }

@@ -61,7 +61,7 @@ export async function processWebhookMessage(
   if (job.webhookStatus !== 'pending' && job.webhookStatus !== 'enqueued') return 'skipped';
   // One dispatcher per attempt: duplicates (eager enqueue + outbox sweep, SQS redelivery) stop here. The lease
   // outlives the delivery's total deadline, so a dispatcher that dies mid-attempt frees it for the redelivery.
-  const claim = await claimWebhookAttempt(ctx, job.jobId, msg.attempt, ctx.cfg.webhook.timeoutMs + 15_000);
+  const claim = await claimWebhookAttempt(ctx, job.jobId, msg.attempt, ctx.cfg.webhook.timeoutMs + 5_000);
   if (claim === 'stale') return 'skipped';
   if (claim === 'busy') throw new WebhookBusy(job.jobId, msg.attempt);
   const tenant = await getTenant(ctx, job.tenant);

@@ -354,6 +354,7 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
       if (existing) return replay(existing);
     }
 
+    let stored: 'nothing' | 'inputs' | 'job' = 'nothing';
     try {
       // 1. Validate everything before storing or queueing anything.
       const validated: Array<{ img: IncomingImage; bytes: Uint8Array; info: ValidatedImage }> = [];
@@ -391,6 +392,7 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
       const ttl = Math.floor(now / 1000) + ctx.cfg.retentionDays * 86400;
       const iso = new Date(now).toISOString();
       const items: ImageItem[] = [];
+      stored = 'inputs';
       for (const [index, v] of validated.entries()) {
         const imageId = newImageId();
         const key = inputKey(tenant, jobId, imageId);
@@ -436,6 +438,7 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
         ttl,
       };
       await putJob(ctx, job, items);
+      stored = 'job';
       await enqueueImages(ctx, job, items);
       if (idemPk) await completeIdempotencyKey(ctx, idemPk, jobId);
       ctx.log.info('job created', {
@@ -447,8 +450,16 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
       c.header('Location', `/v1/jobs/${jobId}`);
       return c.json(await jobView(ctx, job, items), 202);
     } catch (err) {
-      // The key did not produce a job: free it so a corrected request can reuse it.
-      if (idemPk) await releaseIdempotencyKey(ctx, idemPk, jobId).catch(() => undefined);
+      if (stored === 'job') {
+        // The job exists and runs: the key must keep pointing at it, or a retry would create a second job.
+        if (idemPk) await completeIdempotencyKey(ctx, idemPk, jobId).catch(() => undefined);
+      } else {
+        // No job: free the key so a corrected request can reuse it, and drop any original already stored
+        // (nothing would ever process or delete it).
+        if (idemPk) await releaseIdempotencyKey(ctx, idemPk, jobId).catch(() => undefined);
+        if (stored === 'inputs')
+          await deletePrefix(ctx, ctx.cfg.uploadsBucket, `inputs/${tenant}/${jobId}/`).catch(() => undefined);
+      }
       throw err;
     }
   });
