@@ -41,6 +41,8 @@ export interface ChaosOptions {
   pHandlerTimeout: number;
   /** Give up settling after this long. */
   settleMs: number;
+  /** Stop injecting after this long even if not every kind of fault fired yet. */
+  maxFaultPhaseMs: number;
   log?: (line: string) => void;
 }
 
@@ -57,6 +59,7 @@ export const CHAOS_DEFAULTS: ChaosOptions = {
   pWebhookEnqueue: 0.4,
   pHandlerTimeout: 0.01,
   settleMs: 150_000,
+  maxFaultPhaseMs: 400_000,
 };
 
 export type FaultKind = 'worker-kill' | 'stack-kill' | 's3-event' | 'webhook-enqueue' | 'handler-timeout';
@@ -221,7 +224,13 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
   let nextStackKill = Date.now() + o.stackKillEveryMs * (0.5 + random());
   let submittedAll = false;
   void submitting.then(() => (submittedAll = true));
-  while (!(submittedAll && total() >= o.minFaults)) {
+  // Until enough faults fired, each kind at least once (bounded: maxFaultPhaseMs).
+  const tFaults = Date.now();
+  const everyKind = () => Object.values(faults).every((n) => n > 0);
+  while (
+    !(submittedAll && total() >= o.minFaults && everyKind()) &&
+    Date.now() - tFaults < o.maxFaultPhaseMs
+  ) {
     await sleep(50);
     const now = Date.now();
     if (Math.random() < 0.01)
