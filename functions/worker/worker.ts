@@ -9,6 +9,7 @@ import type { ImageMessage } from '../shared/records.js';
 import type { Anonymizer } from '../pipeline/types.js';
 import { errFields } from '../shared/logger.js';
 import { processImageMessage } from './process.js';
+import { taskProtection, type TaskProtection } from './protection.js';
 
 export interface WorkerOptions {
   /** Seconds a received message stays invisible; the heartbeat keeps pushing it out while we work. */
@@ -17,6 +18,8 @@ export interface WorkerOptions {
   waitTimeSeconds?: number;
   /** On SIGTERM, how long an in-flight image may run before it is handed back to the queue. */
   shutdownGraceMs?: number;
+  /** ECS scale-in protection while an image is processed (default: from the task metadata; none locally). */
+  protection?: TaskProtection;
 }
 
 export interface RunningWorker {
@@ -58,6 +61,7 @@ export function startWorker(
   let inFlight: { message: Message; done: Promise<void> } | null = null;
   // Aborts the image in flight: on stop after the grace period, or on crash().
   let abort = new AbortController();
+  const protection = opts.protection ?? taskProtection(ctx.log);
 
   const consumer = Consumer.create({
     queueUrl: ctx.cfg.jobsQueueUrl,
@@ -84,7 +88,13 @@ export function startWorker(
           });
           return message;
         }
-        const outcome = await processImageMessage(ctx, anonymizer, msg, abort.signal);
+        await protection.set(true);
+        let outcome;
+        try {
+          outcome = await processImageMessage(ctx, anonymizer, msg, abort.signal);
+        } finally {
+          await protection.set(false);
+        }
         ctx.log.info('message handled', {
           jobId: msg.jobId,
           imageId: msg.imageId,

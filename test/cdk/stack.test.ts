@@ -65,6 +65,22 @@ describe('storage', () => {
     });
     // The sweeper runs every minute.
     s.template.hasResourceProperties('AWS::Events::Rule', { ScheduleExpression: 'rate(1 minute)' });
+    // Worker crashes (non-zero exit) go to the alarm topic; workers may protect their own task from scale-in.
+    s.template.hasResourceProperties('AWS::Events::Rule', {
+      EventPattern: Match.objectLike({
+        'detail-type': ['ECS Task State Change'],
+        detail: Match.objectLike({
+          lastStatus: ['STOPPED'],
+          containers: { exitCode: [{ 'anything-but': 0 }] },
+        }),
+      }),
+      Targets: [Match.objectLike({ Arn: { Ref: logicalId(s, s.stack.observability.topic) } })],
+    });
+    s.template.hasResourceProperties('AWS::IAM::Policy', {
+      PolicyDocument: {
+        Statement: Match.arrayWith([Match.objectLike({ Action: 'ecs:UpdateTaskProtection' })]),
+      },
+    });
   });
 
   it('denies non-TLS access on every bucket and blocks public access', () => {
