@@ -263,6 +263,31 @@ describe('lost events are recovered', () => {
   });
 });
 
+describe('cancellation', () => {
+  it('DELETE mid-optimization stops the work within a step or two (its next progress write is refused)', async () => {
+    // 1000 steps × 20 ms = 20 s of work if nothing stopped it.
+    const res = await api(stack).postImages([{ bytes: SAMPLE }], { options: { steps: 1000 } });
+    const jobId = res.data.id as string;
+    const imageId = res.data.images[0].id as string;
+    await waitFor('mid-optimization', async () => {
+      const i = await getImage(stack.ctx, jobId, imageId);
+      return i?.status === 'processing' && i.stage === 'optimize';
+    });
+    const t0 = Date.now();
+    expect((await api(stack).call('DELETE', `/v1/jobs/${jobId}`)).status).toBe(204);
+    await stack.worker!.idle();
+    // One progress interval (1 s) plus a step, with room for a loaded machine; far below the 20 s of work.
+    expect(Date.now() - t0).toBeLessThan(6000);
+    const left = await stack.ctx.clients.s3.send(
+      new (await import('@aws-sdk/client-s3')).ListObjectsV2Command({
+        Bucket: stack.ctx.cfg.resultsBucket,
+        Prefix: `results/demo/${jobId}/`,
+      }),
+    );
+    expect(left.KeyCount ?? 0).toBe(0);
+  });
+});
+
 describe('persistent local stack', () => {
   it('restarted mid-job: the job finishes after the restart and the same key works', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'falco-persist-'));
