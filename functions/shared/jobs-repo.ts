@@ -25,6 +25,7 @@ import { IMAGE, JOB, WEBHOOK, legalSources, type Machine } from './states.js';
 /** gsi2 partitions: the webhook outbox and the images in flight (both sparse: the key exists only while listed). */
 export const OUTBOX_INDEX = 'OUTBOX';
 export const PROCESSING_INDEX = 'PROCESSING';
+export const OPEN_INDEX = 'OPEN';
 
 /** A conditional update: true when it applied, false when its condition did not hold. */
 async function updateIf(ctx: ServiceContext, input: UpdateCommandInput): Promise<boolean> {
@@ -104,10 +105,11 @@ export async function putJob(ctx: ServiceContext, job: JobItem, images: ImageIte
       if (items.length) await new Promise((r) => setTimeout(r, 50 * 2 ** attempt));
     }
   }
+  // Open jobs are listed in gsi2 (OPEN) until they finish: the sweeper finishes any whose last step died.
   await ctx.clients.ddb.send(
     new PutCommand({
       TableName: ctx.cfg.jobsTable,
-      Item: job,
+      Item: { ...job, gsi2pk: OPEN_INDEX, gsi2sk: `${job.createdAt}#${job.jobId}` },
       ConditionExpression: 'attribute_not_exists(pk)',
     }),
   );
@@ -339,6 +341,8 @@ export async function finishJob(
         ? { gsi2pk: OUTBOX_INDEX, gsi2sk: `${now}#${job.jobId}`, webhookNextAttempt: 1 }
         : {}),
     },
+    // Leaves the OPEN list (or moves to the outbox above).
+    ...(job.webhookUrl ? {} : { remove: ['gsi2pk', 'gsi2sk'] }),
   });
 }
 
@@ -407,6 +411,11 @@ export async function claimWebhookAttempt(
 /** Jobs whose webhook is in the outbox since before `before` (ISO time): the dispatcher sweep's work list. */
 export async function listOutbox(ctx: ServiceContext, before: string, limit = 100): Promise<string[]> {
   return queryIndex(ctx, OUTBOX_INDEX, before, limit);
+}
+
+/** Jobs open (queued or running) since before `before` (ISO time). */
+export async function listOpenJobs(ctx: ServiceContext, before: string, limit = 100): Promise<string[]> {
+  return queryIndex(ctx, OPEN_INDEX, before, limit);
 }
 
 /** Images processing since before `before` (ISO time): the reconciler's candidates. */

@@ -7,6 +7,8 @@
  *  - reconciler: an image `processing` with no progress for RECONCILE_AFTER_SECONDS — its worker is gone. If its
  *    result is in S3 (the completion event was lost) it is completed from S3; if not, it is re-queued once and
  *    failed unbilled the second time.
+ *  - stragglers: open jobs whose images are all terminal (the finishing step died) are finished;
+ *  - orphaned originals (a request died between storing inputs and writing its job) are deleted;
  *  - retention (local stack only; AWS has TTL and bucket lifecycle rules): expired items and objects go.
  */
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
@@ -16,11 +18,12 @@ import type { ServiceContext } from '../shared/context.js';
 import {
   getImage,
   getJob,
+  listOpenJobs,
   listOutbox,
   listProcessingSince,
   requeueStalledImage,
 } from '../shared/jobs-repo.js';
-import { completeImage, enqueueWebhook, failImage } from '../shared/lifecycle.js';
+import { completeImage, enqueueWebhook, failImage, maybeFinishJob } from '../shared/lifecycle.js';
 import { errFields } from '../shared/logger.js';
 import { parseResultKey } from '../shared/layout.js';
 import { deleteObject } from '../shared/storage.js';
@@ -33,6 +36,7 @@ export interface SweepSummary {
   failed: number;
   expired: number;
   orphans: number;
+  finished: number;
   errors: number;
 }
 
@@ -144,6 +148,22 @@ export async function sweepOrphanInputs(ctx: ServiceContext, s: SweepSummary): P
   }
 }
 
+/**
+ * Jobs open for longer than the reconcile deadline whose images are all terminal: the step that made the last
+ * image terminal died before finishing the job (e.g. the reconciler itself, which nothing retries). Finish them.
+ */
+export async function finishStragglers(ctx: ServiceContext, s: SweepSummary): Promise<void> {
+  const before = iso(ctx.now() - ctx.cfg.reconcileAfterSeconds * 1000);
+  for (const jobId of await listOpenJobs(ctx, before)) {
+    try {
+      if ((await maybeFinishJob(ctx, jobId)) === 'finished') s.finished++;
+    } catch (err) {
+      s.errors++;
+      ctx.log.error('finishing a straggler failed', { jobId, ...errFields(err) });
+    }
+  }
+}
+
 /** Local stack only: what DynamoDB TTL and the S3 lifecycle rules do on AWS (dynalite and s3rver do neither). */
 export async function expireLocal(ctx: ServiceContext, s: SweepSummary): Promise<void> {
   const nowS = Math.floor(ctx.now() / 1000);
@@ -201,13 +221,15 @@ export function makeSweepHandler(ctx: ServiceContext) {
       failed: 0,
       expired: 0,
       orphans: 0,
+      finished: 0,
       errors: 0,
     };
     await sweepOutbox(ctx, s);
     await reconcile(ctx, s);
+    await finishStragglers(ctx, s);
     await sweepOrphanInputs(ctx, s);
     if (ctx.cfg.local) await expireLocal(ctx, s);
-    if (s.outbox + s.completed + s.requeued + s.failed + s.orphans + s.errors > 0)
+    if (s.outbox + s.completed + s.requeued + s.failed + s.orphans + s.finished + s.errors > 0)
       ctx.log.info('sweep', { ...s });
     return s;
   };

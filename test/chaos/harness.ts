@@ -58,8 +58,8 @@ export const CHAOS_DEFAULTS: ChaosOptions = {
   pS3Event: 0.3,
   pWebhookEnqueue: 0.4,
   pHandlerTimeout: 0.01,
-  settleMs: 150_000,
-  maxFaultPhaseMs: 400_000,
+  settleMs: 300_000,
+  maxFaultPhaseMs: 900_000,
 };
 
 export type FaultKind = 'worker-kill' | 'stack-kill' | 's3-event' | 'webhook-enqueue' | 'handler-timeout';
