@@ -17,10 +17,12 @@ import {
   type IdempotencyItem,
   type ImageItem,
   type JobItem,
+  type ImageStatus,
   type WebhookStatus,
 } from './records.js';
 import type { ImageReport } from '../pipeline/types.js';
 import { IMAGE, JOB, WEBHOOK, legalSources, type Machine } from './states.js';
+import { releaseInFlight } from './admission.js';
 
 /** gsi2 partitions: the webhook outbox and the images in flight (both sparse: the key exists only while listed). */
 export const OUTBOX_INDEX = 'OUTBOX';
@@ -263,9 +265,9 @@ export async function markImageDone(
   ctx: ServiceContext,
   jobId: string,
   imageId: string,
-  fields: { resultKey: string; reportKey: string; contentType: string; report?: ImageReport },
+  fields: { tenant: string; resultKey: string; reportKey: string; contentType: string; report?: ImageReport },
 ): Promise<boolean> {
-  return transition(ctx, IMAGE, {
+  return enterTerminal(ctx, fields.tenant, {
     key: { jobId, imageId },
     to: 'done',
     set: {
@@ -288,8 +290,9 @@ export async function markImageFailed(
   imageId: string,
   code: string,
   detail: string,
+  tenant: string,
 ): Promise<boolean> {
-  return transition(ctx, IMAGE, {
+  return enterTerminal(ctx, tenant, {
     key: { jobId, imageId },
     to: 'failed',
     set: {
@@ -299,6 +302,20 @@ export async function markImageFailed(
     },
     remove: ['gsi2pk', 'gsi2sk'],
   });
+}
+
+/**
+ * An image's transition to done or failed, with what every terminal entry implies: the tenant's in-flight slot
+ * (admission) goes back — only when the transition applied, so a replay never releases twice.
+ */
+async function enterTerminal(
+  ctx: ServiceContext,
+  tenant: string,
+  spec: TransitionSpec<ImageStatus> & { key: { jobId: string; imageId: string } },
+): Promise<boolean> {
+  const applied = await transition(ctx, IMAGE, spec);
+  if (applied) await releaseInFlight(ctx, tenant);
+  return applied;
 }
 
 /** processing → queued: the reconciler hands a stalled image (no result, no live worker) back for a new attempt. */

@@ -16,6 +16,7 @@ import {
   setWebhookState,
 } from './jobs-repo.js';
 import { recordUsage } from './usage-repo.js';
+import { FORMATS, formatOfExtension } from '../pipeline/formats.js';
 import { deleteObject, getObjectBytes } from './storage.js';
 import { reportKey as reportKeyOf } from './layout.js';
 import { errFields } from './logger.js';
@@ -112,9 +113,10 @@ export async function completeImage(
   } else {
     ctx.log.error('result without a report (the worker writes the report first)', { jobId, imageId });
   }
-  const ext = resultKey.slice(resultKey.lastIndexOf('.') + 1);
-  const contentType = ext === 'png' ? 'image/png' : ext === 'webp' ? 'image/webp' : 'image/jpeg';
+  const format = formatOfExtension(resultKey.slice(resultKey.lastIndexOf('.') + 1)) ?? 'jpeg';
+  const contentType = FORMATS[format].contentType;
   const transitioned = await markImageDone(ctx, jobId, imageId, {
+    tenant,
     resultKey,
     reportKey,
     contentType,
@@ -134,11 +136,12 @@ export async function completeImage(
 /** Fail one image (customer input, privacy check, or retries exhausted). Never billed. */
 export async function failImage(
   ctx: ServiceContext,
-  ref: { jobId: string; imageId: string; inputKey?: string },
+  ref: { tenant: string; jobId: string; imageId: string; inputKey?: string },
   code: string,
   detail: string,
 ): Promise<boolean> {
-  const changed = await markImageFailed(ctx, ref.jobId, ref.imageId, code, detail);
+  // The transition also gives the tenant's in-flight slot back (admission), once.
+  const changed = await markImageFailed(ctx, ref.jobId, ref.imageId, code, detail, ref.tenant);
   if (changed) ctx.log.warn('image failed', { jobId: ref.jobId, imageId: ref.imageId, code });
   if (ref.inputKey) await deleteObject(ctx, ctx.cfg.uploadsBucket, ref.inputKey);
   await maybeFinishJob(ctx, ref.jobId);
