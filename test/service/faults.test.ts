@@ -265,8 +265,8 @@ describe('lost events are recovered', () => {
 
 describe('cancellation', () => {
   it('DELETE mid-optimization stops the work within a step or two (its next progress write is refused)', async () => {
-    // 1000 steps × 20 ms = 20 s of work if nothing stopped it.
-    const res = await api(stack).postImages([{ bytes: SAMPLE }], { options: { steps: 1000 } });
+    // 500 steps × 20 ms = 10 s of work if nothing stopped it.
+    const res = await api(stack).postImages([{ bytes: SAMPLE }], { options: { steps: 500 } });
     const jobId = res.data.id as string;
     const imageId = res.data.images[0].id as string;
     await waitFor('mid-optimization', async () => {
@@ -276,7 +276,7 @@ describe('cancellation', () => {
     const t0 = Date.now();
     expect((await api(stack).call('DELETE', `/v1/jobs/${jobId}`)).status).toBe(204);
     await stack.worker!.idle();
-    // One progress interval (1 s) plus a step, with room for a loaded machine; far below the 20 s of work.
+    // One progress interval (1 s) plus a step, with room for a loaded machine; below the 10 s of work.
     expect(Date.now() - t0).toBeLessThan(6000);
     const left = await stack.ctx.clients.s3.send(
       new (await import('@aws-sdk/client-s3')).ListObjectsV2Command({
