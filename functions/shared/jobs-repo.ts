@@ -280,7 +280,8 @@ export async function markImageDone(
       completedAt: new Date(ctx.now()).toISOString(),
       ...(fields.report ? { report: fields.report } : {}),
     },
-    remove: ['gsi2pk', 'gsi2sk'],
+    // Stays in the in-flight index until billed (clearBilledImage): a crash between this write and the usage
+    // item leaves it for the reconciler to bill.
   });
 }
 
@@ -316,6 +317,18 @@ async function enterTerminal(
   const applied = await transition(ctx, IMAGE, spec);
   if (applied) await releaseInFlight(ctx, tenant);
   return applied;
+}
+
+/** A done image is billed: it leaves the reconciler's index (which kept it in case billing never happened). */
+export async function clearBilledImage(ctx: ServiceContext, jobId: string, imageId: string): Promise<void> {
+  await updateIf(ctx, {
+    TableName: ctx.cfg.jobsTable,
+    Key: { pk: jobPk(jobId), sk: imageSk(imageId) },
+    UpdateExpression: 'REMOVE gsi2pk, gsi2sk',
+    ConditionExpression: '#s = :done',
+    ExpressionAttributeNames: { '#s': 'status' },
+    ExpressionAttributeValues: { ':done': 'done' },
+  });
 }
 
 /** processing → queued: the reconciler hands a stalled image (no result, no live worker) back for a new attempt. */

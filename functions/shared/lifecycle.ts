@@ -13,6 +13,7 @@ import {
   finishJob,
   markImageDone,
   markImageFailed,
+  clearBilledImage,
   setWebhookState,
 } from './jobs-repo.js';
 import { recordUsage } from './usage-repo.js';
@@ -126,6 +127,7 @@ export async function completeImage(
   if (transitioned || nowImage?.status === 'done') {
     const charged = await recordUsage(ctx, tenant, job.billingMonth, jobId, imageId);
     if (charged) ctx.log.info('image billed', { jobId, imageId, tenant, month: job.billingMonth });
+    await clearBilledImage(ctx, jobId, imageId);
   }
   // Privacy: the original is not needed once a result exists.
   await deleteObject(ctx, ctx.cfg.uploadsBucket, image.inputKey);

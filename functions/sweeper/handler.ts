@@ -73,6 +73,12 @@ export async function reconcile(ctx: ServiceContext, s: SweepSummary): Promise<v
   for (const { jobId, imageId } of await listProcessingSince(ctx, staleBefore)) {
     try {
       const image = await getImage(ctx, jobId, imageId);
+      // Done but never billed (the completion died between the two writes): finish the completion.
+      if (image?.status === 'done' && image.resultKey) {
+        await completeImage(ctx, { tenant: image.tenant, jobId, imageId, resultKey: image.resultKey });
+        s.completed++;
+        continue;
+      }
       // A live worker writes progress at least every few seconds: its image is not stalled.
       if (!image || image.status !== 'processing' || image.updatedAt >= staleBefore) continue;
       const resultKey = await findResult(ctx, image.tenant, jobId, imageId);
