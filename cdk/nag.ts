@@ -104,6 +104,12 @@ export function addNagSuppressions(stack: ServiceStack): void {
     'Reads job inputs and deletes those of erased jobs (inputs/ prefix only).',
   );
   ack(taskRole, 'AwsSolutions-IAM5[Resource::<StorageJobs4C7573CB.Arn>/index/*]', 'Jobs table GSI queries.');
+  ack(
+    taskRole,
+    'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:task/<WorkersCluster2E9BA3A7>/*]',
+    "Scale-in protection of the worker's own task (ecs:UpdateTaskProtection); task ids exist only at run time, " +
+      'so the resource is every task of this cluster.',
+  );
   for (const id of modelBucketFindings(stack)) ack(taskRole, id, 'Reads the model bundle (its prefix only).');
   if (w.taskDefinition.executionRole) {
     ack(
