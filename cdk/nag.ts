@@ -38,7 +38,7 @@ export function addNagSuppressions(stack: ServiceStack): void {
   }
   const bucketGrant =
     "CDK grant helpers: object-level S3 actions (Get/Put/Delete/Abort/List variants) limited to this stack's own buckets.";
-  for (const fn of [fns.api, fns.complete]) {
+  for (const fn of [fns.api, fns.complete, fns.sweeper]) {
     for (const a of ['s3:GetBucket*', 's3:GetObject*', 's3:List*'])
       ack(fn, `AwsSolutions-IAM5[Action::${a}]`, bucketGrant);
     ack(
@@ -51,7 +51,7 @@ export function addNagSuppressions(stack: ServiceStack): void {
     ack(fns.api, `AwsSolutions-IAM5[Action::${a}]`, bucketGrant);
   // Completion and DLQ handlers delete originals (inputs/ only) once an image is terminal; completion also
   // discards results of erased jobs.
-  for (const fn of [fns.complete, fns.dlq]) {
+  for (const fn of [fns.complete, fns.dlq, fns.sweeper]) {
     ack(fn, 'AwsSolutions-IAM5[Action::s3:DeleteObject*]', bucketGrant);
     ack(
       fn,

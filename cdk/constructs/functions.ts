@@ -3,6 +3,8 @@ import * as path from 'node:path';
 import { Duration } from 'aws-cdk-lib';
 import * as apigw from 'aws-cdk-lib/aws-apigatewayv2';
 import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import * as nodejs from 'aws-cdk-lib/aws-lambda-nodejs';
@@ -14,7 +16,7 @@ import { Construct, type IConstruct } from 'constructs';
 import type { Queues } from './queues.js';
 import type { Storage } from './storage.js';
 
-export type FunctionName = 'api' | 'complete' | 'webhooks' | 'dlq';
+export type FunctionName = 'api' | 'complete' | 'webhooks' | 'dlq' | 'sweeper';
 
 /** Handler entries agreed with the service code (each exports `handler`). */
 export const FUNCTION_ENTRIES: Record<FunctionName, string> = {
@@ -22,6 +24,7 @@ export const FUNCTION_ENTRIES: Record<FunctionName, string> = {
   complete: 'functions/complete/lambda.ts',
   webhooks: 'functions/webhooks/lambda.ts',
   dlq: 'functions/dlq/lambda.ts',
+  sweeper: 'functions/sweeper/lambda.ts',
 };
 
 /** All functions share one runtime; pinned (not NODEJS_LATEST) so a CDK upgrade never changes it silently. */
@@ -29,6 +32,12 @@ export const LAMBDA_RUNTIME = lambda.Runtime.NODEJS_22_X;
 /** sharp ships linux-arm64 binaries and nothing else is native: Graviton is ~20% cheaper per GB-s. */
 export const LAMBDA_ARCHITECTURE = lambda.Architecture.ARM_64;
 export const WEBHOOK_FUNCTION_TIMEOUT = Duration.seconds(60);
+/** Each delivery has a total deadline (WEBHOOK_TIMEOUT_MS, 10 s): a batch of 4 slow endpoints (40 s) still ends
+ * inside the 60 s function timeout, so one slow endpoint never times the batch out and multiplies retries. */
+export const WEBHOOK_BATCH_SIZE = 4;
+export const WEBHOOK_DELIVERY_DEADLINE_MS = 10_000;
+if (WEBHOOK_BATCH_SIZE * WEBHOOK_DELIVERY_DEADLINE_MS + 15_000 > WEBHOOK_FUNCTION_TIMEOUT.toMilliseconds())
+  throw new Error('webhook batch size × delivery deadline does not fit the function timeout');
 /** Matches the jobs DLQ's 6-minute visibility timeout (AWS asks for >= 6x the function timeout). */
 const DLQ_FUNCTION_TIMEOUT = Duration.seconds(60);
 
@@ -52,6 +61,7 @@ export class Functions extends Construct {
   readonly complete: nodejs.NodejsFunction;
   readonly webhooks: nodejs.NodejsFunction;
   readonly dlq: nodejs.NodejsFunction;
+  readonly sweeper: nodejs.NodejsFunction;
   readonly httpApi: apigw.HttpApi;
   readonly stage: apigw.HttpStage;
   /** The catch-all route (every path goes to the Hono app). */
@@ -133,7 +143,12 @@ export class Functions extends Construct {
       memorySize: 256,
       description: 'Jobs DLQ -> mark images failed',
     });
-    this.all = [this.api, this.complete, this.webhooks, this.dlq];
+    this.sweeper = make('sweeper', {
+      timeout: Duration.seconds(120),
+      memorySize: 256,
+      description: 'Every minute: webhook outbox, stalled-image reconciler',
+    });
+    this.all = [this.api, this.complete, this.webhooks, this.dlq, this.sweeper];
 
     // --- permissions: each function gets what its role in the flow needs, nothing account-wide, and no
     // write grant it does not use (test/cdk/stack.test.ts asserts it per function).
@@ -159,23 +174,41 @@ export class Functions extends Construct {
     storage.jobs.grantReadWriteData(this.webhooks); // delivery status
     queues.webhooks.grantSendMessages(this.webhooks); // delayed re-enqueue
 
+    storage.jobs.grantReadWriteData(this.sweeper);
+    storage.usage.grantReadWriteData(this.sweeper); // completes images whose event was lost (bills once)
+    storage.results.grantRead(this.sweeper); // lists/reads results and reports
+    storage.results.grantDelete(this.sweeper);
+    storage.uploads.grantDelete(this.sweeper, 'inputs/*');
+    queues.jobs.grantSendMessages(this.sweeper); // re-queues stalled images
+    queues.webhooks.grantSendMessages(this.sweeper); // outbox
+
     storage.jobs.grantReadWriteData(this.dlq);
     storage.uploads.grantDelete(this.dlq, 'inputs/*'); // a failed image's original is deleted too
     queues.webhooks.grantSendMessages(this.dlq); // "image failed" webhook
 
     // --- events
     // Results are written last (after the report), so their creation means "image done".
+    // Through SQS, not an asynchronous invoke (which drops the event after two retries): a failing completion
+    // leaves events on the queue, then in its DLQ (alarmed); the sweeper reconciles anything left behind.
     storage.results.addEventNotification(
       s3.EventType.OBJECT_CREATED,
-      new s3n.LambdaDestination(this.complete),
+      new s3n.SqsDestination(queues.completion),
       {
         prefix: 'results/',
       },
     );
+    this.complete.addEventSource(
+      new SqsEventSource(queues.completion, { batchSize: 10, reportBatchItemFailures: true }),
+    );
+    new events.Rule(this, 'SweepSchedule', {
+      description: 'webhook outbox and stalled-image reconciler',
+      schedule: events.Schedule.rate(Duration.minutes(1)),
+      targets: [new targets.LambdaFunction(this.sweeper)],
+    });
     // Partial batch responses: one bad message must not make a whole batch retry.
     this.webhooks.addEventSource(
       new SqsEventSource(queues.webhooks, {
-        batchSize: 10,
+        batchSize: WEBHOOK_BATCH_SIZE,
         reportBatchItemFailures: true,
         maxConcurrency: 10,
       }),

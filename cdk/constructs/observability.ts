@@ -6,6 +6,8 @@ import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subs from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as eventsTargets from 'aws-cdk-lib/aws-events-targets';
 import type { Queues } from './queues.js';
 import type { Workers } from './workers.js';
 
@@ -50,6 +52,7 @@ export class Observability extends Construct {
     for (const [name, dlq] of [
       ['JobsDlq', queues.jobsDlq],
       ['WebhooksDlq', queues.webhooksDlq],
+      ['CompletionDlq', queues.completionDlq],
     ] as const) {
       add(
         dlq
@@ -138,6 +141,21 @@ export class Observability extends Construct {
     );
 
     const w = props.workers;
+    // A worker task that stops with a non-zero exit code crashed (OOM, engine abort): a scale-in or deploy stops
+    // tasks with SIGTERM and they exit 0 after handing their image back.
+    new events.Rule(this, 'WorkerCrashes', {
+      description: 'worker task exited with a non-zero code',
+      eventPattern: {
+        source: ['aws.ecs'],
+        detailType: ['ECS Task State Change'],
+        detail: {
+          clusterArn: [w.cluster.clusterArn],
+          lastStatus: ['STOPPED'],
+          containers: { exitCode: [{ 'anything-but': 0 }] },
+        },
+      },
+      targets: [new eventsTargets.SnsTopic(this.topic)],
+    });
     const ciMetric = (metricName: string) =>
       new cloudwatch.Metric({
         namespace: 'ECS/ContainerInsights',

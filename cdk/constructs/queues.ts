@@ -17,6 +17,8 @@ export const JOBS_MAX_RECEIVE_COUNT = 3;
  * message), so a receive that still fails here is a crash of the function, not of the endpoint.
  */
 export const WEBHOOKS_MAX_RECEIVE_COUNT = 5;
+/** Completion retries (6-minute visibility each) before an S3 event goes to the completion DLQ. */
+export const COMPLETION_MAX_RECEIVE_COUNT = 10;
 /** How long a job message may wait for a worker; inputs in S3 are kept as long. */
 export const JOBS_RETENTION_DAYS = 4;
 
@@ -25,6 +27,9 @@ export class Queues extends Construct {
   readonly jobsDlq: sqs.Queue;
   readonly webhooks: sqs.Queue;
   readonly webhooksDlq: sqs.Queue;
+  /** S3 ObjectCreated (results/) → completion function; events stay here while the function fails. */
+  readonly completion: sqs.Queue;
+  readonly completionDlq: sqs.Queue;
 
   constructor(scope: Construct, id: string, props: QueuesProps) {
     super(scope, id);
@@ -47,6 +52,20 @@ export class Queues extends Construct {
       // Long polling by default, so an idle worker costs few requests.
       receiveMessageWaitTime: Duration.seconds(20),
       deadLetterQueue: { queue: this.jobsDlq, maxReceiveCount: JOBS_MAX_RECEIVE_COUNT },
+    });
+
+    this.completionDlq = new sqs.Queue(this, 'CompletionDlq', {
+      ...base,
+      retentionPeriod: Duration.days(14),
+    });
+    this.completion = new sqs.Queue(this, 'Completion', {
+      ...base,
+      retentionPeriod: Duration.days(14),
+      // AWS asks for >= 6x the consuming function's timeout (60 s).
+      visibilityTimeout: Duration.minutes(6),
+      // A bad deploy of the completion function keeps failing: ~an hour of retries before the DLQ (and its
+      // alarm); the reconciler completes anything whose event ends there.
+      deadLetterQueue: { queue: this.completionDlq, maxReceiveCount: COMPLETION_MAX_RECEIVE_COUNT },
     });
 
     this.webhooksDlq = new sqs.Queue(this, 'WebhooksDlq', {

@@ -130,6 +130,14 @@ export class Storage extends Construct {
       partitionKey: { name: 'gsi1pk', type: dynamodb.AttributeType.STRING },
       sortKey: { name: 'gsi1sk', type: dynamodb.AttributeType.STRING },
     });
+    // Sparse: the webhook outbox (OUTBOX) and images in flight (PROCESSING), for the sweeper. Keys only, so
+    // the worker's progress writes never touch the index.
+    this.jobs.addGlobalSecondaryIndex({
+      indexName: 'gsi2',
+      partitionKey: { name: 'gsi2pk', type: dynamodb.AttributeType.STRING },
+      sortKey: { name: 'gsi2sk', type: dynamodb.AttributeType.STRING },
+      projectionType: dynamodb.ProjectionType.KEYS_ONLY,
+    });
     this.keys = table('Keys');
     this.usage = table('Usage');
   }

@@ -8,6 +8,7 @@ import { parseS3Uri, type ServiceConfig } from '../config.js';
 import {
   Functions,
   LAMBDA_ARCHITECTURE,
+  WEBHOOK_DELIVERY_DEADLINE_MS,
   WEBHOOK_FUNCTION_TIMEOUT,
   type FunctionName,
 } from '../constructs/functions.js';
@@ -84,6 +85,9 @@ export class ServiceStack extends Stack {
       WEBHOOKS_QUEUE_URL: this.queues.webhooks.queueUrl,
       RETENTION_DAYS: String(cfg.retentionDays),
       LOG_LEVEL: cfg.logLevel,
+      // The worker receives with the queue's configured visibility (jobVisibilitySeconds), extended by heartbeat.
+      VISIBILITY_TIMEOUT: String(cfg.jobVisibilitySeconds),
+      WEBHOOK_TIMEOUT_MS: String(WEBHOOK_DELIVERY_DEADLINE_MS),
     };
 
     this.sharpLayer = new SharpLayer(this, 'Sharp', {
@@ -135,6 +139,7 @@ export class ServiceStack extends Stack {
         complete: this.functions.complete,
         webhooks: this.functions.webhooks,
         dlq: this.functions.dlq,
+        sweeper: this.functions.sweeper,
       },
       httpApi: this.functions.httpApi,
       workers: this.workers,

@@ -6,14 +6,38 @@
  * Needs KEYS_TABLE (stack output `KeysTableName`) and AWS credentials/region in the environment. The key
  * and the webhook secret are printed once and never stored in clear.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { createContext } from '../shared/context.js';
 import { createApiKey, rotateWebhookSecret } from '../shared/keys-repo.js';
 import { CliError } from './errors.js';
 
+/**
+ * The environment of a running `npm start` (it writes var/local/stack.json while it runs), so that
+ * `keys create` with no KEYS_TABLE set works against the local stack without hand-set endpoints.
+ */
+export function localStackEnv(dir = process.env.FALCO_LOCAL_DIR ?? join(process.cwd(), 'var', 'local')) {
+  try {
+    const s = JSON.parse(readFileSync(join(dir, 'stack.json'), 'utf8')) as { env: Record<string, string> };
+    return s.env;
+  } catch {
+    return null;
+  }
+}
+
 function keysContext(env: NodeJS.ProcessEnv) {
-  if (!env.KEYS_TABLE)
-    throw new CliError('missing-config', 'KEYS_TABLE is not set (the stack output KeysTableName)');
+  if (!env.KEYS_TABLE) {
+    const local = localStackEnv(env.FALCO_LOCAL_DIR ?? join(process.cwd(), 'var', 'local'));
+    if (!local)
+      throw new CliError(
+        'missing-config',
+        'KEYS_TABLE is not set (the stack output KeysTableName), and no local stack is running (npm start)',
+      );
+    // The SDK reads AWS_ENDPOINT_URL_* from the process environment itself.
+    Object.assign(process.env, local);
+    env = { ...env, ...local };
+  }
   const unused = 'unused-by-keys-command';
   return createContext('cli-keys', {
     UPLOADS_BUCKET: unused,

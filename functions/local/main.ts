@@ -42,6 +42,8 @@ async function main(): Promise<void> {
     anonymizer,
     logLevel: process.env.LOG_LEVEL ?? 'INFO',
     worker: { visibilityTimeout: 120 },
+    // Persistent: jobs, usage, keys (the demo key too) and results survive a restart.
+    dataDir: process.env.FALCO_LOCAL_DIR ?? join(root, 'var', 'local'),
   });
   const url = stack.url.replace('127.0.0.1', 'localhost');
   process.stdout.write(

@@ -4,7 +4,7 @@
  * functions, fed by the same AWS SDK calls — only the endpoints (AWS_ENDPOINT_URL_*) differ. Event sources
  * that AWS provides (S3 notifications, SQS→Lambda) are bridged in-process with the same event JSON shapes.
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,11 +17,19 @@ import { Hono } from 'hono';
 import { serve } from '@hono/node-server';
 import { Consumer } from 'sqs-consumer';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
-import { CreateQueueCommand, GetQueueAttributesCommand, type Message } from '@aws-sdk/client-sqs';
+import {
+  CreateQueueCommand,
+  GetQueueAttributesCommand,
+  SendMessageCommand,
+  type Message,
+} from '@aws-sdk/client-sqs';
+import { ScanCommand } from '@aws-sdk/lib-dynamodb';
 import { CreateTableCommand } from '@aws-sdk/client-dynamodb';
 import type { S3Event, SQSEvent, SQSRecord } from 'aws-lambda';
 import { createContext, type ServiceContext } from '../shared/context.js';
-import { createApiKey } from '../shared/keys-repo.js';
+import { createApiKey, findApiKey, rotateWebhookSecret } from '../shared/keys-repo.js';
+import type { ImageItem, ImageMessage, JobItem, WebhookMessage } from '../shared/records.js';
+import { makeSweepHandler, type SweepSummary } from '../sweeper/handler.js';
 import { errFields } from '../shared/logger.js';
 import { createApp, notFoundResponse } from '../api/app.js';
 import { makeCompleteHandler } from '../complete/handler.js';
@@ -47,6 +55,15 @@ export interface LocalStackOptions {
   logLevel?: string;
   /** Also serve the demo web page at / (default true). */
   webPage?: boolean;
+  /**
+   * Keep the stack's data here (DynamoDB in LevelDB, S3 objects, the demo key) so a restart loses nothing;
+   * `npm start` uses var/local/. Default: a temporary directory removed on stop.
+   */
+  dataDir?: string;
+  /** How often the sweeper (outbox, reconciler, retention) runs; 0 = never. Default 5 s. */
+  sweepIntervalMs?: number;
+  /** Fault injection (chaos tests): return true to drop this S3 event before it reaches the completion queue. */
+  dropS3Event?: () => boolean;
 }
 
 export interface LocalStack {
@@ -61,6 +78,12 @@ export interface LocalStack {
   createKey(tenant: string): Promise<{ apiKey: string; webhookSecret?: string }>;
   /** Resolves when the in-process handlers have nothing left to do (jobs, events, webhooks). */
   stop(): Promise<void>;
+  /** Like a power cut (chaos tests): the worker dies mid-image, queues and in-flight handlers are abandoned. */
+  kill(): Promise<void>;
+  /** Run the sweeper now (tests). */
+  sweep(): Promise<SweepSummary>;
+  /** The in-process worker, if any. */
+  worker?: RunningWorker;
 }
 
 const sqsRecord = (m: Message, arn: string): SQSRecord => ({
@@ -87,8 +110,26 @@ function listen(server: Server, port: number): Promise<number> {
   });
 }
 
+/** Create, or accept that it already exists (a persistent data directory keeps tables and buckets). */
+async function ensure(create: () => Promise<unknown>): Promise<void> {
+  try {
+    await create();
+  } catch (err) {
+    const name = (err as Error).name;
+    if (
+      name !== 'ResourceInUseException' &&
+      name !== 'BucketAlreadyOwnedByYou' &&
+      name !== 'BucketAlreadyExists'
+    )
+      throw err;
+  }
+}
+
 export async function startLocalStack(opts: LocalStackOptions = {}): Promise<LocalStack> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'falco-local-'));
+  const persistent = Boolean(opts.dataDir);
+  const dataDir = opts.dataDir ?? (await mkdtemp(join(tmpdir(), 'falco-local-')));
+  await mkdir(dataDir, { recursive: true });
+  const dropData = () => (persistent ? Promise.resolve() : rm(dataDir, { recursive: true, force: true }));
   const stops: Array<() => Promise<void>> = [];
   try {
     const s3rver = new S3rver({
@@ -100,7 +141,13 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const { port: s3Port } = await s3rver.run();
     stops.push(() => s3rver.close());
 
-    const dyn = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 }); // no path → in-memory store
+    // LevelDB under the data directory: jobs, usage and keys survive a restart.
+    const dyn = dynalite({
+      path: join(dataDir, 'dynamodb'),
+      createTableMs: 0,
+      deleteTableMs: 0,
+      updateTableMs: 0,
+    });
     const dynPort = await listen(dyn, 0);
     stops.push(() => new Promise((r) => dyn.close(() => r())));
 
@@ -158,11 +205,32 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
         }),
       )
     ).QueueUrl!;
+    // S3 → SQS → completion, as on AWS: a failing completion leaves the event on the queue (then its DLQ).
+    const completionDlqUrl = (
+      await sqs.send(new CreateQueueCommand({ QueueName: 'falco-local-completion-dlq' }))
+    ).QueueUrl!;
+    const completionDlqArn = (
+      await sqs.send(
+        new GetQueueAttributesCommand({ QueueUrl: completionDlqUrl, AttributeNames: ['QueueArn'] }),
+      )
+    ).Attributes!.QueueArn!;
+    const completionUrl = (
+      await sqs.send(
+        new CreateQueueCommand({
+          QueueName: 'falco-local-completion',
+          Attributes: {
+            VisibilityTimeout: '10',
+            RedrivePolicy: JSON.stringify({ deadLetterTargetArn: completionDlqArn, maxReceiveCount: 10 }),
+          },
+        }),
+      )
+    ).QueueUrl!;
     const webhooksUrl = (
       await sqs.send(
         new CreateQueueCommand({
           QueueName: 'falco-local-webhooks',
-          Attributes: { VisibilityTimeout: '60' },
+          // Short: a message whose attempt is leased by another dispatcher comes back soon after the lease.
+          Attributes: { VisibilityTimeout: '10' },
         }),
       )
     ).QueueUrl!;
@@ -181,7 +249,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     delete env.AWS_PROFILE;
 
     for (const Bucket of [ctx.cfg.uploadsBucket, ctx.cfg.resultsBucket])
-      await ctx.clients.s3.send(new CreateBucketCommand({ Bucket }));
+      await ensure(() => ctx.clients.s3.send(new CreateBucketCommand({ Bucket })));
     const ddbRaw = ctx.clients.ddb;
     const keySchema = {
       AttributeDefinitions: [
@@ -194,29 +262,42 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       ],
       BillingMode: 'PAY_PER_REQUEST' as const,
     };
-    await ddbRaw.send(
-      new CreateTableCommand({
-        TableName: ctx.cfg.jobsTable,
-        ...keySchema,
-        AttributeDefinitions: [
-          ...keySchema.AttributeDefinitions,
-          { AttributeName: 'gsi1pk', AttributeType: 'S' },
-          { AttributeName: 'gsi1sk', AttributeType: 'S' },
-        ],
-        GlobalSecondaryIndexes: [
-          {
-            IndexName: 'gsi1',
-            KeySchema: [
-              { AttributeName: 'gsi1pk', KeyType: 'HASH' },
-              { AttributeName: 'gsi1sk', KeyType: 'RANGE' },
-            ],
-            Projection: { ProjectionType: 'ALL' },
-          },
-        ],
-      }),
+    await ensure(() =>
+      ddbRaw.send(
+        new CreateTableCommand({
+          TableName: ctx.cfg.jobsTable,
+          ...keySchema,
+          AttributeDefinitions: [
+            ...keySchema.AttributeDefinitions,
+            { AttributeName: 'gsi1pk', AttributeType: 'S' },
+            { AttributeName: 'gsi1sk', AttributeType: 'S' },
+            { AttributeName: 'gsi2pk', AttributeType: 'S' },
+            { AttributeName: 'gsi2sk', AttributeType: 'S' },
+          ],
+          GlobalSecondaryIndexes: [
+            {
+              IndexName: 'gsi1',
+              KeySchema: [
+                { AttributeName: 'gsi1pk', KeyType: 'HASH' },
+                { AttributeName: 'gsi1sk', KeyType: 'RANGE' },
+              ],
+              Projection: { ProjectionType: 'ALL' },
+            },
+            {
+              // The outbox and the images in flight (sparse): keys only, so progress writes do not touch it.
+              IndexName: 'gsi2',
+              KeySchema: [
+                { AttributeName: 'gsi2pk', KeyType: 'HASH' },
+                { AttributeName: 'gsi2sk', KeyType: 'RANGE' },
+              ],
+              Projection: { ProjectionType: 'KEYS_ONLY' },
+            },
+          ],
+        }),
+      ),
     );
-    await ddbRaw.send(new CreateTableCommand({ TableName: ctx.cfg.keysTable, ...keySchema }));
-    await ddbRaw.send(new CreateTableCommand({ TableName: ctx.cfg.usageTable, ...keySchema }));
+    await ensure(() => ddbRaw.send(new CreateTableCommand({ TableName: ctx.cfg.keysTable, ...keySchema })));
+    await ensure(() => ddbRaw.send(new CreateTableCommand({ TableName: ctx.cfg.usageTable, ...keySchema })));
 
     // Track in-process work so stop() can drain it.
     const pending = new Set<Promise<unknown>>();
@@ -226,8 +307,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       return p;
     };
 
-    // S3 → completion: s3rver emits the S3 notification JSON; deliver like Lambda's async invoke (retry twice).
-    const complete = makeCompleteHandler(ctx);
+    // S3 → completion queue: s3rver emits the S3 notification JSON; on AWS the bucket sends it to SQS itself.
     s3rver.on('event', (event: S3Event) => {
       const r = event.Records?.[0];
       if (
@@ -237,17 +317,11 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
         !r.s3.object.key.startsWith('results/')
       )
         return;
+      if (opts.dropS3Event?.()) return;
       void track(
-        (async () => {
-          for (let attempt = 1; attempt <= 3; attempt++) {
-            try {
-              return await complete(event);
-            } catch (err) {
-              ctx.log.error('completion failed', { attempt, ...errFields(err) });
-              await new Promise((res) => setTimeout(res, 200 * attempt));
-            }
-          }
-        })(),
+        ctx.clients.sqs
+          .send(new SendMessageCommand({ QueueUrl: completionUrl, MessageBody: JSON.stringify(event) }))
+          .catch((err) => ctx.log.error('S3 event not delivered to the completion queue', errFields(err))),
       );
     });
 
@@ -281,6 +355,11 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       return consumer;
     };
     const dlqConsumer = bridge(dlqUrl, dlqArn, makeDlqHandler(ctx));
+    const completionConsumer = bridge(
+      completionUrl,
+      'arn:aws:sqs:us-east-1:123456789012:falco-local-completion',
+      makeCompleteHandler(ctx),
+    );
     const webhookConsumer = bridge(
       webhooksUrl,
       'arn:aws:sqs:us-east-1:123456789012:falco-local-webhooks',
@@ -288,7 +367,9 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     );
     stops.unshift(async () => {
       dlqConsumer.stop();
+      completionConsumer.stop();
       webhookConsumer.stop();
+      clearInterval(sweepTimer);
     });
 
     let worker: RunningWorker | undefined;
@@ -301,7 +382,19 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       });
     }
 
-    const demo = await createApiKey(ctx, 'demo', 'local demo key');
+    const demo = await demoKey(ctx, dataDir);
+    if (persistent) await recoverAfterRestart(ctx);
+
+    // The sweeper (outbox, reconciler, retention) on a timer, as EventBridge schedules it on AWS.
+    const sweep = makeSweepHandler(ctx);
+    let sweeping: Promise<SweepSummary> | null = null;
+    const sweepOnce = () => (sweeping ??= track(sweep()).finally(() => (sweeping = null)));
+    const sweepTimer = setInterval(
+      () => void sweepOnce().catch((err) => ctx.log.error('sweep failed', errFields(err))),
+      opts.sweepIntervalMs || 5000,
+    );
+    if (opts.sweepIntervalMs === 0) clearInterval(sweepTimer);
+    sweepTimer.unref();
 
     const root = new Hono();
     if (opts.webPage !== false) {
@@ -321,8 +414,24 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     });
     const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
 
+    // Lets `npm run cli -- keys create` (and other tools) find this stack without hand-set endpoints.
+    if (persistent)
+      await writeFile(join(dataDir, 'stack.json'), JSON.stringify({ pid: process.pid, url, env }, null, 2));
+
+    let killed = false;
     return {
       url,
+      worker,
+      sweep: sweepOnce,
+      kill: async () => {
+        killed = true;
+        if (worker) await worker.crash();
+        http.closeAllConnections?.();
+        await new Promise<void>((r) => http.close(() => r()));
+        for (const s of stops) await s().catch(() => undefined);
+        await opts.anonymizer?.close();
+        await dropData();
+      },
       apiKey: demo.apiKey,
       tenant: 'demo',
       webhookSecret: demo.webhookSecret!,
@@ -333,17 +442,97 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
         return { apiKey: k.apiKey, webhookSecret: k.webhookSecret };
       },
       stop: async () => {
+        if (killed) return;
         await new Promise<void>((r) => http.close(() => r()));
         if (worker) await worker.stop();
         await Promise.allSettled([...pending]);
         for (const s of stops) await s().catch(() => undefined);
         await opts.anonymizer?.close();
-        await rm(dataDir, { recursive: true, force: true });
+        if (persistent) await rm(join(dataDir, 'stack.json'), { force: true });
+        await dropData();
       },
     };
   } catch (err) {
     for (const s of stops) await s().catch(() => undefined);
-    await rm(dataDir, { recursive: true, force: true });
+    await dropData();
     throw err;
   }
+}
+
+/** The demo tenant's key: created once per data directory and kept there (the raw key is only ever local). */
+async function demoKey(
+  ctx: ServiceContext,
+  dataDir: string,
+): Promise<{ apiKey: string; webhookSecret: string }> {
+  const file = join(dataDir, 'demo-key.json');
+  try {
+    const saved = JSON.parse(await readFile(file, 'utf8')) as { apiKey: string; webhookSecret: string };
+    if (await findApiKey(ctx, saved.apiKey)) return saved;
+  } catch {
+    // first start (or a data directory from an older version): make one
+  }
+  const k = await createApiKey(ctx, 'demo', 'local demo key');
+  // The secret is shown once, when the tenant is created; a demo tenant that already exists (its key file was
+  // lost) gets a fresh secret so the local stack can still sign and verify webhooks.
+  const webhookSecret = k.webhookSecret ?? (await rotateWebhookSecret(ctx, 'demo'));
+  await writeFile(file, JSON.stringify({ apiKey: k.apiKey, webhookSecret }), { mode: 0o600 });
+  return { apiKey: k.apiKey, webhookSecret };
+}
+
+/**
+ * local-aws-sqs keeps its queues in memory, so a restart loses every message; the tables do not. Put back what
+ * the messages carried: open images go back on the jobs queue (or are completed, when their result is already
+ * in S3), and webhooks that were on the queue are enqueued again (the attempt claim drops any duplicate).
+ */
+async function recoverAfterRestart(ctx: ServiceContext): Promise<void> {
+  let start: Record<string, unknown> | undefined;
+  const jobs = new Map<string, JobItem>();
+  const open: ImageItem[] = [];
+  do {
+    const out = await ctx.clients.ddb.send(
+      new ScanCommand({ TableName: ctx.cfg.jobsTable, ExclusiveStartKey: start, ConsistentRead: true }),
+    );
+    for (const item of out.Items ?? []) {
+      if (item.sk === 'JOB') jobs.set(item.jobId as string, item as JobItem);
+      else if (
+        String(item.sk).startsWith('IMG#') &&
+        (item.status === 'queued' || item.status === 'processing')
+      )
+        open.push(item as ImageItem);
+    }
+    start = out.LastEvaluatedKey;
+  } while (start);
+  for (const image of open) {
+    const job = jobs.get(image.jobId);
+    if (!job || job.status === 'deleted') continue;
+    const msg: ImageMessage = {
+      v: 1,
+      tenant: image.tenant,
+      jobId: image.jobId,
+      imageId: image.imageId,
+      inputKey: image.inputKey,
+      options: job.options,
+      outputFormat: image.outputFormat,
+    };
+    await ctx.clients.sqs.send(
+      new SendMessageCommand({ QueueUrl: ctx.cfg.jobsQueueUrl, MessageBody: JSON.stringify(msg) }),
+    );
+  }
+  let hooks = 0;
+  for (const job of jobs.values()) {
+    if (job.webhookStatus !== 'enqueued' || job.status === 'deleted') continue;
+    const msg: WebhookMessage = {
+      v: 1,
+      jobId: job.jobId,
+      tenant: job.tenant,
+      attempt: job.webhookNextAttempt ?? 1,
+    };
+    await ctx.clients.sqs.send(
+      new SendMessageCommand({ QueueUrl: ctx.cfg.webhooksQueueUrl, MessageBody: JSON.stringify(msg) }),
+    );
+    hooks++;
+  }
+  // Completion messages lost with the queue: the reconciler finds those images (result in S3, still processing).
+  if (open.length || hooks)
+    ctx.log.info('local stack restarted: messages restored', { images: open.length, webhooks: hooks });
 }

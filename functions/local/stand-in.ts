@@ -31,6 +31,7 @@ export function createStandInAnonymizer(opts: StandInOptions = {}): Anonymizer {
       input: Uint8Array,
       options: AnonymizeOptions = {},
       onProgress?: (p: Progress) => void,
+      signal?: AbortSignal,
     ): Promise<AnonymizeResult> {
       const t0 = Date.now();
       onProgress?.({ fraction: 0, stage: 'decode' });
@@ -45,6 +46,7 @@ export function createStandInAnonymizer(opts: StandInOptions = {}): Anonymizer {
         throw new Error('stand-in: simulated engine crash');
       const steps = options.steps ?? 5;
       for (let s = 0; s < steps; s++) {
+        signal?.throwIfAborted();
         onProgress?.({
           fraction: 0.1 + (0.8 * s) / steps,
           stage: 'optimize',

@@ -183,9 +183,10 @@ class FalcoAnonymizer implements Anonymizer {
     input: Uint8Array,
     options?: AnonymizeOptions,
     onProgress?: (p: Progress) => void,
+    signal?: AbortSignal,
   ): Promise<AnonymizeResult> {
     if (this.closed) return Promise.reject(new Error('anonymizer is closed'));
-    const run = this.queue.then(() => this.run(input, options, onProgress));
+    const run = this.queue.then(() => this.run(input, options, onProgress, signal));
     this.queue = run.catch(() => undefined);
     return run;
   }
@@ -194,7 +195,9 @@ class FalcoAnonymizer implements Anonymizer {
     input: Uint8Array,
     options: AnonymizeOptions | undefined,
     onProgress?: (p: Progress) => void,
+    signal?: AbortSignal,
   ): Promise<AnonymizeResult> {
+    signal?.throwIfAborted();
     const m = this.engine.manifest;
     const opts = resolveOptions(options, m);
     const progress = progressFn(onProgress);
@@ -229,8 +232,13 @@ class FalcoAnonymizer implements Anonymizer {
     const faceShare = (1 - DETECT_SHARE - ENCODE_SHARE) / Math.max(1, faces.length);
     for (const face of faces) {
       const base = DETECT_SHARE + face.index * faceShare;
-      const rep = await this.anonymizeFace(photo, out, face, opts, (f, p) =>
-        progress({ ...p, fraction: base + f * faceShare, face: face.index, faces: faces.length }),
+      const rep = await this.anonymizeFace(
+        photo,
+        out,
+        face,
+        opts,
+        (f, p) => progress({ ...p, fraction: base + f * faceShare, face: face.index, faces: faces.length }),
+        signal,
       );
       out = rep.image;
       reports.push(rep.report);
@@ -261,6 +269,7 @@ class FalcoAnonymizer implements Anonymizer {
     face: { index: number; box: Box; score: number; landmarks: Point[] },
     opts: ResolvedOptions,
     progress: (fraction: number, p: Omit<Progress, 'fraction'>) => void,
+    signal?: AbortSignal,
   ): Promise<{ image: RgbImage; report: FaceReport }> {
     const e = this.engine;
     const m = e.manifest;
@@ -304,6 +313,7 @@ class FalcoAnonymizer implements Anonymizer {
           margin,
           lambdaId,
           lambdaAttr: opts.lambdaAttr,
+          signal,
           onStep: (s, n) =>
             progress(at + ((s + 1) / Math.max(1, n)) * span * 0.9, {
               stage: 'optimize',

@@ -152,10 +152,12 @@ export class PrivacyError extends Error {
 }
 
 export interface Anonymizer {
+  /** `signal` aborts the work between optimisation steps (job erased, worker stopping); it rejects with its reason. */
   anonymize(
     input: Uint8Array,
     options?: AnonymizeOptions,
     onProgress?: (p: Progress) => void,
+    signal?: AbortSignal,
   ): Promise<AnonymizeResult>;
   close(): Promise<void>;
 }

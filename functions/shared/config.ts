@@ -37,6 +37,16 @@ export interface Config {
   };
   /** How long an idempotency key is remembered. */
   idempotencyHours: number;
+  /** How long a request holds its key "in progress" before a retry may take it over (> the API timeout). */
+  idempotencyLockSeconds: number;
+  /** Jobs-queue visibility timeout the worker receives with (extended by its heartbeat while it works). */
+  visibilityTimeoutSeconds: number;
+  /** An image processing with no progress written for this long and no result is stalled (reconciler). */
+  reconcileAfterSeconds: number;
+  /** A finished job's webhook still in the outbox after this long lost its eager enqueue (dispatcher sweep). */
+  outboxGraceSeconds: number;
+  /** An original older than this whose job is gone or whose image is terminal is deleted by the sweeper. */
+  orphanInputSeconds: number;
 }
 
 function required(env: NodeJS.ProcessEnv, name: string): string {
@@ -80,5 +90,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       timeoutMs: num(env, 'WEBHOOK_TIMEOUT_MS', 10_000),
     },
     idempotencyHours: num(env, 'IDEMPOTENCY_HOURS', 24),
+    idempotencyLockSeconds: num(env, 'IDEMPOTENCY_LOCK_SECONDS', 60),
+    visibilityTimeoutSeconds: num(env, 'VISIBILITY_TIMEOUT', 120),
+    reconcileAfterSeconds: num(env, 'RECONCILE_AFTER_SECONDS', 900),
+    outboxGraceSeconds: num(env, 'OUTBOX_GRACE_SECONDS', 30),
+    orphanInputSeconds: num(env, 'ORPHAN_INPUT_SECONDS', 3600),
   };
 }

@@ -10,8 +10,24 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import type { ServiceContext } from './context.js';
 import { isConditionalCheckFailed } from './aws.js';
-import { imageSk, jobPk, tenantGsi, type IdempotencyItem, type ImageItem, type JobItem } from './records.js';
+import {
+  imageSk,
+  jobPk,
+  tenantGsi,
+  type IdempotencyItem,
+  type ImageItem,
+  type JobItem,
+  type ImageStatus,
+  type WebhookStatus,
+} from './records.js';
 import type { ImageReport } from '../pipeline/types.js';
+import { IMAGE, JOB, WEBHOOK, legalSources, type Machine } from './states.js';
+import { releaseInFlight } from './admission.js';
+
+/** gsi2 partitions: the webhook outbox and the images in flight (both sparse: the key exists only while listed). */
+export const OUTBOX_INDEX = 'OUTBOX';
+export const PROCESSING_INDEX = 'PROCESSING';
+export const OPEN_INDEX = 'OPEN';
 
 /** A conditional update: true when it applied, false when its condition did not hold. */
 async function updateIf(ctx: ServiceContext, input: UpdateCommandInput): Promise<boolean> {
@@ -91,10 +107,11 @@ export async function putJob(ctx: ServiceContext, job: JobItem, images: ImageIte
       if (items.length) await new Promise((r) => setTimeout(r, 50 * 2 ** attempt));
     }
   }
+  // Open jobs are listed in gsi2 (OPEN) until they finish: the sweeper finishes any whose last step died.
   await ctx.clients.ddb.send(
     new PutCommand({
       TableName: ctx.cfg.jobsTable,
-      Item: job,
+      Item: { ...job, gsi2pk: OPEN_INDEX, gsi2sk: `${job.createdAt}#${job.jobId}` },
       ConditionExpression: 'attribute_not_exists(pk)',
     }),
   );
@@ -125,50 +142,110 @@ export async function listJobs(
   return { jobs: (out.Items ?? []) as JobItem[], nextKey: out.LastEvaluatedKey };
 }
 
-/** queued → running on the first image picked up; a no-op afterwards. */
-export async function markJobRunning(ctx: ServiceContext, jobId: string): Promise<void> {
-  // A failed condition means the transition already happened or no longer applies: nothing to do.
-  await updateIf(ctx, {
+export interface TransitionSpec<S extends string> {
+  key: { jobId: string; imageId?: string };
+  to: S;
+  /** Narrow the sources to these declared ones (default: every declared source of `to`). */
+  from?: readonly S[];
+  set?: Record<string, unknown>;
+  /** Attributes written only if absent (e.g. the first start time). */
+  setIfAbsent?: Record<string, unknown>;
+  /** Numeric attributes incremented by the given amount. */
+  add?: Record<string, number>;
+  remove?: readonly string[];
+  /** An extra condition (placeholders `#x`/`:x` must come with `names`/`values`). */
+  also?: { expr: string; names?: Record<string, string>; values?: Record<string, unknown> };
+}
+
+/**
+ * The one writer of states: moves a job, image or job's webhook along a declared edge of `states.ts`, in one
+ * conditional update whose condition is the edge's set of source states. True when it applied; false when the
+ * record was elsewhere (already moved, deleted, or never existed) — at-least-once callers treat that as done.
+ */
+export async function transition<S extends string>(
+  ctx: ServiceContext,
+  machine: Machine<S>,
+  spec: TransitionSpec<S>,
+): Promise<boolean> {
+  const sources = legalSources(machine, spec.to, spec.from);
+  const names: Record<string, string> = { '#st': machine.attribute, ...(spec.also?.names ?? {}) };
+  const values: Record<string, unknown> = {
+    ':to': spec.to,
+    ':now': new Date(ctx.now()).toISOString(),
+    ...(spec.also?.values ?? {}),
+  };
+  const sets = ['#st = :to', 'updatedAt = :now'];
+  let n = 0;
+  const ref = (attr: string, value: unknown) => {
+    names[`#a${n}`] = attr;
+    values[`:a${n}`] = value;
+    return [`#a${n}`, `:a${n++}`] as const;
+  };
+  for (const [k, v] of Object.entries(spec.set ?? {})) {
+    const [a, b] = ref(k, v);
+    sets.push(`${a} = ${b}`);
+  }
+  for (const [k, v] of Object.entries(spec.setIfAbsent ?? {})) {
+    const [a, b] = ref(k, v);
+    sets.push(`${a} = if_not_exists(${a}, ${b})`);
+  }
+  let update = `SET ${sets.join(', ')}`;
+  const adds = Object.entries(spec.add ?? {}).map(([k, v]) => ref(k, v).join(' '));
+  if (adds.length) update += ` ADD ${adds.join(', ')}`;
+  const removes = (spec.remove ?? []).map((k) => {
+    names[`#r${n}`] = k;
+    return `#r${n++}`;
+  });
+  if (removes.length) update += ` REMOVE ${removes.join(', ')}`;
+  sources.forEach((s, i) => (values[`:from${i}`] = s));
+  const cond =
+    `attribute_exists(pk) AND (${sources.map((_, i) => `#st = :from${i}`).join(' OR ')})` +
+    (spec.also ? ` AND (${spec.also.expr})` : '');
+  return updateIf(ctx, {
     TableName: ctx.cfg.jobsTable,
-    Key: { pk: jobPk(jobId), sk: 'JOB' },
-    UpdateExpression: 'SET #s = :running, updatedAt = :now',
-    ConditionExpression: '#s = :queued',
-    ExpressionAttributeNames: { '#s': 'status' },
-    ExpressionAttributeValues: {
-      ':running': 'running',
-      ':queued': 'queued',
-      ':now': new Date(ctx.now()).toISOString(),
-    },
+    Key: { pk: jobPk(spec.key.jobId), sk: spec.key.imageId ? imageSk(spec.key.imageId) : 'JOB' },
+    UpdateExpression: update,
+    ConditionExpression: cond,
+    ExpressionAttributeNames: names,
+    ExpressionAttributeValues: values,
   });
 }
 
-/** queued|processing → processing. False when the image is already terminal (a redelivered message). */
+/** queued → running on the first image picked up; a no-op afterwards. */
+export async function markJobRunning(ctx: ServiceContext, jobId: string): Promise<void> {
+  await transition(ctx, JOB, { key: { jobId }, to: 'running' });
+}
+
+/**
+ * queued|processing → processing. False when the image is terminal (a redelivered message) or gone. The image
+ * enters the reconciler's index (gsi2 `PROCESSING`, sorted by the time of this start).
+ */
 export async function markImageProcessing(
   ctx: ServiceContext,
   jobId: string,
   imageId: string,
 ): Promise<boolean> {
   const now = new Date(ctx.now()).toISOString();
-  return updateIf(ctx, {
-    TableName: ctx.cfg.jobsTable,
-    Key: { pk: jobPk(jobId), sk: imageSk(imageId) },
-    UpdateExpression:
-      'SET #s = :p, updatedAt = :now, startedAt = if_not_exists(startedAt, :now), progress = :zero',
-    ConditionExpression: 'attribute_exists(pk) AND (#s = :q OR #s = :p)',
-    ExpressionAttributeNames: { '#s': 'status' },
-    ExpressionAttributeValues: { ':p': 'processing', ':q': 'queued', ':now': now, ':zero': 0 },
+  return transition(ctx, IMAGE, {
+    key: { jobId, imageId },
+    to: 'processing',
+    set: { progress: 0, gsi2pk: PROCESSING_INDEX, gsi2sk: `${now}#${jobId}#${imageId}` },
+    setIfAbsent: { startedAt: now },
   });
 }
 
+/**
+ * Progress while processing (not a transition). False when the image is no longer processing — terminal,
+ * re-queued or erased — which tells the worker to abort its work.
+ */
 export async function recordProgress(
   ctx: ServiceContext,
   jobId: string,
   imageId: string,
   fraction: number,
   stage: string,
-): Promise<void> {
-  // A failed condition means the transition already happened or no longer applies: nothing to do.
-  await updateIf(ctx, {
+): Promise<boolean> {
+  return updateIf(ctx, {
     TableName: ctx.cfg.jobsTable,
     Key: { pk: jobPk(jobId), sk: imageSk(imageId) },
     UpdateExpression: 'SET progress = :f, stage = :st, updatedAt = :now',
@@ -183,34 +260,28 @@ export async function recordProgress(
   });
 }
 
-/** queued|processing → done. False when it was already terminal (duplicate S3 event). */
+/** → done. False when it was already terminal (duplicate S3 event). */
 export async function markImageDone(
   ctx: ServiceContext,
   jobId: string,
   imageId: string,
-  fields: { resultKey: string; reportKey: string; contentType: string; report?: ImageReport },
+  fields: { tenant: string; resultKey: string; reportKey: string; contentType: string; report?: ImageReport },
 ): Promise<boolean> {
-  return updateIf(ctx, {
-    TableName: ctx.cfg.jobsTable,
-    Key: { pk: jobPk(jobId), sk: imageSk(imageId) },
-    UpdateExpression:
-      'SET #s = :done, progress = :one, stage = :st, resultKey = :rk, reportKey = :rpk, contentType = :ct, billed = :t, completedAt = :now, updatedAt = :now' +
-      (fields.report ? ', report = :rep' : ''),
-    ConditionExpression: 'attribute_exists(pk) AND (#s = :q OR #s = :p)',
-    ExpressionAttributeNames: { '#s': 'status' },
-    ExpressionAttributeValues: {
-      ':done': 'done',
-      ':one': 1,
-      ':st': 'done',
-      ':rk': fields.resultKey,
-      ':rpk': fields.reportKey,
-      ':ct': fields.contentType,
-      ':t': true,
-      ':now': new Date(ctx.now()).toISOString(),
-      ':q': 'queued',
-      ':p': 'processing',
-      ...(fields.report ? { ':rep': fields.report } : {}),
+  return enterTerminal(ctx, fields.tenant, {
+    key: { jobId, imageId },
+    to: 'done',
+    set: {
+      progress: 1,
+      stage: 'done',
+      resultKey: fields.resultKey,
+      reportKey: fields.reportKey,
+      contentType: fields.contentType,
+      billed: true,
+      completedAt: new Date(ctx.now()).toISOString(),
+      ...(fields.report ? { report: fields.report } : {}),
     },
+    // Stays in the in-flight index until billed (clearBilledImage): a crash between this write and the usage
+    // item leaves it for the reconciler to bill.
   });
 }
 
@@ -220,104 +291,197 @@ export async function markImageFailed(
   imageId: string,
   code: string,
   detail: string,
+  tenant: string,
 ): Promise<boolean> {
-  return updateIf(ctx, {
-    TableName: ctx.cfg.jobsTable,
-    Key: { pk: jobPk(jobId), sk: imageSk(imageId) },
-    UpdateExpression: 'SET #s = :f, #e = :e, billed = :no, completedAt = :now, updatedAt = :now',
-    ConditionExpression: 'attribute_exists(pk) AND (#s = :q OR #s = :p)',
-    ExpressionAttributeNames: { '#s': 'status', '#e': 'error' },
-    ExpressionAttributeValues: {
-      ':f': 'failed',
-      ':e': { code, detail: detail.slice(0, 1000) },
-      ':no': false,
-      ':now': new Date(ctx.now()).toISOString(),
-      ':q': 'queued',
-      ':p': 'processing',
+  return enterTerminal(ctx, tenant, {
+    key: { jobId, imageId },
+    to: 'failed',
+    set: {
+      error: { code, detail: detail.slice(0, 1000) },
+      billed: false,
+      completedAt: new Date(ctx.now()).toISOString(),
     },
+    remove: ['gsi2pk', 'gsi2sk'],
   });
 }
 
-/** queued|running → completed|failed. Exactly one caller wins; only the winner enqueues the webhook. */
+/**
+ * An image's transition to done or failed, with what every terminal entry implies: the tenant's in-flight slot
+ * (admission) goes back — only when the transition applied, so a replay never releases twice.
+ */
+async function enterTerminal(
+  ctx: ServiceContext,
+  tenant: string,
+  spec: TransitionSpec<ImageStatus> & { key: { jobId: string; imageId: string } },
+): Promise<boolean> {
+  const applied = await transition(ctx, IMAGE, spec);
+  if (applied) await releaseInFlight(ctx, tenant);
+  return applied;
+}
+
+/** A done image is billed: it leaves the reconciler's index (which kept it in case billing never happened). */
+export async function clearBilledImage(ctx: ServiceContext, jobId: string, imageId: string): Promise<void> {
+  await updateIf(ctx, {
+    TableName: ctx.cfg.jobsTable,
+    Key: { pk: jobPk(jobId), sk: imageSk(imageId) },
+    UpdateExpression: 'REMOVE gsi2pk, gsi2sk',
+    ConditionExpression: '#s = :done',
+    ExpressionAttributeNames: { '#s': 'status' },
+    ExpressionAttributeValues: { ':done': 'done' },
+  });
+}
+
+/** processing → queued: the reconciler hands a stalled image (no result, no live worker) back for a new attempt. */
+export async function requeueStalledImage(
+  ctx: ServiceContext,
+  jobId: string,
+  imageId: string,
+  staleBefore: string,
+): Promise<boolean> {
+  return transition(ctx, IMAGE, {
+    key: { jobId, imageId },
+    to: 'queued',
+    from: ['processing'],
+    add: { reconciled: 1 },
+    remove: ['gsi2pk', 'gsi2sk'],
+    // Only if no worker wrote progress since the deadline (a live worker keeps updatedAt fresh).
+    also: { expr: 'updatedAt < :stale', values: { ':stale': staleBefore } },
+  });
+}
+
+/**
+ * queued|running → completed|failed. Exactly one caller wins. A job with a webhook enters the outbox in the same
+ * write (gsi2 `OUTBOX`, webhookStatus stays `pending` with attempt 1 next): whatever happens after this write,
+ * the dispatcher sweep will find and deliver it.
+ */
 export async function finishJob(
   ctx: ServiceContext,
   job: JobItem,
   status: 'completed' | 'failed',
 ): Promise<boolean> {
-  try {
-    const now = new Date(ctx.now()).toISOString();
-    await ctx.clients.ddb.send(
-      new UpdateCommand({
-        TableName: ctx.cfg.jobsTable,
-        Key: { pk: jobPk(job.jobId), sk: 'JOB' },
-        UpdateExpression: 'SET #s = :s, completedAt = :now, updatedAt = :now, webhookStatus = :ws',
-        ConditionExpression: '#s = :q OR #s = :r',
-        ExpressionAttributeNames: { '#s': 'status' },
-        ExpressionAttributeValues: {
-          ':s': status,
-          ':now': now,
-          ':ws': job.webhookUrl ? 'pending' : 'none',
-          ':q': 'queued',
-          ':r': 'running',
-        },
-      }),
-    );
-    return true;
-  } catch (err) {
-    if (isConditionalCheckFailed(err)) return false;
-    throw err;
-  }
-}
-
-export async function setWebhookState(
-  ctx: ServiceContext,
-  jobId: string,
-  state: { status: 'enqueued' | 'delivered' | 'failed' | 'pending'; attempts?: number; lastError?: string },
-  onlyFrom?: string[],
-): Promise<boolean> {
-  const names: Record<string, string> = { '#w': 'webhookStatus' };
-  const values: Record<string, unknown> = { ':w': state.status, ':now': new Date(ctx.now()).toISOString() };
-  let update = 'SET #w = :w, updatedAt = :now';
-  if (state.attempts !== undefined) {
-    update += ', webhookAttempts = :a';
-    values[':a'] = state.attempts;
-  }
-  if (state.lastError !== undefined) {
-    update += ', webhookLastError = :le';
-    values[':le'] = state.lastError.slice(0, 300);
-  }
-  let cond = 'attribute_exists(pk)';
-  if (onlyFrom?.length) {
-    cond += ` AND (${onlyFrom.map((_, i) => `#w = :from${i}`).join(' OR ')})`;
-    onlyFrom.forEach((s, i) => (values[`:from${i}`] = s));
-  }
-  return updateIf(ctx, {
-    TableName: ctx.cfg.jobsTable,
-    Key: { pk: jobPk(jobId), sk: 'JOB' },
-    UpdateExpression: update,
-    ConditionExpression: cond,
-    ExpressionAttributeNames: names,
-    ExpressionAttributeValues: values,
+  const now = new Date(ctx.now()).toISOString();
+  return transition(ctx, JOB, {
+    key: { jobId: job.jobId },
+    to: status,
+    from: ['queued', 'running'],
+    set: {
+      completedAt: now,
+      webhookStatus: job.webhookUrl ? 'pending' : 'none',
+      ...(job.webhookUrl
+        ? { gsi2pk: OUTBOX_INDEX, gsi2sk: `${now}#${job.jobId}`, webhookNextAttempt: 1 }
+        : {}),
+    },
+    // Leaves the OPEN list (or moves to the outbox above).
+    ...(job.webhookUrl ? {} : { remove: ['gsi2pk', 'gsi2sk'] }),
   });
 }
 
-/** Tombstone: the job stays (status deleted, short ttl) so in-flight workers and events see it and stop. */
-export async function markJobDeleted(ctx: ServiceContext, jobId: string): Promise<void> {
+/** Move a job's webhook along its machine (see WEBHOOK in states.ts); leaving `pending` leaves the outbox. */
+export async function setWebhookState(
+  ctx: ServiceContext,
+  jobId: string,
+  state: {
+    status: 'enqueued' | 'delivered' | 'failed';
+    attempts?: number;
+    nextAttempt?: number;
+    lastError?: string;
+  },
+  onlyFrom?: WebhookStatus[],
+): Promise<boolean> {
+  const set: Record<string, unknown> = {};
+  if (state.attempts !== undefined) set.webhookAttempts = state.attempts;
+  if (state.nextAttempt !== undefined) set.webhookNextAttempt = state.nextAttempt;
+  if (state.lastError !== undefined) set.webhookLastError = state.lastError.slice(0, 300);
+  return transition(ctx, WEBHOOK, {
+    key: { jobId },
+    to: state.status,
+    from: onlyFrom,
+    set,
+    remove: ['gsi2pk', 'gsi2sk', 'webhookLeaseUntil'],
+  });
+}
+
+/**
+ * Claim delivery attempt `attempt` of a job's webhook: only the attempt that is next, and only if no other
+ * dispatcher holds a live lease on it. Duplicate queue messages (the eager enqueue and the outbox sweep both
+ * sent attempt 1; SQS redelivered) lose here, so an endpoint sees each attempt at most once per lease.
+ */
+export async function claimWebhookAttempt(
+  ctx: ServiceContext,
+  jobId: string,
+  attempt: number,
+  leaseMs: number,
+): Promise<'claimed' | 'busy' | 'stale'> {
   const now = ctx.now();
-  await ctx.clients.ddb.send(
-    new UpdateCommand({
+  const ok = await updateIf(ctx, {
+    TableName: ctx.cfg.jobsTable,
+    Key: { pk: jobPk(jobId), sk: 'JOB' },
+    UpdateExpression: 'SET webhookLeaseUntil = :until, webhookAttempts = :n',
+    ConditionExpression:
+      'attribute_exists(pk) AND (#w = :p OR #w = :e) AND webhookNextAttempt = :n AND ' +
+      '(attribute_not_exists(webhookLeaseUntil) OR webhookLeaseUntil < :now)',
+    ExpressionAttributeNames: { '#w': 'webhookStatus' },
+    ExpressionAttributeValues: {
+      ':p': 'pending',
+      ':e': 'enqueued',
+      ':n': attempt,
+      ':now': now,
+      ':until': now + leaseMs,
+    },
+  });
+  if (ok) return 'claimed';
+  const job = await getJob(ctx, jobId);
+  const live =
+    job &&
+    (job.webhookStatus === 'pending' || job.webhookStatus === 'enqueued') &&
+    job.webhookNextAttempt === attempt;
+  return live ? 'busy' : 'stale';
+}
+
+/** Jobs whose webhook is in the outbox since before `before` (ISO time): the dispatcher sweep's work list. */
+export async function listOutbox(ctx: ServiceContext, before: string, limit = 100): Promise<string[]> {
+  return queryIndex(ctx, OUTBOX_INDEX, before, limit);
+}
+
+/** Jobs open (queued or running) since before `before` (ISO time). */
+export async function listOpenJobs(ctx: ServiceContext, before: string, limit = 100): Promise<string[]> {
+  return queryIndex(ctx, OPEN_INDEX, before, limit);
+}
+
+/** Images processing since before `before` (ISO time): the reconciler's candidates. */
+export async function listProcessingSince(
+  ctx: ServiceContext,
+  before: string,
+  limit = 100,
+): Promise<Array<{ jobId: string; imageId: string }>> {
+  return (await queryIndex(ctx, PROCESSING_INDEX, before, limit)).map((k) => {
+    const [jobId, imageId] = k.split('#');
+    return { jobId, imageId };
+  });
+}
+
+async function queryIndex(ctx: ServiceContext, pk: string, before: string, limit: number): Promise<string[]> {
+  const out = await ctx.clients.ddb.send(
+    new QueryCommand({
       TableName: ctx.cfg.jobsTable,
-      Key: { pk: jobPk(jobId), sk: 'JOB' },
-      UpdateExpression: 'SET #s = :d, updatedAt = :now, #ttl = :ttl REMOVE gsi1pk, gsi1sk',
-      ConditionExpression: 'attribute_exists(pk)',
-      ExpressionAttributeNames: { '#s': 'status', '#ttl': 'ttl' },
-      ExpressionAttributeValues: {
-        ':d': 'deleted',
-        ':now': new Date(now).toISOString(),
-        ':ttl': Math.floor(now / 1000) + 86400,
-      },
+      IndexName: 'gsi2',
+      KeyConditionExpression: 'gsi2pk = :pk AND gsi2sk < :before',
+      ExpressionAttributeValues: { ':pk': pk, ':before': before },
+      Limit: limit,
     }),
   );
+  // gsi2sk = `{iso time}#{ids…}`: the ids follow the first '#'.
+  return (out.Items ?? []).map((i) => String(i.gsi2sk).slice(String(i.gsi2sk).indexOf('#') + 1));
+}
+
+/** Tombstone: the job stays (status deleted, short ttl) so in-flight workers and events see it and stop. */
+export async function markJobDeleted(ctx: ServiceContext, jobId: string): Promise<boolean> {
+  return transition(ctx, JOB, {
+    key: { jobId },
+    to: 'deleted',
+    set: { ttl: Math.floor(ctx.now() / 1000) + 86400 },
+    remove: ['gsi1pk', 'gsi1sk', 'gsi2pk', 'gsi2sk'],
+  });
 }
 
 export async function deleteImageItems(
@@ -332,39 +496,73 @@ export async function deleteImageItems(
   }
 }
 
-/** Claim an idempotency key. Returns the existing item when the key was already used. */
+/**
+ * Claim an idempotency key in one conditional write: it succeeds when the key is absent, expired (DynamoDB TTL
+ * deletes lazily, so an expired item may still be there), or held "in progress" by a request whose lock has
+ * expired (it crashed or timed out). Two racing requests cannot both win, unlike a get-then-put. Returns null
+ * when this request now owns the key, else the item that holds it.
+ *
+ * Why not `@aws-lambda-powertools/idempotency`: it caches the first *response* and replays it, while a replay
+ * here must answer the job's *current* state; its records live in its own key schema (one more table or
+ * attribute set for the stack and the emulators), it cannot scope a key to a tenant plus a body hash the way the
+ * API's 409 `idempotency-key-reused` needs, and it has no way to free a key when its job is erased. The
+ * condition below is the same one Powertools uses; owning ~40 lines is cheaper than adapting around it.
+ */
 export async function claimIdempotencyKey(
   ctx: ServiceContext,
   item: IdempotencyItem,
 ): Promise<IdempotencyItem | null> {
+  const nowS = Math.floor(ctx.now() / 1000);
   try {
     await ctx.clients.ddb.send(
       new PutCommand({
         TableName: ctx.cfg.jobsTable,
         Item: item,
-        ConditionExpression: 'attribute_not_exists(pk)',
+        ConditionExpression:
+          'attribute_not_exists(pk) OR #ttl < :now OR (#state = :prog AND lockUntil < :now)',
+        ExpressionAttributeNames: { '#ttl': 'ttl', '#state': 'state' },
+        ExpressionAttributeValues: { ':now': nowS, ':prog': 'in-progress' },
       }),
     );
     return null;
   } catch (err) {
     if (!isConditionalCheckFailed(err)) throw err;
-    const out = await ctx.clients.ddb.send(
-      new GetCommand({
-        TableName: ctx.cfg.jobsTable,
-        Key: { pk: item.pk, sk: 'IDEM' },
-        ConsistentRead: true,
-      }),
-    );
-    const existing = out.Item as IdempotencyItem | undefined;
-    // DynamoDB TTL deletes lazily: an expired key counts as free.
-    if (!existing || existing.ttl * 1000 < ctx.now()) {
-      await ctx.clients.ddb.send(new PutCommand({ TableName: ctx.cfg.jobsTable, Item: item }));
-      return null;
-    }
-    return existing;
   }
+  const out = await ctx.clients.ddb.send(
+    new GetCommand({ TableName: ctx.cfg.jobsTable, Key: { pk: item.pk, sk: 'IDEM' }, ConsistentRead: true }),
+  );
+  // Gone between the two calls (released or erased): report it as held so the caller retries rather than racing.
+  return (out.Item as IdempotencyItem | undefined) ?? { ...item, jobId: '', state: 'in-progress' };
 }
 
-export async function releaseIdempotencyKey(ctx: ServiceContext, pk: string): Promise<void> {
-  await ctx.clients.ddb.send(new DeleteCommand({ TableName: ctx.cfg.jobsTable, Key: { pk, sk: 'IDEM' } }));
+/** in-progress → done once the job exists (only by the request that holds the key). */
+export async function completeIdempotencyKey(
+  ctx: ServiceContext,
+  pk: string,
+  jobId: string,
+): Promise<boolean> {
+  return updateIf(ctx, {
+    TableName: ctx.cfg.jobsTable,
+    Key: { pk, sk: 'IDEM' },
+    UpdateExpression: 'SET #state = :done REMOVE lockUntil',
+    ConditionExpression: 'jobId = :j',
+    ExpressionAttributeNames: { '#state': 'state' },
+    ExpressionAttributeValues: { ':done': 'done', ':j': jobId },
+  });
+}
+
+/** Free a key that (still) points at `jobId`: the request failed, or its job was erased. */
+export async function releaseIdempotencyKey(ctx: ServiceContext, pk: string, jobId: string): Promise<void> {
+  try {
+    await ctx.clients.ddb.send(
+      new DeleteCommand({
+        TableName: ctx.cfg.jobsTable,
+        Key: { pk, sk: 'IDEM' },
+        ConditionExpression: 'jobId = :j',
+        ExpressionAttributeValues: { ':j': jobId },
+      }),
+    );
+  } catch (err) {
+    if (!isConditionalCheckFailed(err)) throw err;
+  }
 }

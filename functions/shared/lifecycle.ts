@@ -13,27 +13,34 @@ import {
   finishJob,
   markImageDone,
   markImageFailed,
+  clearBilledImage,
   setWebhookState,
 } from './jobs-repo.js';
 import { recordUsage } from './usage-repo.js';
-import { releaseInFlight } from './admission.js';
 import { FORMATS, formatOfExtension } from '../pipeline/formats.js';
 import { deleteObject, getObjectBytes } from './storage.js';
 import { reportKey as reportKeyOf } from './layout.js';
+import { errFields } from './logger.js';
 import { TERMINAL_IMAGE, type JobItem, type WebhookMessage } from './records.js';
 import type { ImageReport } from '../pipeline/types.js';
 
-/** A finished job whose webhook is still "pending" after this long lost its enqueue (crash); re-enqueue it. */
-const STALE_PENDING_MS = 60_000;
 /** Reports above this size are stored without per-step losses (DynamoDB items max out at 400 KB). */
 const MAX_REPORT_BYTES = 200_000;
 
-export async function enqueueWebhook(ctx: ServiceContext, job: JobItem): Promise<void> {
+/**
+ * Put attempt 1 of a finished job's webhook on the queue, then take it out of the outbox (pending → enqueued).
+ * A failure anywhere here loses nothing: the job is still in the outbox and the dispatcher sweep retries; a
+ * duplicate attempt-1 message is harmless (claimWebhookAttempt lets one through).
+ */
+export async function enqueueWebhook(
+  ctx: ServiceContext,
+  job: Pick<JobItem, 'jobId' | 'tenant'>,
+): Promise<void> {
   const msg: WebhookMessage = { v: 1, jobId: job.jobId, tenant: job.tenant, attempt: 1 };
   await ctx.clients.sqs.send(
     new SendMessageCommand({ QueueUrl: ctx.cfg.webhooksQueueUrl, MessageBody: JSON.stringify(msg) }),
   );
-  await setWebhookState(ctx, job.jobId, { status: 'enqueued', attempts: 0 }, ['pending']);
+  await setWebhookState(ctx, job.jobId, { status: 'enqueued' }, ['pending']);
   ctx.log.info('webhook enqueued', { jobId: job.jobId, tenant: job.tenant });
 }
 
@@ -45,31 +52,25 @@ export async function maybeFinishJob(
   const data = await getJobWithImages(ctx, jobId);
   if (!data) return 'missing';
   const { job, images } = data;
-  if (job.status === 'deleted') return 'already';
-  if (job.status === 'queued' || job.status === 'running') {
-    if (images.length < job.imageCount || !images.every((i) => TERMINAL_IMAGE.includes(i.status)))
-      return 'open';
-    const status = images.some((i) => i.status === 'done') ? 'completed' : 'failed';
-    if (!(await finishJob(ctx, job, status))) return 'already';
-    ctx.log.info('job finished', {
-      jobId,
-      tenant: job.tenant,
-      status,
-      images: images.length,
-      done: images.filter((i) => i.status === 'done').length,
-    });
-    if (job.webhookUrl) await enqueueWebhook(ctx, job);
-    return 'finished';
+  if (job.status !== 'queued' && job.status !== 'running') return 'already';
+  if (images.length < job.imageCount || !images.every((i) => TERMINAL_IMAGE.includes(i.status)))
+    return 'open';
+  const status = images.some((i) => i.status === 'done') ? 'completed' : 'failed';
+  if (!(await finishJob(ctx, job, status))) return 'already';
+  ctx.log.info('job finished', {
+    jobId,
+    tenant: job.tenant,
+    status,
+    images: images.length,
+    done: images.filter((i) => i.status === 'done').length,
+  });
+  if (job.webhookUrl) {
+    // The outbox already holds the delivery; enqueueing now only saves the sweep's delay.
+    await enqueueWebhook(ctx, job).catch((err) =>
+      ctx.log.warn('webhook enqueue failed; the outbox sweep will retry', { jobId, ...errFields(err) }),
+    );
   }
-  if (
-    job.webhookStatus === 'pending' &&
-    job.completedAt &&
-    ctx.now() - Date.parse(job.completedAt) > STALE_PENDING_MS
-  ) {
-    ctx.log.warn('re-enqueueing a webhook whose enqueue was lost', { jobId });
-    await enqueueWebhook(ctx, job);
-  }
-  return 'already';
+  return 'finished';
 }
 
 function trimReport(report: ImageReport): ImageReport {
@@ -116,17 +117,17 @@ export async function completeImage(
   const format = formatOfExtension(resultKey.slice(resultKey.lastIndexOf('.') + 1)) ?? 'jpeg';
   const contentType = FORMATS[format].contentType;
   const transitioned = await markImageDone(ctx, jobId, imageId, {
+    tenant,
     resultKey,
     reportKey,
     contentType,
     report,
   });
-  // Admission hook: this call won the image's transition to done, so it alone gives the in-flight slot back.
-  if (transitioned) await releaseInFlight(ctx, tenant);
   const nowImage = transitioned ? image : await getImage(ctx, jobId, imageId);
   if (transitioned || nowImage?.status === 'done') {
     const charged = await recordUsage(ctx, tenant, job.billingMonth, jobId, imageId);
     if (charged) ctx.log.info('image billed', { jobId, imageId, tenant, month: job.billingMonth });
+    await clearBilledImage(ctx, jobId, imageId);
   }
   // Privacy: the original is not needed once a result exists.
   await deleteObject(ctx, ctx.cfg.uploadsBucket, image.inputKey);
@@ -141,10 +142,9 @@ export async function failImage(
   code: string,
   detail: string,
 ): Promise<boolean> {
-  const changed = await markImageFailed(ctx, ref.jobId, ref.imageId, code, detail);
+  // The transition also gives the tenant's in-flight slot back (admission), once.
+  const changed = await markImageFailed(ctx, ref.jobId, ref.imageId, code, detail, ref.tenant);
   if (changed) ctx.log.warn('image failed', { jobId: ref.jobId, imageId: ref.imageId, code });
-  // Admission hook: only the caller whose transition to failed applied gives the in-flight slot back.
-  if (changed) await releaseInFlight(ctx, ref.tenant);
   if (ref.inputKey) await deleteObject(ctx, ctx.cfg.uploadsBucket, ref.inputKey);
   await maybeFinishJob(ctx, ref.jobId);
   return changed;

@@ -29,6 +29,13 @@ export interface JobItem {
   webhookAttempts?: number;
   webhookLastError?: string;
   idempotencyKeyHash?: string;
+  /** The delivery attempt allowed to run next (set when the job enters the outbox). */
+  webhookNextAttempt?: number;
+  /** epoch ms until which a dispatcher holds the current attempt. */
+  webhookLeaseUntil?: number;
+  /** Sparse outbox index (gsi2): present while the webhook waits to be enqueued. */
+  gsi2pk?: string;
+  gsi2sk?: string;
   ttl: number;
 }
 
@@ -59,6 +66,11 @@ export interface ImageItem {
   startedAt?: string;
   completedAt?: string;
   updatedAt: string;
+  /** How many times the reconciler re-queued this image after a stall. */
+  reconciled?: number;
+  /** Sparse in-flight index (gsi2): present while processing, for the reconciler. */
+  gsi2pk?: string;
+  gsi2sk?: string;
   ttl: number;
 }
 
@@ -70,6 +82,9 @@ export interface IdempotencyItem {
   bodyHash: string;
   jobId: string;
   createdAt: string;
+  /** in-progress while the request that claimed it runs (until lockUntil, epoch s); done once its job exists. */
+  state?: 'in-progress' | 'done';
+  lockUntil?: number;
   ttl: number;
 }
 

@@ -44,7 +44,9 @@ export function deliver(
           ...headers,
         },
         lookup: guardedLookup(opts.allowLoopback) as never,
-        timeout: opts.timeoutMs,
+        // A total deadline (DNS, connect, upload, headers), not an idle timeout: a slow endpoint that trickles
+        // bytes cannot hold the batch past the function's own timeout.
+        signal: AbortSignal.timeout(opts.timeoutMs),
         agent: false,
       },
       (res) => {
@@ -57,8 +59,9 @@ export function deliver(
         );
       },
     );
-    req.on('timeout', () => req.destroy(new Error(`timed out after ${opts.timeoutMs} ms`)));
     req.on('error', (err) => {
+      if (err.name === 'AbortError' || err.name === 'TimeoutError')
+        return resolve({ ok: false, error: `timed out after ${opts.timeoutMs} ms` });
       const refused = err instanceof SsrfError || (err as { cause?: unknown }).cause instanceof SsrfError;
       resolve({
         ok: false,

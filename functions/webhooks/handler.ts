@@ -10,13 +10,21 @@ import { Webhook } from 'standardwebhooks';
 import type { ServiceContext } from '../shared/context.js';
 import type { Config } from '../shared/config.js';
 import type { WebhookMessage } from '../shared/records.js';
-import { getJobWithImages, setWebhookState } from '../shared/jobs-repo.js';
+import { claimWebhookAttempt, getJobWithImages, setWebhookState } from '../shared/jobs-repo.js';
 import { getWebhookSecret } from '../shared/keys-repo.js';
 import { webhookEvent } from '../shared/views.js';
 import { errFields } from '../shared/logger.js';
 import { deliver, type DeliveryResult } from './deliver.js';
 
 const SQS_MAX_DELAY = 900;
+
+/** Another dispatcher holds this attempt's lease: let SQS redeliver the message after it expires. */
+export class WebhookBusy extends Error {
+  constructor(jobId: string, attempt: number) {
+    super(`webhook attempt ${attempt} of job ${jobId} is held by another dispatcher`);
+    this.name = 'WebhookBusy';
+  }
+}
 
 /** Seconds to wait after failed attempt `attempt` (1-based) before the next one. */
 export function retryDelaySeconds(cfg: Pick<Config, 'webhook'>, attempt: number): number {
@@ -50,7 +58,12 @@ export async function processWebhookMessage(
   if (!data || data.job.tenant !== msg.tenant || data.job.status === 'deleted' || !data.job.webhookUrl)
     return 'skipped';
   const { job, images } = data;
-  if (job.webhookStatus === 'delivered' || job.webhookStatus === 'failed') return 'skipped';
+  if (job.webhookStatus !== 'pending' && job.webhookStatus !== 'enqueued') return 'skipped';
+  // One dispatcher per attempt: duplicates (eager enqueue + outbox sweep, SQS redelivery) stop here. The lease
+  // outlives the delivery's total deadline, so a dispatcher that dies mid-attempt frees it for the redelivery.
+  const claim = await claimWebhookAttempt(ctx, job.jobId, msg.attempt, ctx.cfg.webhook.timeoutMs + 5_000);
+  if (claim === 'stale') return 'skipped';
+  if (claim === 'busy') throw new WebhookBusy(job.jobId, msg.attempt);
   const secret = await getWebhookSecret(ctx, job.tenant);
   if (!secret) {
     ctx.log.error('tenant missing; cannot sign webhook', { jobId: job.jobId });
@@ -105,6 +118,7 @@ export async function processWebhookMessage(
   await setWebhookState(ctx, job.jobId, {
     status: 'enqueued',
     attempts: msg.attempt,
+    nextAttempt: msg.attempt + 1,
     lastError: result.error ?? 'failed',
   });
   ctx.log.info('webhook attempt failed; retry scheduled', {

@@ -3,7 +3,11 @@
  *  - done: report then result written to S3; the result's ObjectCreated event completes (and bills) the image.
  *  - failed: the customer's input is unusable (InputError) or a face stayed re-identifiable (PrivacyError);
  *    the image is failed now, not billed, and the message is deleted (retrying cannot help).
- *  - skipped: a redelivery for an image that is already terminal, or for an erased job.
+ *  - skipped: a redelivery for an image that is already terminal (the job is re-checked: if the attempt that
+ *    failed the last image died before finishing the job, this finishes it), or for an erased job.
+ *  - aborted: the job was erased (or the image taken away) while we worked, or the worker is stopping; the
+ *    signal stopped the optimisation within one step.
+ * The caller deletes the message only after this returns: by then report and result are stored in S3.
  *  - any other error propagates: the message is retried, and after the redrive limit lands in the DLQ.
  */
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
@@ -16,7 +20,7 @@ import {
   markJobRunning,
   recordProgress,
 } from '../shared/jobs-repo.js';
-import { failImage } from '../shared/lifecycle.js';
+import { failImage, maybeFinishJob } from '../shared/lifecycle.js';
 import { getObjectBytes, putObject } from '../shared/storage.js';
 import { reportKey, resultKey } from '../shared/layout.js';
 import { isNotFound } from '../shared/aws.js';
@@ -31,7 +35,15 @@ import {
 
 const PROGRESS_INTERVAL_MS = 1000;
 
-export type ProcessOutcome = 'done' | 'failed' | 'skipped';
+export type ProcessOutcome = 'done' | 'failed' | 'skipped' | 'aborted';
+
+/** Why a worker abandons an image without an outcome of its own: the message goes back (or away) as decided by the caller. */
+export class WorkAborted extends Error {
+  constructor(readonly why: 'image-gone' | 'stopping') {
+    super(`work aborted: ${why}`);
+    this.name = 'WorkAborted';
+  }
+}
 
 function formatOf(contentType: string, fallback: OutputFormat): OutputFormat {
   return formatOfContentType(contentType) ?? fallback;
@@ -51,6 +63,8 @@ export async function processImageMessage(
   ctx: ServiceContext,
   anonymizer: Anonymizer,
   msg: ImageMessage,
+  /** Aborted by the worker when it stops (SIGTERM) or crashes on purpose (chaos tests). */
+  stop?: AbortSignal,
 ): Promise<ProcessOutcome> {
   const { tenant, jobId, imageId } = msg;
   const log = ctx.log;
@@ -62,6 +76,8 @@ export async function processImageMessage(
   const image = await getImage(ctx, jobId, imageId);
   if (!image || image.status === 'done' || image.status === 'failed') {
     log.info('skipping image already terminal', { jobId, imageId, status: image?.status });
+    // The attempt that made it terminal may have died before finishing the job (and queueing its webhook).
+    await maybeFinishJob(ctx, jobId);
     return 'skipped';
   }
   const outKeyGuess = resultKey(tenant, jobId, imageId, msg.outputFormat);
@@ -75,7 +91,10 @@ export async function processImageMessage(
   if (!(await markImageProcessing(ctx, jobId, imageId))) return 'skipped';
   await markJobRunning(ctx, jobId);
 
-  // Progress: at most one write per second, never overlapping, never failing the image.
+  // Progress: at most one write per second, never overlapping. A write refused because the image is no longer
+  // processing (erased, re-queued, terminal) aborts the work: nobody wants its result any more.
+  const gone = new AbortController();
+  const signal = stop ? AbortSignal.any([gone.signal, stop]) : gone.signal;
   let lastWrite = 0;
   let writing: Promise<void> = Promise.resolve();
   const onProgress = (p: Progress) => {
@@ -83,7 +102,10 @@ export async function processImageMessage(
     if (t - lastWrite < PROGRESS_INTERVAL_MS) return;
     lastWrite = t;
     writing = writing
-      .then(() => recordProgress(ctx, jobId, imageId, Math.max(0, Math.min(1, p.fraction)), p.stage))
+      .then(async () => {
+        const ok = await recordProgress(ctx, jobId, imageId, Math.max(0, Math.min(1, p.fraction)), p.stage);
+        if (!ok) gone.abort(new WorkAborted('image-gone'));
+      })
       .catch((err) => log.warn('progress write failed', { jobId, imageId, error: (err as Error).message }));
   };
 
@@ -94,9 +116,16 @@ export async function processImageMessage(
       new Uint8Array(input.buffer, input.byteOffset, input.byteLength),
       { ...msg.options, format: msg.outputFormat },
       onProgress,
+      signal,
     );
   } catch (err) {
     await writing;
+    if (signal.aborted) {
+      const why = signal.reason instanceof WorkAborted ? signal.reason.why : 'stopping';
+      log.info('image work aborted', { jobId, imageId, why });
+      if (why === 'image-gone') return 'aborted';
+      throw signal.reason instanceof Error ? signal.reason : new WorkAborted('stopping');
+    }
     if (err instanceof InputError) {
       await failImage(ctx, msg, err.code || 'invalid-image', err.message);
       return 'failed';
@@ -108,6 +137,10 @@ export async function processImageMessage(
     throw err;
   }
   await writing;
+  if (signal.aborted && signal.reason instanceof WorkAborted && signal.reason.why === 'image-gone') {
+    log.info('image erased while processing; result discarded', { jobId, imageId });
+    return 'aborted';
+  }
   const format = formatOf(result.contentType, msg.outputFormat);
   // Report first, result last: the result's ObjectCreated event is the completion signal and expects the report.
   await putObject(

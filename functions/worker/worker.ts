@@ -3,12 +3,13 @@
  * extended by a heartbeat while optimizing, graceful shutdown on SIGTERM.
  */
 import { Consumer } from 'sqs-consumer';
-import { ChangeMessageVisibilityCommand, type Message } from '@aws-sdk/client-sqs';
+import { DeleteMessageCommand, SendMessageCommand, type Message } from '@aws-sdk/client-sqs';
 import type { ServiceContext } from '../shared/context.js';
 import type { ImageMessage } from '../shared/records.js';
 import type { Anonymizer } from '../pipeline/types.js';
 import { errFields } from '../shared/logger.js';
 import { processImageMessage } from './process.js';
+import { taskProtection, type TaskProtection } from './protection.js';
 import { isId, isTenant } from '../shared/ids.js';
 import { inputKey } from '../shared/layout.js';
 
@@ -19,12 +20,37 @@ export interface WorkerOptions {
   waitTimeSeconds?: number;
   /** On SIGTERM, how long an in-flight image may run before it is handed back to the queue. */
   shutdownGraceMs?: number;
+  /** ECS scale-in protection while an image is processed (default: from the task metadata; none locally). */
+  protection?: TaskProtection;
 }
 
 export interface RunningWorker {
+  /** Graceful: finish the image within the grace period, else abort it (within one step) and hand it back. */
   stop(): Promise<void>;
+  /** Like SIGKILL, for chaos tests: stop at once, abandon the message to its visibility timeout. */
+  crash(): Promise<void>;
   /** Resolves when the consumer has no message in flight (for tests). */
   idle(): Promise<void>;
+}
+
+/**
+ * Give an unfinished image to another worker now. A fresh copy is sent and the received message deleted (in that
+ * order: a crash between the two leaves a duplicate, never nothing), so a shutdown does not count towards the
+ * redrive limit the way a crash does: only crashes send an image to the DLQ.
+ */
+async function handBack(ctx: ServiceContext, message: Message): Promise<void> {
+  try {
+    await ctx.clients.sqs.send(
+      new SendMessageCommand({ QueueUrl: ctx.cfg.jobsQueueUrl, MessageBody: message.Body ?? '' }),
+    );
+    await ctx.clients.sqs.send(
+      new DeleteMessageCommand({ QueueUrl: ctx.cfg.jobsQueueUrl, ReceiptHandle: message.ReceiptHandle! }),
+    );
+    ctx.log.warn('shutdown: in-flight image handed back to the queue', { messageId: message.MessageId });
+  } catch (err) {
+    // The visibility timeout returns it anyway (counted as a receive).
+    ctx.log.warn('could not hand the in-flight message back', errFields(err));
+  }
 }
 
 export function startWorker(
@@ -35,6 +61,9 @@ export function startWorker(
   const visibilityTimeout = opts.visibilityTimeout ?? 120;
   const heartbeatInterval = opts.heartbeatInterval ?? Math.max(1, Math.floor(visibilityTimeout / 3));
   let inFlight: { message: Message; done: Promise<void> } | null = null;
+  // Aborts the image in flight: on stop after the grace period, or on crash().
+  let abort = new AbortController();
+  const protection = opts.protection ?? taskProtection(ctx.log);
 
   const consumer = Consumer.create({
     queueUrl: ctx.cfg.jobsQueueUrl,
@@ -66,7 +95,13 @@ export function startWorker(
           });
           return message;
         }
-        const outcome = await processImageMessage(ctx, anonymizer, msg);
+        await protection.set(true);
+        let outcome;
+        try {
+          outcome = await processImageMessage(ctx, anonymizer, msg, abort.signal);
+        } finally {
+          await protection.set(false);
+        }
         ctx.log.info('message handled', {
           jobId: msg.jobId,
           imageId: msg.imageId,
@@ -97,6 +132,13 @@ export function startWorker(
     idle: async () => {
       while (inFlight) await (inFlight as { done: Promise<void> }).done;
     },
+    crash: async () => {
+      stopping ??= Promise.resolve();
+      consumer.stop({ abort: true });
+      abort.abort(new Error('worker crashed (simulated)'));
+      const current = inFlight as { done: Promise<void> } | null;
+      if (current) await current.done;
+    },
     stop: () =>
       (stopping ??= (async () => {
         consumer.stop();
@@ -107,22 +149,15 @@ export function startWorker(
             current.done.then(() => true),
             new Promise<boolean>((r) => setTimeout(() => r(false), grace).unref()),
           ]);
-          if (!finished && current.message.ReceiptHandle) {
-            // Hand the image back now instead of making another worker wait out the visibility timeout.
-            await ctx.clients.sqs
-              .send(
-                new ChangeMessageVisibilityCommand({
-                  QueueUrl: ctx.cfg.jobsQueueUrl,
-                  ReceiptHandle: current.message.ReceiptHandle,
-                  VisibilityTimeout: 0,
-                }),
-              )
-              .catch((err) => ctx.log.warn('could not release in-flight message', errFields(err)));
-            ctx.log.warn('shutdown: in-flight image handed back to the queue', {
-              messageId: current.message.MessageId,
-            });
+          if (!finished) {
+            // Stop computing (within one optimisation step) before handing the image over: otherwise this task
+            // would compute on until SIGKILL while another one does the same work.
+            abort.abort(new Error('worker stopping'));
+            await current.done;
+            if (current.message.ReceiptHandle) await handBack(ctx, current.message);
           }
         }
+        abort = new AbortController();
         ctx.log.info('worker stopped');
       })()),
   };

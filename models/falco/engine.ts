@@ -54,6 +54,8 @@ export interface OptimizeParams {
   lambdaId: number;
   lambdaAttr: number;
   onStep?: (step: number, steps: number, losses: [number, number, number]) => void;
+  /** Checked before every step: an aborted job stops within one step. */
+  signal?: AbortSignal;
 }
 
 export interface OptimizeResult {
@@ -306,6 +308,7 @@ export class FalcoEngine {
       lambda_attr: Float32Array.of(p.lambdaAttr),
     };
     for (let i = 0; i < p.steps; i++) {
+      p.signal?.throwIfAborted();
       const t0 = performance.now();
       // MultiStepLR as FALCO steps it: scheduler.step() after each optimizer.step(), so update i uses
       // base·γ^(#milestones ≤ i).

@@ -31,25 +31,56 @@ function resourcesOfType(type: string): [string, Record<string, unknown>][] {
 }
 
 describe('storage', () => {
-  it('notifies the completion function when an object is created under results/', () => {
+  it('sends results/ ObjectCreated events to the completion queue, consumed with partial batch failures', () => {
     s.template.hasResourceProperties('Custom::S3BucketNotifications', {
       BucketName: { Ref: logicalId(s, s.stack.storage.results) },
       NotificationConfiguration: {
-        LambdaFunctionConfigurations: [
+        QueueConfigurations: [
           {
             Events: ['s3:ObjectCreated:*'],
             Filter: { Key: { FilterRules: [{ Name: 'prefix', Value: 'results/' }] } },
-            LambdaFunctionArn: { 'Fn::GetAtt': [logicalId(s, s.stack.functions.complete), 'Arn'] },
+            QueueArn: { 'Fn::GetAtt': [logicalId(s, s.stack.queues.completion), 'Arn'] },
           },
         ],
       },
     });
-    // ...and S3 may invoke it.
-    s.template.hasResourceProperties('AWS::Lambda::Permission', {
-      Action: 'lambda:InvokeFunction',
-      Principal: 's3.amazonaws.com',
-      FunctionName: { 'Fn::GetAtt': [logicalId(s, s.stack.functions.complete), 'Arn'] },
-      SourceArn: { 'Fn::GetAtt': [logicalId(s, s.stack.storage.results), 'Arn'] },
+    s.template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      FunctionName: { Ref: logicalId(s, s.stack.functions.complete) },
+      EventSourceArn: { 'Fn::GetAtt': [logicalId(s, s.stack.queues.completion), 'Arn'] },
+      FunctionResponseTypes: ['ReportBatchItemFailures'],
+    });
+    // The completion queue has a DLQ, and the DLQ an alarm.
+    s.template.hasResourceProperties('AWS::SQS::Queue', {
+      RedrivePolicy: {
+        deadLetterTargetArn: { 'Fn::GetAtt': [logicalId(s, s.stack.queues.completionDlq), 'Arn'] },
+        maxReceiveCount: 10,
+      },
+    });
+    s.template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      Dimensions: [
+        {
+          Name: 'QueueName',
+          Value: { 'Fn::GetAtt': [logicalId(s, s.stack.queues.completionDlq), 'QueueName'] },
+        },
+      ],
+    });
+    // The sweeper runs every minute.
+    s.template.hasResourceProperties('AWS::Events::Rule', { ScheduleExpression: 'rate(1 minute)' });
+    // Worker crashes (non-zero exit) go to the alarm topic; workers may protect their own task from scale-in.
+    s.template.hasResourceProperties('AWS::Events::Rule', {
+      EventPattern: Match.objectLike({
+        'detail-type': ['ECS Task State Change'],
+        detail: Match.objectLike({
+          lastStatus: ['STOPPED'],
+          containers: { exitCode: [{ 'anything-but': 0 }] },
+        }),
+      }),
+      Targets: [Match.objectLike({ Arn: { Ref: logicalId(s, s.stack.observability.topic) } })],
+    });
+    s.template.hasResourceProperties('AWS::IAM::Policy', {
+      PolicyDocument: {
+        Statement: Match.arrayWith([Match.objectLike({ Action: 'ecs:UpdateTaskProtection' })]),
+      },
     });
   });
 
@@ -128,6 +159,14 @@ describe('storage', () => {
             { AttributeName: 'gsi1sk', KeyType: 'RANGE' },
           ],
         }),
+        Match.objectLike({
+          IndexName: 'gsi2',
+          KeySchema: [
+            { AttributeName: 'gsi2pk', KeyType: 'HASH' },
+            { AttributeName: 'gsi2sk', KeyType: 'RANGE' },
+          ],
+          Projection: { ProjectionType: 'KEYS_ONLY' },
+        }),
       ],
     });
   });
@@ -150,10 +189,10 @@ describe('queues', () => {
         maxReceiveCount: WEBHOOKS_MAX_RECEIVE_COUNT,
       },
     });
-    // Exactly two queues have a redrive policy: the DLQs themselves have none.
+    // Exactly three queues have a redrive policy: the DLQs themselves have none.
     const withRedrive = resourcesOfType('AWS::SQS::Queue').filter(([, p]) => p.RedrivePolicy !== undefined);
     expect(withRedrive.map(([id]) => id).sort()).toEqual(
-      [logicalId(s, q.jobs), logicalId(s, q.webhooks)].sort(),
+      [logicalId(s, q.jobs), logicalId(s, q.webhooks), logicalId(s, q.completion)].sort(),
     );
   });
 
@@ -175,7 +214,12 @@ describe('queues', () => {
       EventSourceArn: { 'Fn::GetAtt': [logicalId(s, q.jobsDlq), 'Arn'] },
       FunctionName: { Ref: logicalId(s, f.dlq) },
     });
-    s.template.resourceCountIs('AWS::Lambda::EventSourceMapping', 2);
+    // Webhook batches fit the function timeout: each delivery has a 10 s total deadline.
+    s.template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      EventSourceArn: { 'Fn::GetAtt': [logicalId(s, q.webhooks), 'Arn'] },
+      BatchSize: 4,
+    });
+    s.template.resourceCountIs('AWS::Lambda::EventSourceMapping', 3); // + completion queue
   });
 });
 
@@ -427,7 +471,7 @@ describe('GPU workers', () => {
 describe('observability', () => {
   it('alarms on both DLQs, the age of the oldest job, and error rates, and builds a dashboard', () => {
     const q = s.stack.queues;
-    for (const dlq of [q.jobsDlq, q.webhooksDlq]) {
+    for (const dlq of [q.jobsDlq, q.webhooksDlq, q.completionDlq]) {
       s.template.hasResourceProperties('AWS::CloudWatch::Alarm', {
         MetricName: 'ApproximateNumberOfMessagesVisible',
         Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [logicalId(s, dlq), 'QueueName'] } }],
@@ -443,7 +487,7 @@ describe('observability', () => {
     const rateAlarms = resourcesOfType('AWS::CloudWatch::Alarm').filter(([, p]) =>
       JSON.stringify(p.Metrics ?? []).includes('"MetricName":"Errors"'),
     );
-    expect(rateAlarms.length).toBe(4); // one per function
+    expect(rateAlarms.length).toBe(5); // one per function
     s.template.hasResourceProperties('AWS::CloudWatch::Alarm', {
       Metrics: Match.arrayWith([
         Match.objectLike({ Expression: 'IF(requests >= 10, errors / requests, 0)' }),

@@ -24,7 +24,9 @@ describe('cli keys create', () => {
     expect(bad.status).toBe(401);
     await expect(issueKey('no spaces!', 'x', env)).rejects.toThrow(/tenant id/);
     const { KEYS_TABLE: _k, ...noTable } = env;
-    await expect(issueKey('acme', 'x', noTable)).rejects.toThrow(/KEYS_TABLE is not set/);
+    await expect(issueKey('acme', 'x', { ...noTable, FALCO_LOCAL_DIR: '/nonexistent' })).rejects.toThrow(
+      /KEYS_TABLE is not set/,
+    );
   });
 
   it('stores the webhook secret envelope-encrypted, never re-prints it, and rotates it (shown once)', async () => {

@@ -21,6 +21,8 @@ import {
 } from '../../shared/records.js';
 import {
   claimIdempotencyKey,
+  completeIdempotencyKey,
+  getJob,
   deleteImageItems,
   getJobWithImages,
   listJobs,
@@ -358,13 +360,17 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
           'this Idempotency-Key was already used with a different request body',
         );
       }
-      const data = await getJobWithImages(ctx, existing.jobId);
-      if (!data || data.job.status === 'deleted')
+      const data = existing.state === 'in-progress' ? null : await getJobWithImages(ctx, existing.jobId);
+      if (!data || data.job.status === 'deleted') {
+        // In progress: the first request still runs (its lock expires after IDEMPOTENCY_LOCK_SECONDS if it died).
+        const wait = existing.lockUntil ? Math.max(1, existing.lockUntil - Math.floor(ctx.now() / 1000)) : 1;
+        c.header('Retry-After', String(wait));
         throw new ProblemError(
           409,
           'idempotency-in-progress',
           'a request with this Idempotency-Key is still being processed; retry shortly',
         );
+      }
       c.header('Idempotent-Replayed', 'true');
       c.header('Location', `/v1/jobs/${existing.jobId}`);
       return c.json(await jobView(ctx, data.job, data.images), 202);
@@ -379,18 +385,31 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
         { 'Retry-After': String(rate.retryAfter) },
       );
     if (idemPk) {
-      const existing = await claimIdempotencyKey(ctx, {
-        pk: idemPk,
-        sk: 'IDEM',
-        tenant,
-        bodyHash,
-        jobId,
-        createdAt: new Date(now).toISOString(),
-        ttl: Math.floor(now / 1000) + ctx.cfg.idempotencyHours * 3600,
-      });
+      const claim = () =>
+        claimIdempotencyKey(ctx, {
+          pk: idemPk,
+          sk: 'IDEM',
+          tenant,
+          bodyHash,
+          jobId,
+          createdAt: new Date(now).toISOString(),
+          state: 'in-progress',
+          lockUntil: Math.floor(now / 1000) + ctx.cfg.idempotencyLockSeconds,
+          ttl: Math.floor(now / 1000) + ctx.cfg.idempotencyHours * 3600,
+        });
+      let existing = await claim();
+      if (existing?.state !== 'in-progress' && existing?.jobId) {
+        // A key whose job is gone (erased before keys were released on erase) is free: release and claim again.
+        const held = await getJob(ctx, existing.jobId);
+        if (!held || held.status === 'deleted') {
+          await releaseIdempotencyKey(ctx, idemPk, existing.jobId);
+          existing = await claim();
+        }
+      }
       if (existing) return replay(existing);
     }
 
+    let stored = 'nothing' as 'nothing' | 'inputs' | 'job';
     try {
       // 1. Validate everything before storing or queueing anything.
       const validated: Array<{ img: IncomingImage; bytes: Uint8Array; info: ValidatedImage }> = [];
@@ -439,6 +458,7 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
       const items: ImageItem[] = [];
       let job: JobItem;
       try {
+        stored = 'inputs';
         const ttl = Math.floor(now / 1000) + ctx.cfg.retentionDays * 86400;
         const iso = new Date(now).toISOString();
         for (const [index, v] of validated.entries()) {
@@ -491,8 +511,10 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
         await releaseInFlight(ctx, tenant, validated.length).catch(() => undefined);
         throw err;
       }
+      stored = 'job';
       // From here each image releases its own slot when it becomes terminal (enqueue failures included).
       await enqueueImages(ctx, job, items);
+      if (idemPk) await completeIdempotencyKey(ctx, idemPk, jobId);
       await wakeFleet(ctx); // a fleet at zero starts booting now, not at the next scaling alarm (fleet.ts)
       ctx.log.info('job created', {
         jobId,
@@ -503,8 +525,16 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
       c.header('Location', `/v1/jobs/${jobId}`);
       return c.json(await jobView(ctx, job, items), 202);
     } catch (err) {
-      // The key did not produce a job: free it so a corrected request can reuse it.
-      if (idemPk) await releaseIdempotencyKey(ctx, idemPk).catch(() => undefined);
+      if (stored === 'job') {
+        // The job exists and runs: the key must keep pointing at it, or a retry would create a second job.
+        if (idemPk) await completeIdempotencyKey(ctx, idemPk, jobId).catch(() => undefined);
+      } else {
+        // No job: free the key so a corrected request can reuse it, and drop any original already stored
+        // (nothing would ever process or delete it).
+        if (idemPk) await releaseIdempotencyKey(ctx, idemPk, jobId).catch(() => undefined);
+        if (stored === 'inputs')
+          await deletePrefix(ctx, ctx.cfg.uploadsBucket, inputPrefix(tenant, jobId)).catch(() => undefined);
+      }
       throw err;
     }
   });
@@ -534,6 +564,9 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
     const { job, images } = await loadOwnedJob(ctx, tenant, c.req.valid('param').id);
     // Tombstone first so a worker or completion racing with us discards what it produces.
     await markJobDeleted(ctx, job.jobId);
+    // An erased job frees its Idempotency-Key: a retry with it creates a new job instead of a 409 forever.
+    if (job.idempotencyKeyHash)
+      await releaseIdempotencyKey(ctx, `IDEM#${tenant}#${job.idempotencyKeyHash}`, job.jobId);
     await deletePrefix(ctx, ctx.cfg.uploadsBucket, inputPrefix(tenant, job.jobId));
     await deletePrefix(ctx, ctx.cfg.resultsBucket, resultPrefix(tenant, job.jobId));
     for (const i of images)

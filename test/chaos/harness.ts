@@ -1,0 +1,340 @@
+/**
+ * Chaos run on the embedded stack (issue #12): submit jobs while injecting faults at random (seeded) points, then
+ * stop injecting, let the system settle, and check the books.
+ *
+ * Faults:
+ *  - worker-kill: the worker dies mid-image like SIGKILL (its message lapses back to the queue);
+ *  - stack-kill: the whole local stack dies (emulators, handlers, worker, in-memory queues) and restarts on the
+ *    same persistent data directory;
+ *  - s3-event: an S3 ObjectCreated event never reaches the completion queue;
+ *  - webhook-enqueue: a SendMessage to the webhooks queue fails;
+ *  - handler-timeout: a DynamoDB call times out, so whichever handler made it (API, worker, completion, DLQ,
+ *    webhooks, sweeper) stops at that point, like a Lambda killed at its timeout.
+ * Books: every job terminal; every done image billed exactly once and every failed image not billed; every
+ * finished job's webhook received exactly once (by webhook-id); no originals left in the uploads bucket.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
+import { ScanCommand } from '@aws-sdk/lib-dynamodb';
+import { startLocalStack, type LocalStack } from '../../functions/local/stack.js';
+import { createStandInAnonymizer } from '../../functions/local/stand-in.js';
+import { startWorker, type RunningWorker } from '../../functions/worker/worker.js';
+import type { ImageItem, JobItem, UsageItem } from '../../functions/shared/records.js';
+import { SAMPLE, startReceiver } from '../service/helpers.js';
+
+export interface ChaosOptions {
+  seed: number;
+  jobs: number;
+  imagesPerJob: number;
+  /** Keep injecting until at least this many faults fired (and every job was submitted). */
+  minFaults: number;
+  /** Stand-in steps per image and ms per step. */
+  steps: number;
+  stepMs: number;
+  workerKillEveryMs: number;
+  stackKillEveryMs: number;
+  /** Per-call probabilities. */
+  pS3Event: number;
+  pWebhookEnqueue: number;
+  pHandlerTimeout: number;
+  /** Give up settling after this long. */
+  settleMs: number;
+  /** Stop injecting after this long even if not every kind of fault fired yet. */
+  maxFaultPhaseMs: number;
+  log?: (line: string) => void;
+}
+
+export const CHAOS_DEFAULTS: ChaosOptions = {
+  seed: 12,
+  jobs: 40,
+  imagesPerJob: 2,
+  minFaults: 100,
+  steps: 6,
+  stepMs: 40,
+  workerKillEveryMs: 2500,
+  stackKillEveryMs: 8000,
+  pS3Event: 0.3,
+  pWebhookEnqueue: 0.4,
+  pHandlerTimeout: 0.01,
+  settleMs: 300_000,
+  maxFaultPhaseMs: 900_000,
+};
+
+export type FaultKind = 'worker-kill' | 'stack-kill' | 's3-event' | 'webhook-enqueue' | 'handler-timeout';
+
+export interface ChaosBooks {
+  seed: number;
+  faults: number;
+  faultsByKind: Record<FaultKind, number>;
+  jobs: number;
+  images: number;
+  imagesDone: number;
+  imagesFailed: number;
+  lostJobs: number;
+  doubleBills: number;
+  failedButBilled: number;
+  doneButUnbilled: number;
+  webhooksExpected: number;
+  lostWebhooks: number;
+  duplicatedWebhooks: number;
+  leftoverOriginals: number;
+  settleMs: number;
+  wallMs: number;
+}
+
+/** mulberry32: a tiny seeded PRNG, so a failing run can be replayed with its seed. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<ChaosBooks> {
+  const o = { ...CHAOS_DEFAULTS, ...partial };
+  const log = o.log ?? (() => undefined);
+  const random = rng(o.seed);
+  const t0 = Date.now();
+  const dir = await mkdtemp(join(tmpdir(), 'falco-chaos-'));
+  const hook = await startReceiver();
+  const faults: Record<FaultKind, number> = {
+    'worker-kill': 0,
+    'stack-kill': 0,
+    's3-event': 0,
+    'webhook-enqueue': 0,
+    'handler-timeout': 0,
+  };
+  const total = () => Object.values(faults).reduce((a, b) => a + b, 0);
+  let armed = true;
+  const anonymizer = createStandInAnonymizer({ stepMs: o.stepMs });
+  const closeable = { ...anonymizer, close: async () => undefined }; // shared across restarts
+
+  const start = async (): Promise<LocalStack> => {
+    const s = await startLocalStack({
+      port: 0,
+      webPage: false,
+      dataDir: dir,
+      sweepIntervalMs: 300,
+      jobsVisibilityTimeout: 2,
+      maxReceiveCount: 6,
+      dropS3Event: () => {
+        if (armed && random() < o.pS3Event) {
+          faults['s3-event']++;
+          return true;
+        }
+        return false;
+      },
+      env: {
+        RECONCILE_AFTER_SECONDS: '2',
+        OUTBOX_GRACE_SECONDS: '1',
+        WEBHOOK_RETRY_BASE_SECONDS: '1',
+        WEBHOOK_TIMEOUT_MS: '2000',
+        IDEMPOTENCY_LOCK_SECONDS: '3',
+        ORPHAN_INPUT_SECONDS: '5',
+      },
+    });
+    s.ctx.clients.sqs.middlewareStack.add(
+      (next) => async (args) => {
+        const input = args.input as { QueueUrl?: string; MessageBody?: string };
+        if (
+          armed &&
+          input.MessageBody &&
+          input.QueueUrl === s.ctx.cfg.webhooksQueueUrl &&
+          random() < o.pWebhookEnqueue
+        ) {
+          faults['webhook-enqueue']++;
+          throw Object.assign(new Error('chaos: webhook enqueue failed'), { name: 'ServiceUnavailable' });
+        }
+        return next(args);
+      },
+      { step: 'initialize', name: 'chaosSqs' },
+    );
+    s.ctx.clients.ddb.middlewareStack.add(
+      (next) => async (args) => {
+        if (armed && random() < o.pHandlerTimeout) {
+          faults['handler-timeout']++;
+          throw Object.assign(new Error('chaos: handler timed out'), { name: 'TimeoutError' });
+        }
+        return next(args);
+      },
+      { step: 'initialize', name: 'chaosDdb' },
+    );
+    return s;
+  };
+  const newWorker = (s: LocalStack) =>
+    startWorker(s.ctx, closeable, {
+      waitTimeSeconds: 1,
+      visibilityTimeout: 2,
+      heartbeatInterval: 1,
+      shutdownGraceMs: 500,
+    });
+
+  let stack = await start();
+  let worker: RunningWorker = newWorker(stack);
+  let restarting: Promise<void> | null = null;
+
+  // Submitting: each job with its own Idempotency-Key, retried until accepted (the API may hit injected faults
+  // or a dead stack).
+  const submitted: string[] = [];
+  const submit = async (n: number) => {
+    const key = `chaos-${o.seed}-${n}`;
+    for (let attempt = 0; attempt < 200; attempt++) {
+      await restarting;
+      try {
+        const form = new FormData();
+        for (let i = 0; i < o.imagesPerJob; i++)
+          form.append('image', new Blob([SAMPLE], { type: 'image/jpeg' }), `p${i}.jpg`);
+        form.append('options', JSON.stringify({ steps: o.steps }));
+        form.append('webhook', hook.url);
+        const res = await fetch(`${stack.url}/v1/jobs`, {
+          method: 'POST',
+          body: form,
+          headers: { authorization: `Bearer ${stack.apiKey}`, 'idempotency-key': key },
+        });
+        const body = (await res.json()) as { id?: string };
+        if (res.status === 202 && body.id) {
+          if (!submitted.includes(body.id)) submitted.push(body.id);
+          return;
+        }
+      } catch {
+        // stack down: retry
+      }
+      await sleep(100 + random() * 200);
+    }
+    throw new Error(`job ${n} was never accepted`);
+  };
+
+  const submitting = (async () => {
+    for (let n = 0; n < o.jobs; n++) {
+      await submit(n);
+      await sleep(random() * 150);
+    }
+  })();
+
+  // Scheduled kills at random points.
+  let nextWorkerKill = Date.now() + random() * o.workerKillEveryMs * 2;
+  let nextStackKill = Date.now() + o.stackKillEveryMs * (0.5 + random());
+  let submittedAll = false;
+  void submitting.then(() => (submittedAll = true));
+  // Until enough faults fired, each kind at least once (bounded: maxFaultPhaseMs).
+  const tFaults = Date.now();
+  const everyKind = () => Object.values(faults).every((n) => n > 0);
+  while (
+    !(submittedAll && total() >= o.minFaults && everyKind()) &&
+    Date.now() - tFaults < o.maxFaultPhaseMs
+  ) {
+    await sleep(50);
+    const now = Date.now();
+    if (Math.random() < 0.01)
+      log(`faults ${total()} ${JSON.stringify(faults)}, submitted ${submitted.length}`);
+    if (now >= nextStackKill) {
+      nextStackKill = now + o.stackKillEveryMs * (0.5 + random());
+      faults['stack-kill']++;
+      log(`stack-kill #${faults['stack-kill']} (faults so far ${total()})`);
+      let done!: () => void;
+      restarting = new Promise((r) => (done = r));
+      await worker.crash();
+      await stack.kill();
+      await sleep(random() * 300);
+      stack = await start();
+      worker = newWorker(stack);
+      done();
+      restarting = null;
+    } else if (now >= nextWorkerKill) {
+      nextWorkerKill = now + o.workerKillEveryMs * (0.5 + random());
+      faults['worker-kill']++;
+      await worker.crash();
+      await sleep(random() * 200);
+      worker = newWorker(stack);
+    }
+  }
+  await submitting;
+  armed = false;
+  log(`faults stopped: ${total()}; settling`);
+
+  // Settle: every job terminal and every finished job's webhook delivered (or the deadline).
+  const tSettle = Date.now();
+  const scan = async <T>(table: string): Promise<T[]> => {
+    const out: T[] = [];
+    let startKey: Record<string, unknown> | undefined;
+    do {
+      const r = await stack.ctx.clients.ddb.send(
+        new ScanCommand({ TableName: table, ExclusiveStartKey: startKey, ConsistentRead: true }),
+      );
+      out.push(...((r.Items ?? []) as T[]));
+      startKey = r.LastEvaluatedKey;
+    } while (startKey);
+    return out;
+  };
+  const received = () => {
+    const m = new Map<string, number>();
+    for (const r of hook.received)
+      m.set(r.headers['webhook-id']!, (m.get(r.headers['webhook-id']!) ?? 0) + 1);
+    return m;
+  };
+  for (;;) {
+    const items = await scan<JobItem | ImageItem>(stack.ctx.cfg.jobsTable);
+    const jobs = items.filter((i): i is JobItem => i.sk === 'JOB' && i.status !== 'deleted');
+    const open = jobs.filter((j) => j.status === 'queued' || j.status === 'running');
+    const got = received();
+    const waiting = jobs.filter((j) => j.webhookUrl && !got.has(`msg_${j.jobId}`));
+    if ((open.length === 0 && waiting.length === 0) || Date.now() - tSettle > o.settleMs) break;
+    if (Math.random() < 0.1)
+      log(
+        `settling: ${open.length} open jobs, ${waiting.length} webhooks waiting, ${Date.now() - tSettle} ms`,
+      );
+    await sleep(500);
+  }
+  await sleep(2500); // time for any duplicate to show up
+  const settleMs = Date.now() - tSettle;
+
+  // The books.
+  const items = await scan<JobItem | ImageItem>(stack.ctx.cfg.jobsTable);
+  const jobs = items.filter((i): i is JobItem => i.sk === 'JOB' && i.status !== 'deleted');
+  // Image items of a request that died before writing its job are invisible (TTL removes them): not counted.
+  const jobIds = new Set(jobs.map((j) => j.jobId));
+  const images = items.filter((i): i is ImageItem => String(i.sk).startsWith('IMG#') && jobIds.has(i.jobId));
+  const usage = await scan<UsageItem>(stack.ctx.cfg.usageTable);
+  const bills = new Map<string, number>();
+  for (const u of usage)
+    bills.set(`${u.jobId}/${u.imageId}`, (bills.get(`${u.jobId}/${u.imageId}`) ?? 0) + 1);
+  const got = received();
+  const originals = await stack.ctx.clients.s3.send(
+    new ListObjectsV2Command({ Bucket: stack.ctx.cfg.uploadsBucket, Prefix: 'inputs/' }),
+  );
+  const finished = jobs.filter((j) => j.status === 'completed' || j.status === 'failed');
+  const books: ChaosBooks = {
+    seed: o.seed,
+    faults: total(),
+    faultsByKind: faults,
+    jobs: jobs.length,
+    images: images.length,
+    imagesDone: images.filter((i) => i.status === 'done').length,
+    imagesFailed: images.filter((i) => i.status === 'failed').length,
+    lostJobs: jobs.length - finished.length + Math.max(0, o.jobs - jobs.length),
+    doubleBills: [...bills.values()].filter((n) => n > 1).length,
+    failedButBilled: images.filter((i) => i.status === 'failed' && bills.has(`${i.jobId}/${i.imageId}`))
+      .length,
+    doneButUnbilled: images.filter((i) => i.status === 'done' && !bills.has(`${i.jobId}/${i.imageId}`))
+      .length,
+    webhooksExpected: finished.filter((j) => j.webhookUrl).length,
+    lostWebhooks: finished.filter((j) => j.webhookUrl && !got.has(`msg_${j.jobId}`)).length,
+    duplicatedWebhooks: [...got.values()].filter((n) => n > 1).length,
+    leftoverOriginals: originals.KeyCount ?? 0,
+    settleMs,
+    wallMs: Date.now() - t0,
+  };
+  await worker.stop();
+  await stack.stop();
+  await hook.close();
+  await rm(dir, { recursive: true, force: true });
+  return books;
+}
