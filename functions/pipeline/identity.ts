@@ -13,6 +13,7 @@ import { clipBox, FaceApi, type FaceApiOptions } from '../../models/faceapi/inde
 import {
   euclideanDistance,
   openRecognizer,
+  POLICY_RECOGNIZERS,
   type Recognizer,
   type RecognizerName,
   type RecognizerOptions,
@@ -212,8 +213,7 @@ export function loadCalibration(path = CALIBRATION_PATH): Calibration {
   return c;
 }
 
-/** The recognizers whose verdicts the policy combines (chosen on the calibration figures, see README). */
-export const POLICY_RECOGNIZERS: readonly RecognizerName[] = ['faceapi-128', 'faceres'];
+export { POLICY_RECOGNIZERS };
 
 export interface CombinedVerdict {
   /** The policy's answer: is this face still recognisable? */

@@ -44,6 +44,12 @@ export const RECOGNIZER_NAMES: readonly RecognizerName[] = [
   'mobileface',
 ];
 
+/**
+ * The recognizers whose verdicts the privacy policy combines, chosen on the calibration figures
+ * (models/recognizers/calibration.json, README "What we guarantee"): face-api's 128-D net and faceres.
+ */
+export const POLICY_RECOGNIZERS: readonly RecognizerName[] = ['faceapi-128', 'faceres'];
+
 interface HumanSpec {
   file: string;
   size: number;

@@ -127,7 +127,8 @@ const q = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
 };
-const r4 = (x: number) => Number(x.toFixed(4));
+// Four significant digits: distances span 1e-4 (mobilefacenet) to 1.
+const r4 = (x: number) => Number(x.toPrecision(4));
 
 export default async function calibrate(args: string[]): Promise<void> {
   const write = args.includes('--write');
