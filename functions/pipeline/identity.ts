@@ -8,6 +8,7 @@
  * face-api's FaceMatcher default): below it, two faces are considered the same person.
  */
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { clipBox, FaceApi, type FaceApiOptions } from '../../models/faceapi/index.js';
 import {
@@ -49,6 +50,11 @@ export interface IdentityCheckerOptions extends Omit<RecognizerOptions, 'faceapi
   recognizers?: readonly RecognizerName[];
   /** Calibration (default: the repository's, models/recognizers/calibration.json). */
   calibration?: Calibration;
+}
+
+/** Options that read the recognizers from a model bundle (`<bundle>/human`, copied by the bundle build). */
+export function identityOptionsForBundle(bundleDir: string): IdentityCheckerOptions {
+  return { humanModelDir: join(bundleDir, 'human') };
 }
 
 export class IdentityChecker {
