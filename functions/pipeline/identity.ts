@@ -77,6 +77,21 @@ export class IdentityChecker {
     return this.calibrationCache;
   }
 
+  /** Original photos' embeddings, reused across a face's retries (the original does not change). */
+  private readonly originals = new WeakMap<RgbImage, Map<string, Float32Array | null>>();
+
+  private async originalEmbedding(
+    rec: Recognizer,
+    image: RgbImage,
+    face: { box: Box; landmarks: readonly Point[] },
+  ): Promise<Float32Array | null> {
+    let m = this.originals.get(image);
+    if (!m) this.originals.set(image, (m = new Map()));
+    const key = `${rec.name}:${face.landmarks.map((p) => `${p[0]},${p[1]}`).join(';')}`;
+    if (!m.has(key)) m.set(key, await rec.embed(image, face));
+    return m.get(key)!;
+  }
+
   private recognizer(name: RecognizerName): Recognizer {
     let r = this.recognizerSet.get(name);
     if (!r) {
@@ -107,7 +122,7 @@ export class IdentityChecker {
       if (!c)
         throw new Error(`recognizer ${name} has no calibration; run npm run bench -- calibrate --write`);
       const rec = this.recognizer(name);
-      let a = await rec.embed(original, face);
+      let a = await this.originalEmbedding(rec, original, face);
       let b = a && (await rec.embed(anonymized, { box: face.box, landmarks: lm }));
       if ((!a || !b) && name === 'faceapi-128') {
         const box = clipBox(face.box, original.width, original.height);
