@@ -7,7 +7,12 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import sharp from 'sharp';
-import { DETECT_MODES, FaceDetector, type DetectMode } from '../../functions/pipeline/detect.js';
+import {
+  DETECT_MODES,
+  FaceDetector,
+  plannedPasses,
+  type DetectMode,
+} from '../../functions/pipeline/detect.js';
 import { FaceApi } from '../../models/faceapi/index.js';
 import { ALL_BUCKETS, generateScenes, matchFaces, type Scene } from '../coverage/scenes.js';
 import { report } from './report.js';
@@ -30,16 +35,50 @@ export default async function coverage(args: string[]): Promise<void> {
   for (const m of modes) if (!DETECT_MODES.includes(m)) throw new RangeError(`unknown mode ${m}`);
   const buckets = arg(args, '--buckets')?.split(',') ?? ALL_BUCKETS;
   const png = arg(args, '--png') ?? 'var/bench/coverage.png';
+  // Size scenes on a 3-MP canvas by default (22 faces each, the 12-MP canvas is timed apart): the thorough
+  // mode on six 12-MP canvases would take the better part of an hour on this 2-core machine.
+  const [cw, ch] = (arg(args, '--canvas') ?? '2000x1500').split('x').map(Number);
   const models = new FaceApi({ threads: 2 });
   const detector = new FaceDetector(models);
   let t = performance.now();
-  const scenes = await generateScenes({ buckets, models });
+  const samples = arg(args, '--samples')?.split(',').map(Number);
+  const scenes = await generateScenes({
+    buckets,
+    models,
+    canvas: { width: cw, height: ch },
+    ...(samples ? { samples } : {}),
+  });
+  // Load-independent cost: SSD passes per 12-MP photo and per mode, and the time of one pass now.
+  const probe = scenes[0]?.image ?? { width: 512, height: 512, data: new Uint8Array(512 * 512 * 3) };
+  await models.detect(probe);
+  t = performance.now();
+  for (let i = 0; i < 3; i++) await models.detect(probe);
+  const passMs = (performance.now() - t) / 3;
+  report('coverage', 'ssd_pass', passMs, 'ms');
+  for (const mode of DETECT_MODES) {
+    const n = plannedPasses(4000, 3000, mode);
+    report('coverage', 'passes_12mp', n, 'passes', { mode, estimated_ms: Math.round(n * passMs) });
+  }
   report('coverage', 'generate_scenes', performance.now() - t, 'ms', { scenes: scenes.length });
   const table = new Map<string, Map<DetectMode, Cell>>();
+  let big: Scene | undefined;
   for (const mode of modes) {
     for (const s of scenes) {
       t = performance.now();
       const found = await detector.detect(s.image, { mode });
+      if (process.env.COVERAGE_VERBOSE)
+        console.error(
+          mode,
+          s.name,
+          `${
+            matchFaces(
+              found.map((f) => f.box),
+              s.faces,
+            ).hits
+          }/${s.faces.length}`,
+          found.length,
+          Math.round(performance.now() - t),
+        );
       const ms = performance.now() - t;
       const m = matchFaces(
         found.map((f) => f.box),
@@ -68,14 +107,13 @@ export default async function coverage(args: string[]): Promise<void> {
       else
         report('coverage', 'false_per_image', c.extra / c.images, 'detections', { ...extra, false: c.extra });
     }
-    // 12 MP: the size-32 canvas (22 faces on 4000×3000) if it was generated, else a fresh one.
-    const big =
-      scenes.find((s: Scene) => s.bucket === 'size-32') ??
-      (await generateScenes({ buckets: ['size-32'], models }))[0];
-    await detector.detect(big.image, { mode });
+    // 12 MP: the size-32 scene on a 4000×3000 canvas (22 faces). Sessions are warm by now.
+    if (args.includes('--no-12mp')) continue;
+    big ??= (await generateScenes({ buckets: ['size-32'], models }))[0];
     t = performance.now();
-    const reps = 2;
-    for (let i = 0; i < reps; i++) await detector.detect(big.image, { mode });
+    const reps = 1;
+    let last: Awaited<ReturnType<FaceDetector['detect']>> = [];
+    for (let i = 0; i < reps; i++) last = await detector.detect(big.image, { mode });
     report('coverage', 'detect_12mp', (performance.now() - t) / reps, 'ms', {
       mode,
       width: big.image.width,
