@@ -116,6 +116,11 @@ export default async function coverage(args: string[]): Promise<void> {
     for (let i = 0; i < reps; i++) last = await detector.detect(big.image, { mode });
     report('coverage', 'detect_12mp', (performance.now() - t) / reps, 'ms', {
       mode,
+      faces_found: matchFaces(
+        last.map((f) => f.box),
+        big.faces,
+      ).hits,
+      faces: big.faces.length,
       width: big.image.width,
       height: big.image.height,
     });
