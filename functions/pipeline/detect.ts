@@ -179,7 +179,16 @@ export class FaceDetector {
         }
       }
     }
-    const merged = mergeCandidates(candidates).slice(0, opts.maxFaces);
+    // Known defect: landmarks computed in a turned frame are wrong when the SSD scored the face best in a frame
+    // where it is not upright (it also scores turned faces). Until the frame is chosen by the face's own
+    // orientation, a face also found by an upright pass takes that pass's frame for its landmarks and angle.
+    const merged = mergeCandidates(candidates)
+      .slice(0, opts.maxFaces)
+      .map((c) => {
+        if (c.angle === 0) return c;
+        const upright = candidates.find((u) => u.angle === 0 && overlapRatio(u.box, c.box) > 0.5);
+        return upright ? { ...upright, box: c.box, score: c.score } : c;
+      });
     const faces: DetectedFace[] = [];
     for (const c of merged) {
       if (Math.min(c.box.width, c.box.height) < opts.minFaceSize) continue;
@@ -283,6 +292,13 @@ function unturnBox(b: FrameBox, angle: Rotation, W: number, H: number): Box {
   const [ax, ay] = unturnPoint(b.x0, b.y0, angle, W, H);
   const [bx, by] = unturnPoint(b.x1, b.y1, angle, W, H);
   return { x: Math.min(ax, bx), y: Math.min(ay, by), width: Math.abs(bx - ax), height: Math.abs(by - ay) };
+}
+
+/** Intersection over the smaller box. */
+function overlapRatio(a: Box, b: Box): number {
+  const ix = Math.max(0, Math.min(a.x + a.width, b.x + b.width) - Math.max(a.x, b.x));
+  const iy = Math.max(0, Math.min(a.y + a.height, b.y + b.height) - Math.max(a.y, b.y));
+  return (ix * iy) / Math.min(a.width * a.height, b.width * b.height);
 }
 
 function clip(b: Box, W: number, H: number): Box | null {
