@@ -1,0 +1,124 @@
+import { createHash } from 'node:crypto';
+import { afterAll, describe, expect, it } from 'vitest';
+import { FaceDetector, mergeCandidates, pyramid, tiles } from '../../functions/pipeline/detect.js';
+import { FaceApi, type Point } from '../../models/faceapi/index.js';
+import { generateScenes, matchFaces, sampleTruth } from '../coverage/scenes.js';
+
+const models = new FaceApi({ threads: 2 });
+const detector = new FaceDetector(models);
+afterAll(() => models.close());
+
+const hash = (d: Uint8Array) => createHash('sha256').update(d).digest('hex');
+
+describe('coverage scene generator', () => {
+  it('is deterministic, seeded, and keeps the ground truth inside the image', async () => {
+    const opts = {
+      buckets: ['size-20', 'rot+30', 'none-texture'],
+      samples: [1],
+      canvas: { width: 640, height: 480 },
+      models,
+    };
+    const a = await generateScenes(opts);
+    const b = await generateScenes(opts);
+    expect(a.map((s) => s.name)).toEqual(b.map((s) => s.name));
+    expect(a.map((s) => hash(s.image.data))).toEqual(b.map((s) => hash(s.image.data)));
+    expect(a.map((s) => s.faces)).toEqual(b.map((s) => s.faces));
+    const c = await generateScenes({ ...opts, seed: 2 });
+    expect(hash(c[0].image.data)).not.toBe(hash(a[0].image.data));
+    const small = a.find((s) => s.bucket === 'size-20')!;
+    expect(small.faces).toHaveLength(3);
+    for (const f of small.faces) {
+      expect(f.width).toBeCloseTo(20, 0);
+      expect(f.x).toBeGreaterThanOrEqual(0);
+      expect(f.x + f.width).toBeLessThanOrEqual(640);
+    }
+    expect(a.filter((s) => s.bucket === 'none-texture').every((s) => s.faces.length === 0)).toBe(true);
+  });
+});
+
+describe('detection of small and turned faces', () => {
+  it('finds 20-px faces in a scene that a single whole-image pass misses', async () => {
+    const [scene] = await generateScenes({
+      buckets: ['size-20'],
+      samples: [1],
+      canvas: { width: 640, height: 480 },
+      models,
+    });
+    const single = await models.detect(scene.image);
+    expect(
+      matchFaces(
+        single.map((d) => d.box),
+        scene.faces,
+      ).hits,
+    ).toBeLessThan(3);
+    // `default` promises 24 px; 16-20 px faces are the thorough mode's (the residual scan's) promise.
+    const found = await detector.detect(scene.image, { mode: 'thorough' });
+    const m = matchFaces(
+      found.map((f) => f.box),
+      scene.faces,
+    );
+    expect(m.hits).toBe(3);
+    expect(m.extra).toHaveLength(0);
+  });
+
+  // Known defect (reported): landmarks of faces found only by a turned pass can come from a frame where the face
+  // is not upright (mean error 455 px on sample1 turned 90°). `it.fails` flags the day this starts to pass.
+  it.fails(
+    'finds the faces of a photo turned 90° (no EXIF), once each, with landmarks that follow the face',
+    async () => {
+      const [scene] = await generateScenes({ buckets: ['rot-90'], samples: [1], models });
+      const [truth] = await sampleTruth([1], models);
+      const found = await detector.detect(scene.image);
+      const m = matchFaces(
+        found.map((f) => f.box),
+        scene.faces,
+      );
+      expect(m.hits).toBe(3);
+      expect(found).toHaveLength(3); // merged across passes, not duplicated
+      const H = truth.image.height;
+      for (const f of found) {
+        // The SSD also scores turned faces, so the best-scoring pass (f.angle) need not be the upright one.
+        expect([0, 90, 180, 270]).toContain(f.angle);
+        // Landmarks = the upright photo's landmarks turned with it (x' = H − y, y' = x), to a few % of the face.
+        const t = truth.faces
+          .map((g) => g.landmarks.map(([x, y]): Point => [H - y, x]))
+          .map((lm) => ({
+            lm,
+            err:
+              lm.reduce((e, p, k) => e + Math.hypot(p[0] - f.landmarks[k][0], p[1] - f.landmarks[k][1]), 0) /
+              68,
+          }))
+          .sort((p, q) => p.err - q.err)[0];
+        expect(t.err).toBeLessThan(0.06 * f.box.width);
+      }
+    },
+  );
+});
+
+describe('pass planning and merging', () => {
+  it('tiles cover the level with the promised overlap', () => {
+    const t = tiles(2000, 700);
+    const xs = [...new Set(t.map((p) => p.x))];
+    const ys = [...new Set(t.map((p) => p.y))];
+    expect(xs[0]).toBe(0);
+    expect(xs[xs.length - 1] + 512).toBe(2000);
+    for (let i = 1; i < xs.length; i++) expect(xs[i - 1] + 512 - xs[i]).toBeGreaterThanOrEqual(128);
+    expect(ys).toEqual([0, 188]);
+    expect(tiles(500, 300)).toEqual([{ x: 0, y: 0, count: 1 }]);
+  });
+
+  it('the pyramid goes from the whole image to the scale where the smallest face is large enough', () => {
+    const p = pyramid(4000, 3000, 20);
+    expect(p[0]).toBeCloseTo(512 / 4000);
+    for (let i = 1; i < p.length; i++) expect(p[i] / p[i - 1]).toBeLessThanOrEqual(2 + 1e-9);
+    expect(p[p.length - 1] * 20).toBeGreaterThanOrEqual(30);
+  });
+
+  it('merges a face cut by a tile edge and the same face seen twice, keeps distinct neighbours', () => {
+    const face = { box: { x: 100, y: 100, width: 40, height: 50 }, score: 0.9 };
+    const half = { box: { x: 100, y: 100, width: 22, height: 50 }, score: 0.7 };
+    const again = { box: { x: 103, y: 98, width: 42, height: 52 }, score: 0.8 };
+    const neighbour = { box: { x: 142, y: 102, width: 38, height: 48 }, score: 0.6 };
+    expect(mergeCandidates([half, again, face, neighbour])).toEqual([face, neighbour]);
+  });
+});
