@@ -191,7 +191,6 @@ export class FaceApi {
     const minConfidence = options.minConfidence ?? 0.5;
     const maxResults = options.maxResults ?? 100;
     const iouThreshold = options.iouThreshold ?? 0.5;
-    const session = await this.session('ssd');
     const layout = squareLayout(img.width, img.height, false);
     const input = cropPadResize(
       img,
@@ -201,6 +200,25 @@ export class FaceApi {
       [127.5, 127.5, 127.5],
       1 / 127.5,
     );
+    const { boxes, scores } = await this.ssdDecoded(input);
+    const keep = nonMaxSuppression(boxes, scores, maxResults, iouThreshold, minConfidence);
+    const S = layout.side;
+    return keep.map((i) => {
+      const top = Math.max(0, boxes[i * 4]) * S;
+      const left = Math.max(0, boxes[i * 4 + 1]) * S;
+      const bottom = Math.min(1, boxes[i * 4 + 2]) * S;
+      const right = Math.min(1, boxes[i * 4 + 3]) * S;
+      return { box: { x: left, y: top, width: right - left, height: bottom - top }, score: scores[i] };
+    });
+  }
+
+  /**
+   * Runs the SSD on one prepared 512×512 input (NCHW, (v − 127.5) / 127.5) and decodes every anchor:
+   * boxes as [ymin, xmin, ymax, xmax] rows relative to the input, and face scores (sigmoid). Callers that
+   * tile or rotate the photo (functions/pipeline/detect.ts) prepare their own inputs and use this.
+   */
+  async ssdDecoded(input: Float32Array): Promise<{ boxes: Float32Array; scores: Float32Array }> {
+    const session = await this.session('ssd');
     const out = await session.run({ image: input });
     const enc = out.box_encodings.data;
     const logits = out.class_logits.data;
@@ -223,15 +241,7 @@ export class FaceApi {
       boxes[a + 3] = cx + hw;
       scores[i] = 1 / (1 + Math.exp(-logits[i * 3 + 1]));
     }
-    const keep = nonMaxSuppression(boxes, scores, maxResults, iouThreshold, minConfidence);
-    const S = layout.side;
-    return keep.map((i) => {
-      const top = Math.max(0, boxes[i * 4]) * S;
-      const left = Math.max(0, boxes[i * 4 + 1]) * S;
-      const bottom = Math.min(1, boxes[i * 4 + 2]) * S;
-      const right = Math.min(1, boxes[i * 4 + 3]) * S;
-      return { box: { x: left, y: top, width: right - left, height: bottom - top }, score: scores[i] };
-    });
+    return { boxes, scores };
   }
 
   /**
