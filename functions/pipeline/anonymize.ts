@@ -26,7 +26,7 @@
  *   landmarks, unreliable landmarks still get 'pixelate'). Fallbacks are applied after every FALCO face, so no
  *   later paste can uncover them.
  * - **Residual scan**: after every face is covered, the detector runs again on the output at a high-recall
- *   setting; a face whose box core is not at least half covered by a FALCO mask or a fallback region was
+ *   setting (detect.ts 'thorough'); a face whose box core is not at least half covered by a FALCO mask or a fallback region was
  *   missed (or half-missed) and is covered by the strong fallback, marked `residual: true` — or, with
  *   `onResidual: 'fail'`, the image fails with PrivacyError.
  * - **e4e input**: the face is aligned directly at 256 px from the photo (FFHQ alignment, area
@@ -75,7 +75,7 @@ export interface AnonymizerConfig {
   bundleDir: string;
   engine?: EngineOptions;
   detect?: DetectFacesOptions;
-  /** Detector settings of the residual scan (default: score ≥ 0.3, more recall than the first pass). */
+  /** Detector settings of the residual scan (default: the detector's high-recall 'thorough' mode). */
   residualDetect?: DetectFacesOptions;
   limits?: Partial<ImageLimits>;
   /** Create every session at start-up instead of on first use (default true: workers and the CLI want it). */
@@ -104,7 +104,7 @@ export const POLICY_DEFAULTS = {
   onResidual: 'anonymize',
 } as const satisfies Pick<ResolvedOptions, 'smallFaces' | 'onRecognisable' | 'onResidual'>;
 
-const RESIDUAL_DETECT: DetectFacesOptions = { scoreThreshold: 0.3 };
+const RESIDUAL_DETECT: DetectFacesOptions = { mode: 'thorough' };
 /** A residual detection is a missed face when less than this share of its box core is covered. */
 const RESIDUAL_COVER = 0.5;
 

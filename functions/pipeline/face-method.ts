@@ -79,46 +79,61 @@ export const MIRROR_68: readonly number[] = (() => {
   return m;
 })();
 
-/** A horizontally mirrored copy of the integer box `b` of `img` (RGB only). */
-function mirroredCrop(img: RgbImage, b: { x: number; y: number; width: number; height: number }): RgbImage {
-  const out = new Uint8Array(b.width * b.height * 3);
-  for (let y = 0; y < b.height; y++) {
-    const srcRow = ((b.y + y) * img.width + b.x) * 3;
-    const dstRow = y * b.width * 3;
-    for (let x = 0; x < b.width; x++) {
-      const s = srcRow + (b.width - 1 - x) * 3;
-      const d = dstRow + x * 3;
+export type QuarterTurn = 0 | 90 | 180 | 270;
+
+/**
+ * Crop-local position (in the w×h box) of a point of the box turned `angle` clockwise: the same convention as
+ * the detector's `angle` (the turn under which the face is upright).
+ */
+function unturn(u: number, v: number, angle: QuarterTurn, w: number, h: number): [number, number] {
+  if (angle === 90) return [v, h - u];
+  if (angle === 180) return [w - u, h - v];
+  if (angle === 270) return [w - v, u];
+  return [u, v];
+}
+
+/** The integer box `b` of `img` turned `angle` clockwise (face upright) and mirrored left↔right. */
+function uprightMirror(
+  img: RgbImage,
+  b: { x: number; y: number; width: number; height: number },
+  angle: QuarterTurn,
+): RgbImage {
+  const [fw, fh] = angle % 180 ? [b.height, b.width] : [b.width, b.height];
+  const out = new Uint8Array(fw * fh * 3);
+  for (let v = 0; v < fh; v++)
+    for (let u = 0; u < fw; u++) {
+      const [lx, ly] = unturn(fw - u - 0.5, v + 0.5, angle, b.width, b.height);
+      const s = ((b.y + Math.floor(ly)) * img.width + b.x + Math.floor(lx)) * 3;
+      const d = (v * fw + u) * 3;
       out[d] = img.data[s]!;
       out[d + 1] = img.data[s + 1]!;
       out[d + 2] = img.data[s + 2]!;
     }
-  }
-  return { width: b.width, height: b.height, data: out };
+  return { width: fw, height: fh, data: out };
 }
 
 /**
- * Mean distance between the landmarks and the landmarks of the mirrored crop (mirrored back, left↔right swapped),
- * divided by the box side (√(w·h) of the clipped box). ~0.02-0.04 for frontal faces of any usable size;
- * Infinity when the box has no pixels in the image.
+ * Mean distance between the landmarks and the landmarks of the mirrored upright crop (mirrored back, left↔right
+ * swapped), divided by the box side (√(w·h) of the clipped box). `angle`: the quarter turn under which the face
+ * is upright (the detector's). ~0.02-0.05 for frontal faces of usable size; Infinity for a box off the image.
  */
 export async function landmarkInconsistency(
   models: FaceApi,
   image: RgbImage,
   box: Box,
   landmarks: readonly Point[],
+  angle: QuarterTurn = 0,
 ): Promise<number> {
   const b = clipBox(box, image.width, image.height);
   if (!b) return Infinity;
-  const flipped = mirroredCrop(image, b);
-  const lm = await models.landmarks(flipped, { x: 0, y: 0, width: b.width, height: b.height });
+  const mirrored = uprightMirror(image, b, angle);
+  const lm = await models.landmarks(mirrored, { x: 0, y: 0, width: mirrored.width, height: mirrored.height });
   if (!lm) return Infinity;
   let sum = 0;
   for (let k = 0; k < 68; k++) {
     const q = lm[MIRROR_68[k]!]!;
-    // Mirrored crop x' ↔ photo x = b.x + b.width − x'.
-    const x = b.x + b.width - q[0];
-    const y = b.y + q[1];
-    sum += Math.hypot(x - landmarks[k]![0], y - landmarks[k]![1]);
+    const [lx, ly] = unturn(mirrored.width - q[0], q[1], angle, b.width, b.height);
+    sum += Math.hypot(b.x + lx - landmarks[k]![0], b.y + ly - landmarks[k]![1]);
   }
   return sum / 68 / Math.sqrt(b.width * b.height);
 }
@@ -175,7 +190,7 @@ export function maskBoxCoverage(box: Box, landmarks: readonly Point[]): number {
 export async function chooseMethod(
   models: FaceApi,
   image: RgbImage,
-  face: { box: Box; landmarks: readonly Point[] },
+  face: { box: Box; landmarks: readonly Point[]; angle?: QuarterTurn },
   t: MethodThresholds = {},
 ): Promise<MethodChoice> {
   const minPx = t.minFacePx ?? MIN_FALCO_FACE_PX;
@@ -185,7 +200,7 @@ export async function chooseMethod(
   if (sizePx < minPx) return { falco: false, reason: 'small', sizePx };
   const boxCover = maskBoxCoverage(face.box, face.landmarks);
   if (!(boxCover >= minCover)) return { falco: false, reason: 'landmarks', sizePx, boxCover };
-  const inconsistency = await landmarkInconsistency(models, image, face.box, face.landmarks);
+  const inconsistency = await landmarkInconsistency(models, image, face.box, face.landmarks, face.angle ?? 0);
   if (!(inconsistency <= maxInc))
     return { falco: false, reason: 'landmarks', sizePx, boxCover, inconsistency };
   return { falco: true, sizePx, boxCover, inconsistency };

@@ -84,4 +84,18 @@ describe('face method choice', () => {
     const choice = await chooseMethod(models, up, { box, landmarks: lm });
     expect(choice).toMatchObject({ falco: false, reason: 'landmarks' });
   });
+
+  it('a turned face found upright in its frame (detector angle) is judged in that frame', async () => {
+    const up = turned(image);
+    const found = await new FaceDetector(models).detect(up);
+    const big = found.filter((f) => f.angle !== 0 && f.box.width > 100);
+    expect(big.length).toBeGreaterThan(0);
+    for (const f of big) {
+      expect(await landmarkInconsistency(models, up, f.box, f.landmarks, f.angle)).toBeLessThan(0.06);
+      // The same landmarks judged as if the face were upright disagree with their mirror image.
+      expect(await landmarkInconsistency(models, up, f.box, f.landmarks, 0)).toBeGreaterThan(0.08);
+    }
+    const choices = await Promise.all(big.map((f) => chooseMethod(models, up, f)));
+    expect(choices.filter((c) => c.falco).length).toBeGreaterThanOrEqual(Math.ceil(big.length / 2));
+  });
 });
