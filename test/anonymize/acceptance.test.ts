@@ -92,7 +92,9 @@ describe('issue #10 acceptance (demo bundle)', () => {
   it('(b) sample1-6 and scaled variants all come back, every face marked with its method', async () => {
     const methods: Record<string, number> = {};
     for (const s of samples)
-      for (const scale of [1, 0.25]) {
+      // Half and quarter size: faces of ~85 and ~40 px (FALCO and, near the limit, the fallback), and the
+      // detector's passes stay affordable on the 2-core CI machine.
+      for (const scale of [0.5, 0.25]) {
         const scene = await turnedSample(s, 0, scale);
         const r = await anonymizeScene(scene);
         expect(r.outcome).toBe('ok');
