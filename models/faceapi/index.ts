@@ -10,6 +10,9 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import * as E from '../engine/index.js';
 import {
+  ATTRIBUTE_INPUT,
+  buildAgeGender,
+  buildFaceExpression,
   buildFaceLandmark68,
   buildFaceRecognition,
   buildSsdMobilenetV1,
@@ -51,7 +54,9 @@ export interface FaceApiOptions {
   modelDir?: string;
   /** onnxruntime intra-op threads (default: onnxruntime's choice). */
   threads?: number;
+  /** Default: FALCO_PROVIDER (see models/engine/runtime.ts), like the FALCO models. */
   provider?: 'auto' | 'cpu' | 'cuda';
+  log?: (msg: string) => void;
 }
 
 export function defaultModelDir(): string {
@@ -59,13 +64,28 @@ export function defaultModelDir(): string {
   return join(dirname(require.resolve('@vladmandic/face-api/package.json')), 'model');
 }
 
-type NetName = 'ssd' | 'landmarks' | 'recognition';
+export type NetName = 'ssd' | 'landmarks' | 'recognition' | 'expression' | 'ageGender';
 
 const MANIFEST: Record<NetName, string> = {
   ssd: 'ssd_mobilenetv1_model-weights_manifest.json',
   landmarks: 'face_landmark_68_model-weights_manifest.json',
   recognition: 'face_recognition_model-weights_manifest.json',
+  expression: 'face_expression_model-weights_manifest.json',
+  ageGender: 'age_gender_model-weights_manifest.json',
 };
+
+/** face-api's seven expression classes, in the expression net's output order. */
+export const EXPRESSIONS = ['neutral', 'happy', 'sad', 'angry', 'fearful', 'disgusted', 'surprised'] as const;
+export type Expression = (typeof EXPRESSIONS)[number];
+
+export interface RawAttributes {
+  /** Age regression, years. */
+  age: number;
+  /** P(male) from the gender softmax. */
+  male: number;
+  /** Expression probabilities in EXPRESSIONS order. */
+  expressions: number[];
+}
 
 /** Serialised ONNX for one net (exported so tooling can save it for inspection or a model bundle). */
 export function buildFaceApiOnnx(
@@ -73,12 +93,14 @@ export function buildFaceApiOnnx(
   modelDir = defaultModelDir(),
 ): { onnx: Uint8Array; weights: WeightMap } {
   const wm = WeightMap.load(join(modelDir, MANIFEST[net]));
-  const g =
-    net === 'ssd'
-      ? buildSsdMobilenetV1(wm)
-      : net === 'landmarks'
-        ? buildFaceLandmark68(wm)
-        : buildFaceRecognition(wm);
+  const builders: Record<NetName, (w: WeightMap) => E.Graph> = {
+    ssd: buildSsdMobilenetV1,
+    landmarks: buildFaceLandmark68,
+    recognition: buildFaceRecognition,
+    expression: buildFaceExpression,
+    ageGender: buildAgeGender,
+  };
+  const g = builders[net](wm);
   return { onnx: E.toBytes(g), weights: wm };
 }
 
@@ -143,6 +165,20 @@ export function recognitionBox(lm: readonly Point[], width: number, height: numb
   return clipBox({ x, y, width: size, height: size }, width, height);
 }
 
+/**
+ * The region face-api's age/gender and expression nets read for a face with landmarks (its `alignedRect`): the
+ * landmarks' bounding box grown by 20 % of its width and height (centred), clipped to the image and floored.
+ */
+export function attributeBox(lm: readonly Point[], width: number, height: number): IntBox | null {
+  const xs = lm.map((p) => p[0]);
+  const ys = lm.map((p) => p[1]);
+  const x0 = Math.min(...xs);
+  const y0 = Math.min(...ys);
+  const w = Math.max(...xs) - x0;
+  const h = Math.max(...ys) - y0;
+  return clipBox({ x: x0 - 0.1 * w, y: y0 - 0.1 * h, width: 1.2 * w, height: 1.2 * h }, width, height);
+}
+
 /** face-api's clipAtImageBorders + floor; null when nothing is left. */
 export function clipBox(b: FaceBox, width: number, height: number): IntBox | null {
   const x = Math.max(b.x, 0);
@@ -165,9 +201,11 @@ export class FaceApi {
       s = (async () => {
         const { onnx, weights } = buildFaceApiOnnx(net, this.options.modelDir ?? defaultModelDir());
         if (net === 'ssd') this.anchors = ssdAnchors(weights);
+        const log = this.options.log;
         return E.Session.create(onnx, {
-          provider: this.options.provider ?? 'cpu',
+          ...(this.options.provider ? { provider: this.options.provider } : {}),
           ...(this.options.threads ? { threads: this.options.threads } : {}),
+          ...(log ? { log: (m: string) => log(`faceapi ${net}: ${m}`) } : {}),
         });
       })();
       this.sessions.set(net, s);
@@ -288,6 +326,23 @@ export class FaceApi {
     const layout = squareLayout(box.width, box.height, true);
     const input = cropPadResize(img, box, layout, RECOGNITION_INPUT, FACE_MEAN_RGB, 1 / 255);
     return Float32Array.from((await session.run({ face: input })).descriptor.data);
+  }
+
+  /**
+   * Age, gender and expression of an image region taken as the face crop (face-api's preprocessing: centred
+   * square padding, 112 px, mean-RGB/255). `attributeBox` gives face-api's own region for a face.
+   */
+  async attributesOfBox(img: PixelSource, box: IntBox): Promise<RawAttributes> {
+    const [ag, ex] = await Promise.all([this.session('ageGender'), this.session('expression')]);
+    const layout = squareLayout(box.width, box.height, true);
+    const input = cropPadResize(img, box, layout, ATTRIBUTE_INPUT, FACE_MEAN_RGB, 1 / 255);
+    const a = await ag.run({ face: input });
+    const e = await ex.run({ face: input });
+    return {
+      age: a.age.data[0] as number,
+      male: a.gender.data[0] as number,
+      expressions: Array.from(e.expressions.data as Float32Array),
+    };
   }
 
   async close(): Promise<void> {

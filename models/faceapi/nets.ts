@@ -294,3 +294,108 @@ export function buildFaceRecognition(wm: WeightMap, batch = 1): E.Graph {
   g.output(fc, 'descriptor');
   return g;
 }
+
+// ---------------------------------------------------------------- FaceExpressionNet, AgeGenderNet (utility check)
+
+export const ATTRIBUTE_INPUT = 112;
+
+/**
+ * FaceExpressionNet (112×112): the landmark net's feature extractor (four dense blocks, its own weights),
+ * 7×7/2 average pool, FC 256→7, softmax over face-api's seven expressions.
+ */
+export function buildFaceExpression(wm: WeightMap, batch = 1): E.Graph {
+  const g = new E.Graph('face_expression');
+  const x = g.input('face', [batch, 3, ATTRIBUTE_INPUT, ATTRIBUTE_INPUT]);
+  let out = denseBlock4(g, x, wm, 'dense0', true);
+  out = denseBlock4(g, out, wm, 'dense1', false);
+  out = denseBlock4(g, out, wm, 'dense2', false);
+  out = denseBlock4(g, out, wm, 'dense3', false);
+  const feat = E.reshape(E.avgPool2d(out, 7, 2), [batch, -1]);
+  const fc = E.add(
+    E.matmul(feat, g.constant(wm.float('fc/weights', [256, 7]), [256, 7], 'fc.w')),
+    g.constant(wm.float('fc/bias', [7]), [7], 'fc.b'),
+  );
+  g.output(E.softmax(fc, -1), 'expressions');
+  return g;
+}
+
+/** MaxPool 3×3/2 with TF 'same' padding (ONNX pads with −∞, which is TF's semantics). */
+function maxPoolSame3x3s2(g: E.Graph, x: E.Tensor): E.Tensor {
+  const [N, C, H, W] = x.shape as [number, number, number, number];
+  const pad = (n: number): [number, number] => {
+    const total = Math.max((Math.ceil(n / 2) - 1) * 2 + 3 - n, 0);
+    return [Math.floor(total / 2), total - Math.floor(total / 2)];
+  };
+  const [t, b] = pad(H);
+  const [l, r] = pad(W);
+  return g.node1('MaxPool', [x], [N, C, Math.ceil(H / 2), Math.ceil(W / 2)], 'float32', {
+    kernel_shape: [3, 3],
+    strides: [2, 2],
+    pads: [t, l, b, r],
+  });
+}
+
+/** Conv with `<prefix>/filters` + `<prefix>/bias`, TF 'same' padding. */
+function filtersConv(g: E.Graph, x: E.Tensor, wm: WeightMap, prefix: string, stride: number): E.Tensor {
+  const w = wm.get(`${prefix}/filters`);
+  return conv(
+    g,
+    x,
+    {
+      weight: hwioToOihw(w.data as Float32Array, w.shape),
+      wshape: [w.shape[3], w.shape[2], w.shape[0], w.shape[1]],
+      bias: wm.float(`${prefix}/bias`),
+      stride,
+      padding: 'same',
+    },
+    prefix,
+  );
+}
+
+function xceptionReduction(
+  g: E.Graph,
+  x: E.Tensor,
+  wm: WeightMap,
+  prefix: string,
+  activate: boolean,
+): E.Tensor {
+  let out = activate ? E.relu(x) : x;
+  out = separable(g, out, wm, `${prefix}/separable_conv0`, 1);
+  out = separable(g, E.relu(out), wm, `${prefix}/separable_conv1`, 1);
+  out = maxPoolSame3x3s2(g, out);
+  return E.add(out, filtersConv(g, x, wm, `${prefix}/expansion_conv`, 2));
+}
+
+function xceptionMain(g: E.Graph, x: E.Tensor, wm: WeightMap, prefix: string): E.Tensor {
+  let out = separable(g, E.relu(x), wm, `${prefix}/separable_conv0`, 1);
+  out = separable(g, E.relu(out), wm, `${prefix}/separable_conv1`, 1);
+  out = separable(g, E.relu(out), wm, `${prefix}/separable_conv2`, 1);
+  return E.add(out, x);
+}
+
+/**
+ * AgeGenderNet (112×112): TinyXception with 2 middle blocks (entry conv 3×3/2 + ReLU, two reduction blocks —
+ * two separable convs, max-pool 3×3/2 'same', plus a 1×1/2 expansion shortcut —, two 3-conv residual blocks,
+ * an exit reduction block, a separable conv to 512 + ReLU), 7×7/2 average pool, FC 512→1 (age in years) and
+ * FC 512→2 + softmax (gender: [male, female]).
+ */
+export function buildAgeGender(wm: WeightMap, batch = 1): E.Graph {
+  const g = new E.Graph('age_gender');
+  const x = g.input('face', [batch, 3, ATTRIBUTE_INPUT, ATTRIBUTE_INPUT]);
+  let out = E.relu(filtersConv(g, x, wm, 'entry_flow/conv_in', 2));
+  out = xceptionReduction(g, out, wm, 'entry_flow/reduction_block_0', false);
+  out = xceptionReduction(g, out, wm, 'entry_flow/reduction_block_1', true);
+  out = xceptionMain(g, out, wm, 'middle_flow/main_block_0');
+  out = xceptionMain(g, out, wm, 'middle_flow/main_block_1');
+  out = xceptionReduction(g, out, wm, 'exit_flow/reduction_block', true);
+  out = E.relu(separable(g, out, wm, 'exit_flow/separable_conv', 1));
+  const feat = E.reshape(E.avgPool2d(out, 7, 2), [batch, -1]);
+  const fc = (name: string, n: number) =>
+    E.add(
+      E.matmul(feat, g.constant(wm.float(`${name}/weights`, [512, n]), [512, n], `${name}.w`)),
+      g.constant(wm.float(`${name}/bias`, [n]), [n], `${name}.b`),
+    );
+  g.output(fc('fc/age', 1), 'age');
+  g.output(E.softmax(fc('fc/gender', 2), -1), 'gender');
+  return g;
+}

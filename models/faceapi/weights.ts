@@ -19,14 +19,14 @@ export interface TfjsWeight {
   data: Float32Array | Int32Array;
 }
 
-interface ManifestEntry {
+export interface ManifestEntry {
   name: string;
   shape: number[];
   dtype: string;
   quantization?: { dtype: string; scale?: number; min?: number };
 }
 
-interface ManifestGroup {
+export interface ManifestGroup {
   paths: string[];
   weights: ManifestEntry[];
 }
@@ -51,13 +51,25 @@ function halfToFloat(h: number): number {
 
 /** Reads every weight of a manifest into memory. Throws WeightFormatError on any mismatch. */
 export function loadTfjsWeights(manifestPath: string): Map<string, TfjsWeight> {
-  const dir = dirname(manifestPath);
   let groups: ManifestGroup[];
   try {
     groups = JSON.parse(readFileSync(manifestPath, 'utf8')) as ManifestGroup[];
   } catch (err) {
     throw new WeightFormatError(`cannot read weight manifest ${manifestPath}: ${(err as Error).message}`);
   }
+  return decodeWeightGroups(groups, dirname(manifestPath), manifestPath);
+}
+
+/**
+ * Decodes weight groups whose shards lie in `dir` (a layers manifest file, or the `weightsManifest` of a tfjs
+ * graph model's model.json, which has the same format). `source` names the origin in errors.
+ */
+export function decodeWeightGroups(
+  groups: ManifestGroup[],
+  dir: string,
+  source: string,
+): Map<string, TfjsWeight> {
+  const manifestPath = source;
   if (!Array.isArray(groups))
     throw new WeightFormatError(`${manifestPath}: manifest is not an array of groups`);
   const out = new Map<string, TfjsWeight>();

@@ -3,6 +3,7 @@
  * checkpoints at demo size are written, read back by the checkpoint loader, and built into a bundle;
  * broken checkpoint sets fail with errors that list the offending files / keys.
  */
+import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, readFile, rm, unlink } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
@@ -147,6 +148,11 @@ describe.runIf(supported)('models build: end to end at demo size', () => {
     });
     expect(m.resolution).toBe(DEMO_SIZES.generator.resolution);
     expect(m.tokens).toEqual([197, DEMO_SIZES.farl.width]);
+    // The privacy check's second recognizer and the utility-check nets travel with the bundle.
+    expect(m.components.human?.sha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(existsSync(join(out, 'human', 'faceres.json'))).toBe(true);
+    expect(existsSync(join(out, 'faceapi', 'age_gender_model-weights_manifest.json'))).toBe(true);
+    expect(existsSync(join(out, 'faceapi', 'face_expression_model-weights_manifest.json'))).toBe(true);
     await buildPool(out, { n: 4 });
     const a = await createAnonymizer({ bundleDir: out, warm: true });
     try {

@@ -222,3 +222,48 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     process.stdout.write(`${JSON.stringify({ file, ...r })}\n`);
   }
 }
+
+let attributeNets: Promise<void> | undefined;
+
+/**
+ * Upstream age/gender and expressions of an image that is already the face crop (face-api pads it to a square
+ * and resizes it to 112 px itself).
+ */
+export async function oracleAttributes(
+  img: RgbImage,
+): Promise<{ age: number; male: number; expressions: number[] }> {
+  return cached(keyOf('attributes', img.data, [img.width, img.height]), async () => {
+    const faceapi = (await loadFaceApi()) as FaceApiLike & {
+      nets: {
+        ageGenderNet: {
+          loadFromDisk(dir: string): Promise<void>;
+          predictAgeAndGender(
+            t: unknown,
+          ): Promise<{ age: number; gender: string; genderProbability: number }>;
+        };
+        faceExpressionNet: {
+          loadFromDisk(dir: string): Promise<void>;
+          predictExpressions(t: unknown): Promise<Record<string, number>>;
+        };
+      };
+    };
+    attributeNets ??= (async () => {
+      await faceapi.nets.ageGenderNet.loadFromDisk(FACEAPI_MODEL_DIR);
+      await faceapi.nets.faceExpressionNet.loadFromDisk(FACEAPI_MODEL_DIR);
+    })();
+    await attributeNets;
+    const t = faceapi.tf.tensor3d(img.data, [img.height, img.width, 3], 'int32');
+    try {
+      const ag = await faceapi.nets.ageGenderNet.predictAgeAndGender(t);
+      const ex = await faceapi.nets.faceExpressionNet.predictExpressions(t);
+      const labels = ['neutral', 'happy', 'sad', 'angry', 'fearful', 'disgusted', 'surprised'];
+      return {
+        age: ag.age,
+        male: ag.gender === 'male' ? ag.genderProbability : 1 - ag.genderProbability,
+        expressions: labels.map((l) => ex[l]!),
+      };
+    } finally {
+      t.dispose();
+    }
+  });
+}
