@@ -36,7 +36,7 @@ beforeAll(async () => {
   await buildDemoBundle({ outDir: dir, poolSize: 8 });
   anon = await createAnonymizer({ bundleDir: dir, warm: true });
   samples = await sampleFaces();
-}, 120_000);
+}, 600_000);
 afterAll(async () => {
   await anon?.close();
 });
