@@ -12,13 +12,16 @@ import { InputError, PrivacyError, type Anonymizer, type Progress } from '../../
 import type { FalcoEngine } from '../../models/falco/engine.js';
 import { editedCopy, noFaceJpeg, rgb, samplePng, toyBundle } from './helpers.js';
 
+const FAST = { detect: { mode: 'fast' }, residualDetect: { mode: 'fast' } } as const;
 let bundle: string;
 let anon: Anonymizer & { engine: FalcoEngine };
 let photo: Buffer;
 
 beforeAll(async () => {
   bundle = (await toyBundle()).dir;
-  anon = await createAnonymizer({ bundleDir: bundle, warm: true });
+  // The detector's fast mode: these tests are about the optimisation and the policies, not detection recall
+  // (test/anonymize/acceptance.test.ts runs the defaults).
+  anon = await createAnonymizer({ bundleDir: bundle, warm: true, ...FAST });
   photo = await samplePng('sample2.jpg');
 });
 afterAll(async () => {
@@ -33,7 +36,7 @@ describe('anonymize (toy bundle)', () => {
     const r = res.report;
     const detector = new FaceDetector({ modelDir: join(bundle, 'faceapi') });
     const decoded = await decodeImage(photo);
-    const faces = await detector.detect(decoded.image);
+    const faces = await detector.detect(decoded.image, { mode: 'fast' });
     await detector.close();
     expect(faces.length).toBeGreaterThanOrEqual(2);
     expect(r.outcome).toBe('ok');
@@ -153,7 +156,7 @@ describe('anonymize (toy bundle)', () => {
       m.reid.threshold = 100;
       m.reid.retries = 1;
     });
-    const a = await createAnonymizer({ bundleDir: strict });
+    const a = await createAnonymizer({ bundleDir: strict, ...FAST });
     try {
       const steps: Progress[] = [];
       const err = await a
@@ -168,7 +171,9 @@ describe('anonymize (toy bundle)', () => {
       const res = await a.anonymize(photo, { steps: 2 });
       expect(res.report.faces.length).toBeGreaterThanOrEqual(2);
       const after = await rgb(res.image);
-      for (const f of res.report.faces) {
+      const generated = res.report.faces.filter((f) => f.attempts > 0);
+      expect(generated.length).toBeGreaterThanOrEqual(2);
+      for (const f of generated) {
         expect(f).toMatchObject({ method: 'pixelate', methodReason: 'recognisable', attempts: 2 });
         expect(f.reidentified).toBe(false);
         expect(f.recognizers?.[0]).toMatchObject({ recognizer: 'faceapi-128', threshold: 100 });
