@@ -186,12 +186,9 @@ const FaceSchema = z
       .object({ original: FaceAttributesSchema, anonymized: FaceAttributesSchema })
       .optional()
       .openapi({ description: 'What FALCO keeps, measured on the original and the anonymized face.' }),
-    residual: z
-      .boolean()
-      .optional()
-      .openapi({
-        description: 'Found by the residual scan on the output (missed by detection), then covered.',
-      }),
+    residual: z.boolean().optional().openapi({
+      description: 'Found by the residual scan on the output (missed by detection), then covered.',
+    }),
   })
   .openapi('FaceReport');
 
