@@ -142,6 +142,27 @@ export const UploadSchema = z
   })
   .openapi('Upload');
 
+const RecognizerVerdictSchema = z
+  .object({
+    recognizer: z.string().openapi({ example: 'faceapi-128' }),
+    distance: z.number(),
+    threshold: z.number(),
+    falseMatchRate: z.number(),
+    recognisable: z.boolean(),
+  })
+  .openapi('RecognizerVerdict');
+
+const FaceAttributesSchema = z
+  .object({
+    age: z.number(),
+    gender: z.enum(['male', 'female']),
+    genderScore: z.number(),
+    expression: z.string(),
+    expressionScore: z.number(),
+    pose: z.object({ yaw: z.number(), pitch: z.number(), roll: z.number() }),
+  })
+  .openapi('FaceAttributes');
+
 const FaceSchema = z
   .object({
     index: z.number().int(),
@@ -152,6 +173,22 @@ const FaceSchema = z
     reidentified: z.boolean(),
     attempts: z.number().int(),
     timingsMs: z.record(z.string(), z.number()),
+    method: z.enum(['falco', 'blur', 'pixelate', 'fill']).optional().openapi({
+      description:
+        "How the face was covered: 'falco' = replaced by a generated face; the others are fallbacks (see methodReason).",
+    }),
+    methodReason: z.string().optional().openapi({
+      description:
+        "Why a fallback covered the face: 'small' (below the size FALCO's alignment needs), 'landmarks' (unreliable), 'recognisable' (still recognisable after the retries), 'residual' (found by the residual scan).",
+    }),
+    recognizers: z.array(RecognizerVerdictSchema).optional(),
+    attributes: z
+      .object({ original: FaceAttributesSchema, anonymized: FaceAttributesSchema })
+      .optional()
+      .openapi({ description: 'What FALCO keeps, measured on the original and the anonymized face.' }),
+    residual: z.boolean().optional().openapi({
+      description: 'Found by the residual scan on the output (missed by detection), then covered.',
+    }),
   })
   .openapi('FaceReport');
 
@@ -168,6 +205,12 @@ export const ReportSchema = z
       .enum(['cuda', 'cpu'])
       .optional()
       .openapi({ description: 'Where the models ran for this image (a GPU worker reports cuda).' }),
+    facesFound: z.number().int().optional().openapi({ description: 'Faces found by detection.' }),
+    residualFaces: z
+      .number()
+      .int()
+      .optional()
+      .openapi({ description: 'Faces the residual scan found on the output that detection had missed.' }),
   })
   .openapi('ImageReport');
 

@@ -4,7 +4,8 @@
  *
  * Layout of --out: for every input image `<rel>` (its path relative to the directory given, or its
  * base name for a file argument) → `<rel>` anonymized (extension follows --format), `<rel>.report.json`
- * (ImageReport, or the typed error), `<rel>.compare.jpg` (before | after, unless --no-compare),
+ * (ImageReport, or the typed error), `<rel>.faces.txt` (per face: box, method, recognizer verdicts, utility),
+ * `<rel>.compare.jpg` (before | after, unless --no-compare),
  * `<rel>.losses.png` (loss curves per face, when faces were found), and `summary.json` over the whole set.
  *
  * Resumable: the report is written last (after the image, both via rename), so its presence means
@@ -26,8 +27,11 @@ import {
   InputError,
   PrivacyError,
   type AnonymizeOptions,
+  type FaceMethod,
   type ImageReport,
   type OutputFormat,
+  type RecognisablePolicy,
+  type ResidualPolicy,
 } from '../pipeline/types.js';
 import { FORMATS } from '../pipeline/formats.js';
 
@@ -118,6 +122,35 @@ export async function comparePicture(before: Uint8Array, after: Uint8Array): Pro
     .toBuffer();
 }
 
+/**
+ * The per-image report as text (`<rel>.faces.txt`, and stdout with --verbose): faces found and residual faces,
+ * then one line per face: box, method (and why), every recognizer's distance/threshold/verdict, and the
+ * utility comparison (attributes measured on the original → on the anonymized face) when measured.
+ */
+export function faceTable(rel: string, r: ImageReport): string {
+  const lines = [
+    `${rel}: ${r.width}×${r.height}, ${r.faces.length} face(s) covered (detected ${r.facesFound ?? r.faces.length}, residual ${r.residualFaces ?? 0})`,
+  ];
+  for (const f of r.faces) {
+    const b = f.box;
+    const box = `[${Math.round(b.x)},${Math.round(b.y)} ${Math.round(b.width)}×${Math.round(b.height)}]`;
+    const method = `${f.method ?? 'falco'}${f.methodReason ? ` (${f.methodReason})` : ''}${f.residual ? ' residual' : ''}`;
+    const ids = (f.recognizers ?? []).map(
+      (v) =>
+        `${v.recognizer} ${v.distance.toFixed(3)}/${v.threshold.toFixed(3)} ${v.recognisable ? 'SAME' : 'different'}`,
+    );
+    let util = '';
+    if (f.attributes) {
+      const { original: o, anonymized: a } = f.attributes;
+      util =
+        ` | age ${o.age.toFixed(0)}→${a.age.toFixed(0)}, ${o.gender}→${a.gender}, ${o.expression}→${a.expression},` +
+        ` yaw ${o.pose.yaw.toFixed(0)}→${a.pose.yaw.toFixed(0)}°`;
+    }
+    lines.push(`  face ${f.index} ${box} ${method} | ${ids.join('; ') || 'no recognizer verdict'}${util}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
 export interface BatchOptions {
   out: string;
   bundle: string;
@@ -126,6 +159,7 @@ export interface BatchOptions {
   force: boolean;
   retryFailed: boolean;
   progress: boolean;
+  verbose?: boolean;
   threads?: number;
 }
 
@@ -138,6 +172,11 @@ export interface BatchSummary {
   noFaces: number;
   failed: Array<{ input: string; error: string }>;
   faces: number;
+  /** Faces found by detection, and those only the residual scan found (over the images returned). */
+  facesFound: number;
+  residualFaces: number;
+  /** Faces per `method:methodReason` (e.g. "falco", "pixelate:small", "pixelate:recognisable"). */
+  methods: Record<string, number>;
   reidentified: number;
   meanIdentityDistance: number | null;
   meanFaceMs: number | null;
@@ -204,6 +243,9 @@ export async function runBatch(inputs: string[], o: BatchOptions): Promise<Batch
             join(o.out, `${job.rel}.losses.png`),
             await lossCurvesPng(res.report.faces, `${job.rel} · bundle ${res.report.bundle.id}`),
           );
+        const table = faceTable(job.rel, res.report);
+        await writeAtomic(join(o.out, `${job.rel}.faces.txt`), table);
+        if (o.verbose) process.stdout.write(table);
         rep = {
           status: res.report.outcome,
           input: job.input,
@@ -240,6 +282,16 @@ export async function runBatch(inputs: string[], o: BatchOptions): Promise<Batch
       r.status === 'failed' ? [{ input: r.input, error: `${r.error.name}: ${r.error.message}` }] : [],
     ),
     faces: faces.length,
+    facesFound: reports.reduce((a, r) => a + (r.status === 'failed' ? 0 : (r.report.facesFound ?? 0)), 0),
+    residualFaces: reports.reduce(
+      (a, r) => a + (r.status === 'failed' ? 0 : (r.report.residualFaces ?? 0)),
+      0,
+    ),
+    methods: faces.reduce<Record<string, number>>((acc, f) => {
+      const k = f.method ? `${f.method}${f.methodReason ? `:${f.methodReason}` : ''}` : 'falco';
+      acc[k] = (acc[k] ?? 0) + 1;
+      return acc;
+    }, {}),
     reidentified: faces.filter((f) => f.reidentified).length,
     meanIdentityDistance: faces.length
       ? faces.reduce((a, f) => a + f.identityDistance, 0) / faces.length
@@ -287,6 +339,16 @@ export function registerAnonymize(program: Command): void {
     .option('--no-compare', 'do not write the before|after pictures')
     .option('--force', 'redo files that already have a report', false)
     .option('--retry-failed', 'redo files whose report says failed', false)
+    .option(
+      '--small-faces <m>',
+      'cover for faces too small/turned for FALCO: pixelate (default), fill, blur, falco',
+    )
+    .option('--on-recognisable <p>', 'a face still recognisable after the retries: obscure (default) or fail')
+    .option(
+      '--on-residual <p>',
+      'a face missed by detection, found on the output: anonymize (default) or fail',
+    )
+    .option('--verbose', "print every image's face table (also written as <rel>.faces.txt)", false)
     .option('--no-progress', 'no progress bar')
     .addHelpText(
       'after',
@@ -322,6 +384,11 @@ It is not photorealistic: faces become abstract pattern renders (see README, "Mo
       if (o['layers'] !== undefined) options.layers = o['layers'] as [number, number];
       if (o['seed'] !== undefined) options.seed = o['seed'] as number;
       if (o['format'] !== undefined) options.format = o['format'] as OutputFormat;
+      // Checked by the engine's resolveOptions (one owner of the allowed values).
+      if (o['smallFaces'] !== undefined) options.smallFaces = o['smallFaces'] as FaceMethod;
+      if (o['onRecognisable'] !== undefined)
+        options.onRecognisable = o['onRecognisable'] as RecognisablePolicy;
+      if (o['onResidual'] !== undefined) options.onResidual = o['onResidual'] as ResidualPolicy;
       const s = await runBatch(inputs, {
         out: resolve(o['out'] as string),
         bundle,
@@ -330,6 +397,7 @@ It is not photorealistic: faces become abstract pattern renders (see README, "Mo
         force: o['force'] === true,
         retryFailed: o['retryFailed'] === true,
         progress: o['progress'] !== false && process.stderr.isTTY === true,
+        verbose: o['verbose'] === true,
         ...(o['threads'] ? { threads: o['threads'] as number } : {}),
       });
       console.log(JSON.stringify(s));

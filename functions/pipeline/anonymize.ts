@@ -13,8 +13,22 @@
  *   cosine m is lowered by `reid.marginStep` (0.2; FALCO's |cos − m| with m < 0 asks for an *opposite*
  *   identity — note that a larger m would make the face MORE similar), λ_id is multiplied by
  *   `reid.lambdaIdFactor` (2), and the next-nearest fake is used as the starting point. If the last
- *   attempt is still re-identified the whole image fails with PrivacyError (not returned, not billed):
- *   we never hand back a photo in which we know a face is recognisable.
+ *   attempt is still re-identified, `onRecognisable` decides: 'obscure' (the default) covers that face with a
+ *   strong fallback (pixelate, or fill when `smallFaces` is 'fill') over the face mask and the expanded box,
+ *   marks it `method`/`methodReason: 'recognisable'` and returns the image; 'fail' fails the whole image with
+ *   PrivacyError (not returned, not billed). Either way we never hand back a face we know is recognisable.
+ *   Why 'obscure' by default: a privacy customer expects every returned face to be unidentifiable (both
+ *   policies guarantee it) and every image to come back (a dataset with holes costs them more than one
+ *   mosaic face); 'fail' is for customers who would rather drop an image than show a visibly covered face.
+ * - **Faces unfit for the generator** (issue #10; face-method.ts): boxes under MIN_FALCO_FACE_PX (measured) or
+ *   landmarks that do not cover the detector box / disagree with their mirror image are covered by the
+ *   `smallFaces` fallback (default 'pixelate'; 'falco' forces the generator on small faces with good
+ *   landmarks, unreliable landmarks still get 'pixelate'). Fallbacks are applied after every FALCO face, so no
+ *   later paste can uncover them.
+ * - **Residual scan**: after every face is covered, the detector runs again on the output at a high-recall
+ *   setting (detect.ts 'thorough'); a face whose box core is not at least half covered by a FALCO mask or a fallback region was
+ *   missed (or half-missed) and is covered by the strong fallback, marked `residual: true` — or, with
+ *   `onResidual: 'fail'`, the image fails with PrivacyError.
  * - **e4e input**: the face is aligned directly at 256 px from the photo (FFHQ alignment, area
  *   prefilter) rather than upsampling the generator-resolution crop, which is the same as FALCO's
  *   1024 → 256 resize for the production bundle and keeps detail for small demo generators.
@@ -37,7 +51,9 @@ import {
   type ImageLimits,
   type RgbImage,
 } from './image-io.js';
-import { pasteFace } from './paste.js';
+import { chooseMethod } from './face-method.js';
+import { obscureFace, type FallbackMethod, type Rect } from './obscure.js';
+import { pasteFace, type PasteResult } from './paste.js';
 import { OUTPUT_FORMATS } from './formats.js';
 import { DEFAULT_RESOURCE_LIMITS, OPTION_RANGES as R } from '../shared/limits.js';
 import {
@@ -47,16 +63,22 @@ import {
   type AnonymizeResult,
   type Anonymizer,
   type Box,
+  type FaceMethod,
   type FaceReport,
   type ImageReport,
   type OutputFormat,
   type Progress,
+  type RecognisablePolicy,
+  type RecognizerVerdict,
+  type ResidualPolicy,
 } from './types.js';
 
 export interface AnonymizerConfig {
   bundleDir: string;
   engine?: EngineOptions;
   detect?: DetectFacesOptions;
+  /** Detector settings of the residual scan (default: the detector's high-recall 'thorough' mode). */
+  residualDetect?: DetectFacesOptions;
   limits?: Partial<ImageLimits>;
   /**
    * Per-image compute bounds (functions/shared/limits.ts; the worker passes its deployment's): more faces than
@@ -78,7 +100,21 @@ export interface ResolvedOptions {
   lr: number;
   seed: number;
   format: OutputFormat | undefined;
+  smallFaces: FaceMethod;
+  onRecognisable: RecognisablePolicy;
+  onResidual: ResidualPolicy;
 }
+
+/** The policy defaults (module comment): safe by default, every image returned. */
+export const POLICY_DEFAULTS = {
+  smallFaces: 'pixelate',
+  onRecognisable: 'obscure',
+  onResidual: 'anonymize',
+} as const satisfies Pick<ResolvedOptions, 'smallFaces' | 'onRecognisable' | 'onResidual'>;
+
+const RESIDUAL_DETECT: DetectFacesOptions = { mode: 'thorough' };
+/** A residual detection is a missed face when less than this share of its box core is covered. */
+const RESIDUAL_COVER = 0.5;
 
 const FORMATS: readonly OutputFormat[] = OUTPUT_FORMATS;
 
@@ -89,7 +125,19 @@ export function resolveOptions(o: AnonymizeOptions | undefined, m: BundleManifes
   const bad = (field: string, why: string): never => {
     throw new InputError('invalid-options', `${field} ${why}`);
   };
-  const known = new Set(['idMargin', 'steps', 'lambdaId', 'lambdaAttr', 'layers', 'lr', 'seed', 'format']);
+  const known = new Set([
+    'idMargin',
+    'steps',
+    'lambdaId',
+    'lambdaAttr',
+    'layers',
+    'lr',
+    'seed',
+    'format',
+    'smallFaces',
+    'onRecognisable',
+    'onResidual',
+  ]);
   for (const k of Object.keys(opts))
     if (!known.has(k)) bad(k, `is not an option (known: ${[...known].join(', ')})`);
   const d = m.defaults;
@@ -97,6 +145,12 @@ export function resolveOptions(o: AnonymizeOptions | undefined, m: BundleManifes
     if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi || (int && !Number.isInteger(v)))
       bad(field, `must be ${int ? 'an integer' : 'a number'} in [${lo}, ${hi}], got ${JSON.stringify(v)}`);
     return v as number;
+  };
+  const oneOf = <T extends string>(field: string, v: unknown, allowed: readonly T[], dflt: T): T => {
+    if (v === undefined) return dflt;
+    if (!allowed.includes(v as T))
+      bad(field, `must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
+    return v as T;
   };
   const r: ResolvedOptions = {
     // Ranges from functions/shared/limits.ts (the API's zod schema reads the same numbers).
@@ -117,6 +171,19 @@ export function resolveOptions(o: AnonymizeOptions | undefined, m: BundleManifes
     seed: opts.seed === undefined ? 0 : numIn('seed', opts.seed, R.seed.min, R.seed.max, true),
     layers: d.layers,
     format: undefined,
+    smallFaces: oneOf(
+      'smallFaces',
+      opts.smallFaces,
+      ['falco', 'blur', 'pixelate', 'fill'],
+      POLICY_DEFAULTS.smallFaces,
+    ),
+    onRecognisable: oneOf(
+      'onRecognisable',
+      opts.onRecognisable,
+      ['fail', 'obscure'],
+      POLICY_DEFAULTS.onRecognisable,
+    ),
+    onResidual: oneOf('onResidual', opts.onResidual, ['anonymize', 'fail'], POLICY_DEFAULTS.onResidual),
   };
   if (opts.layers !== undefined) {
     if (!Array.isArray(opts.layers)) bad('layers', 'must be [start, end)');
@@ -226,12 +293,22 @@ class FalcoAnonymizer implements Anonymizer {
     const faces = await time('detect', () =>
       this.detector.detect(photo, { ...this.cfg.detect, maxFaces: budget.maxFaces + 1 }),
     );
-    checkBudget(faces.length, opts.steps, 1 + m.reid.retries, budget);
+    const choices = await time('method', () =>
+      Promise.all(faces.map((f) => chooseMethod(this.faceapi, photo, f))),
+    );
+    const useFalco = faces.map(
+      (_, k) => choices[k]!.falco || (opts.smallFaces === 'falco' && choices[k]!.reason === 'small'),
+    );
+    // Every face counts towards maxFaces; only the generator's faces cost optimisation steps.
+    checkBudget(faces.length, 0, 1, budget);
+    checkBudget(useFalco.filter(Boolean).length, opts.steps, 1 + m.reid.retries, budget);
     const reports: FaceReport[] = [];
+    const covered: Covered[] = [];
     let out = photo;
-    const faceShare = (1 - DETECT_SHARE - ENCODE_SHARE) / Math.max(1, faces.length);
-    for (const face of faces) {
-      const base = DETECT_SHARE + face.index * faceShare;
+    const falcoFaces = faces.filter((_, k) => useFalco[k]);
+    const faceShare = (1 - DETECT_SHARE - ENCODE_SHARE) / Math.max(1, falcoFaces.length);
+    for (const [n, face] of falcoFaces.entries()) {
+      const base = DETECT_SHARE + n * faceShare;
       const rep = await this.anonymizeFace(
         photo,
         out,
@@ -241,8 +318,48 @@ class FalcoAnonymizer implements Anonymizer {
         signal,
       );
       out = rep.image;
+      covered.push(rep.covered);
       reports.push(rep.report);
     }
+    // Fallbacks after every FALCO paste, so no paste can partly uncover them.
+    for (const [k, face] of faces.entries()) {
+      if (useFalco[k]) continue;
+      const t = performance.now();
+      const method = fallbackFor(opts.smallFaces);
+      const res = obscureFace(out, face.box, method, opts.seed + face.index);
+      out = res.image;
+      if (res.region) covered.push({ rect: res.region });
+      const verdicts = await this.verdicts(photo, out, face, m.reid.threshold);
+      reports.push(
+        fallbackReport(face, method, choices[k]!.reason ?? 'small', verdicts, {
+          obscure: performance.now() - t,
+        }),
+      );
+    }
+    // Residual scan: a face on the output that no FALCO mask or fallback region covers was missed.
+    progress({ fraction: 1 - ENCODE_SHARE, stage: 'verify' });
+    const residual = await time('residual', () =>
+      this.detector.detect(out, this.cfg.residualDetect ?? RESIDUAL_DETECT),
+    );
+    const missed = residual.filter((d) => coveredShare(d.box, covered) < RESIDUAL_COVER);
+    if (missed.length && opts.onResidual === 'fail')
+      throw new PrivacyError(
+        `the residual scan found ${missed.length} face(s) that detection missed (first at x=${Math.round(missed[0]!.box.x)}, y=${Math.round(missed[0]!.box.y)}); onResidual is 'fail', so the image is not returned`,
+      );
+    for (const [k, d] of missed.entries()) {
+      const t = performance.now();
+      const method = strongFallback(opts.smallFaces);
+      const res = obscureFace(out, d.box, method, opts.seed + faces.length + k);
+      out = res.image;
+      if (res.region) covered.push({ rect: res.region });
+      const face = { ...d, index: faces.length + k };
+      const verdicts = await this.verdicts(photo, out, face, m.reid.threshold);
+      reports.push({
+        ...fallbackReport(face, method, 'residual', verdicts, { obscure: performance.now() - t }),
+        residual: true,
+      });
+    }
+    reports.sort((a, b) => a.index - b.index);
     progress({ fraction: 1 - ENCODE_SHARE, stage: 'encode' });
     // With PNG every untouched pixel is bit-exact; JPEG/WebP re-encoding is lossy everywhere (image-io.ts).
     const image = await time('encode', () => encodeImage(out, format));
@@ -252,9 +369,11 @@ class FalcoAnonymizer implements Anonymizer {
       height: photo.height,
       format,
       faces: reports,
-      outcome: faces.length === 0 ? 'no_faces' : 'ok',
+      outcome: reports.length === 0 ? 'no_faces' : 'ok',
       bundle: { id: m.id, demo: m.demo },
       timingsMs: roundTimings(timings),
+      facesFound: faces.length,
+      residualFaces: missed.length,
     };
     const provider = this.engine.activeProvider();
     if (provider) report.provider = provider;
@@ -270,7 +389,7 @@ class FalcoAnonymizer implements Anonymizer {
     opts: ResolvedOptions,
     progress: (fraction: number, p: Omit<Progress, 'fraction'>) => void,
     signal?: AbortSignal,
-  ): Promise<{ image: RgbImage; report: FaceReport }> {
+  ): Promise<{ image: RgbImage; report: FaceReport; covered: Covered }> {
     const e = this.engine;
     const m = e.manifest;
     const timings: Record<string, number> = {};
@@ -294,7 +413,14 @@ class FalcoAnonymizer implements Anonymizer {
     let margin = opts.idMargin;
     let lambdaId = opts.lambdaId;
     let made = 0;
-    let last: { image: RgbImage; losses: Array<[number, number, number]>; check: IdentityCheck } | undefined;
+    let last:
+      | {
+          pasted: PasteResult;
+          losses: Array<[number, number, number]>;
+          check: IdentityCheck;
+          verdicts: RecognizerVerdict[];
+        }
+      | undefined;
     for (let a = 0; a < attempts; a++) {
       made++;
       const fake = ranked[a % ranked.length]!.code;
@@ -329,28 +455,67 @@ class FalcoAnonymizer implements Anonymizer {
       const pasted = await time('paste', () => pasteFace(current, crop, aligned.alignment, face.landmarks));
       progress(at + span, { stage: 'verify' });
       const check = await time('verify', () => this.verify(photo, pasted.image, face, m.reid.threshold));
-      last = { image: pasted.image, losses: res.losses, check };
+      last = { pasted, losses: res.losses, check, verdicts: [faceApiVerdict(check)] };
       if (!check.reidentified) break;
       margin -= m.reid.marginStep;
       lambdaId *= m.reid.lambdaIdFactor;
-      if (a + 1 === attempts)
-        throw new PrivacyError(
-          `face ${face.index} is still recognisable after ${attempts} attempts (face-api distance ${check.distance.toFixed(3)} < ${check.threshold}); the image is not returned`,
-        );
     }
+    const { pasted, losses, check, verdicts } = last!;
+    const base: FaceReport = {
+      index: face.index,
+      box: { x: face.box.x, y: face.box.y, width: face.box.width, height: face.box.height },
+      score: face.score,
+      losses,
+      identityDistance: check.distance,
+      reidentified: check.reidentified,
+      attempts: made,
+      timingsMs: {},
+      method: 'falco',
+      recognizers: verdicts,
+    };
+    const mask: Covered = { rect: pasted.region, alpha: pasted.alpha };
+    if (!check.reidentified) {
+      return { image: pasted.image, covered: mask, report: { ...base, timingsMs: roundTimings(timings) } };
+    }
+    const why = `face ${face.index} is still recognisable after ${attempts} attempts (face-api distance ${check.distance.toFixed(3)} < ${check.threshold})`;
+    if (opts.onRecognisable === 'fail')
+      throw new PrivacyError(`${why}; onRecognisable is 'fail', so the image is not returned`);
+    // Obscure: the strong fallback over the whole face region, the paste mask's extent included.
+    const method = strongFallback(opts.smallFaces);
+    const res = await time('obscure', () =>
+      obscureFace(pasted.image, face.box, method, opts.seed + face.index, pasted.region),
+    );
+    const after = await time('verify', () => this.verdicts(photo, res.image, face, m.reid.threshold));
     return {
-      image: last!.image,
+      image: res.image,
+      covered: { rect: res.region ?? pasted.region },
       report: {
-        index: face.index,
-        box: { x: face.box.x, y: face.box.y, width: face.box.width, height: face.box.height },
-        score: face.score,
-        losses: last!.losses,
-        identityDistance: last!.check.distance,
-        reidentified: last!.check.reidentified,
-        attempts: made,
+        ...base,
+        ...(after[0] ? { identityDistance: after[0].distance } : {}),
+        // Covered by construction (nothing of the face's pixels is left in the region); the recognizers'
+        // raw verdicts on the covered face are still reported (see README "What we guarantee").
+        reidentified: false,
+        method,
+        methodReason: 'recognisable',
+        recognizers: after,
         timingsMs: roundTimings(timings),
       },
     };
+  }
+
+  /** Independent verdicts for a face on the output (report only for fallback-covered faces). */
+  private async verdicts(
+    original: RgbImage,
+    anonymized: RgbImage,
+    face: { box: Box; landmarks: Point[] },
+    threshold: number,
+  ): Promise<RecognizerVerdict[]> {
+    try {
+      return [faceApiVerdict(await this.verify(original, anonymized, face, threshold))];
+    } catch (err) {
+      if (err instanceof RangeError) return [];
+      throw err;
+    }
   }
 
   /** Recognizer distance original vs anonymized; for a face whose landmarks fall off-image, the clipped box. */
@@ -378,6 +543,79 @@ class FalcoAnonymizer implements Anonymizer {
     await this.engine.close();
     await this.faceapi.close();
   }
+}
+
+/** A region already anonymized: a rectangle, with the paste alpha over it for FALCO faces. */
+interface Covered {
+  rect: Rect;
+  /** Row-major alpha over `rect` (FALCO paste mask); absent = the whole rectangle is covered. */
+  alpha?: Float32Array;
+}
+
+/** Share of a detection's box core (inset 20 % per side, 12×12 grid) lying in covered pixels (alpha ≥ 0.5). */
+export function coveredShare(box: Box, covered: readonly Covered[]): number {
+  const n = 12;
+  let hit = 0;
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j < n; j++) {
+      const x = Math.floor(box.x + box.width * (0.2 + (0.6 * (i + 0.5)) / n));
+      const y = Math.floor(box.y + box.height * (0.2 + (0.6 * (j + 0.5)) / n));
+      const inside = covered.some(({ rect: r, alpha }) => {
+        if (x < r.x0 || y < r.y0 || x >= r.x1 || y >= r.y1) return false;
+        return !alpha || alpha[(y - r.y0) * (r.x1 - r.x0) + (x - r.x0)]! >= 0.5;
+      });
+      if (inside) hit++;
+    }
+  return hit / (n * n);
+}
+
+/** The cover for faces the generator is not used on: the customer's `smallFaces`, or the default fallback. */
+function fallbackFor(m: FaceMethod): FallbackMethod {
+  return m === 'falco' ? 'pixelate' : m;
+}
+
+/** For faces known to be recognisable or missed: never blur (weakest on large faces); fill if asked for. */
+function strongFallback(m: FaceMethod): FallbackMethod {
+  return m === 'fill' ? 'fill' : 'pixelate';
+}
+
+function faceApiVerdict(c: IdentityCheck): RecognizerVerdict {
+  return {
+    recognizer: 'faceapi-128',
+    distance: c.distance,
+    threshold: c.threshold,
+    falseMatchRate: FACEAPI_FALSE_MATCH_RATE,
+    recognisable: c.reidentified,
+  };
+}
+
+/**
+ * face-api 128-D's false-match rate at 0.6 among different people of the face-api samples (issue #10: ~9 %).
+ * TODO(privacy): replace by the calibrated figure from the calibration bench.
+ */
+const FACEAPI_FALSE_MATCH_RATE = 0.09;
+
+function fallbackReport(
+  face: { index: number; box: Box; score: number },
+  method: FallbackMethod,
+  reason: string,
+  verdicts: RecognizerVerdict[],
+  timings: Record<string, number>,
+): FaceReport {
+  return {
+    index: face.index,
+    box: { x: face.box.x, y: face.box.y, width: face.box.width, height: face.box.height },
+    score: face.score,
+    losses: [],
+    identityDistance: verdicts[0]?.distance ?? 0,
+    // The region is covered by the fallback; the recognizers' raw verdicts stay in `recognizers`.
+    reidentified: false,
+    attempts: 0,
+    timingsMs: roundTimings(timings),
+    method,
+    methodReason: reason,
+    recognizers: verdicts,
+  };
 }
 
 function roundTimings(t: Record<string, number>): Record<string, number> {

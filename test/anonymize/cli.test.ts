@@ -67,6 +67,13 @@ describe('anonymize CLI', () => {
     const src = await sharp(join(root, 'in', 'people.png')).metadata();
     expect(cmp.width).toBeGreaterThan(2 * src.width!);
     expect(JSON.parse(await readFile(join(out, 'summary.json'), 'utf8')).files).toBe(3);
+    // Issue #10: the per-image face table and the summary's coverage counts.
+    const table = await readFile(join(out, 'people.png.faces.txt'), 'utf8');
+    expect(table).toMatch(/detected \d+, residual \d+/);
+    expect(table).toMatch(/face 0 \[\d+,\d+ \d+×\d+\] (falco|pixelate)/);
+    expect(table).toMatch(/faceapi-128 \d\.\d{3}\/0\.600 (SAME|different)/);
+    expect(s.facesFound + s.residualFaces).toBe(s.faces);
+    expect(Object.values(s.methods).reduce((a, b) => a + b, 0)).toBe(s.faces);
 
     const again = await runBatch([join(root, 'in')], opts);
     expect(again).toMatchObject({ processed: 0, skipped: 3, ok: 1, noFaces: 1 });

@@ -12,13 +12,16 @@ import { InputError, PrivacyError, type Anonymizer, type Progress } from '../../
 import type { FalcoEngine } from '../../models/falco/engine.js';
 import { editedCopy, noFaceJpeg, rgb, samplePng, toyBundle } from './helpers.js';
 
+const FAST = { detect: { mode: 'fast' }, residualDetect: { mode: 'fast' } } as const;
 let bundle: string;
 let anon: Anonymizer & { engine: FalcoEngine };
 let photo: Buffer;
 
 beforeAll(async () => {
   bundle = (await toyBundle()).dir;
-  anon = await createAnonymizer({ bundleDir: bundle, warm: true });
+  // The detector's fast mode: these tests are about the optimisation and the policies, not detection recall
+  // (test/anonymize/acceptance.test.ts runs the defaults).
+  anon = await createAnonymizer({ bundleDir: bundle, warm: true, ...FAST });
   photo = await samplePng('sample2.jpg');
 });
 afterAll(async () => {
@@ -33,7 +36,7 @@ describe('anonymize (toy bundle)', () => {
     const r = res.report;
     const detector = new FaceDetector({ modelDir: join(bundle, 'faceapi') });
     const decoded = await decodeImage(photo);
-    const faces = await detector.detect(decoded.image);
+    const faces = await detector.detect(decoded.image, { mode: 'fast' });
     await detector.close();
     expect(faces.length).toBeGreaterThanOrEqual(2);
     expect(r.outcome).toBe('ok');
@@ -132,6 +135,9 @@ describe('anonymize (toy bundle)', () => {
       [{ format: 'gif' }, /format/],
       [{ lambdaId: -1 }, /lambdaId/],
       [{ stepz: 3 }, /stepz is not an option/],
+      [{ smallFaces: 'mosaic' }, /smallFaces must be one of falco, blur, pixelate, fill/],
+      [{ onRecognisable: 'ignore' }, /onRecognisable must be one of fail, obscure/],
+      [{ onResidual: 'keep' }, /onResidual must be one of anonymize, fail/],
     ];
     for (const [o, msg] of bad) {
       const err = await anon.anonymize(photo, o as never).catch((e: unknown) => e);
@@ -144,21 +150,43 @@ describe('anonymize (toy bundle)', () => {
     expect((notImage as InputError).code).toBe('unsupported-image-type');
   });
 
-  it('retries a re-identified face with a lower margin and fails the image with PrivacyError', async () => {
+  it('retries a re-identified face; onRecognisable fail fails the image, obscure (default) covers the face', async () => {
     // A threshold no distance can pass: every attempt counts as re-identified.
     const strict = await editedCopy(bundle, (m) => {
       m.reid.threshold = 100;
       m.reid.retries = 1;
     });
-    const a = await createAnonymizer({ bundleDir: strict });
+    const a = await createAnonymizer({ bundleDir: strict, ...FAST });
     try {
       const steps: Progress[] = [];
-      const err = await a.anonymize(photo, { steps: 2 }, (p) => steps.push(p)).catch((e: unknown) => e);
+      const err = await a
+        .anonymize(photo, { steps: 2, onRecognisable: 'fail' }, (p) => steps.push(p))
+        .catch((e: unknown) => e);
       expect(err).toBeInstanceOf(PrivacyError);
       expect((err as Error).message).toMatch(/face 0 is still recognisable after 2 attempts/);
       // Two attempts of two steps each for face 0, then the image stops.
       expect(steps.filter((p) => p.stage === 'optimize' && p.face === 0).length).toBe(4);
       expect(steps.some((p) => p.face === 1)).toBe(false);
+
+      const res = await a.anonymize(photo, { steps: 2 });
+      expect(res.report.faces.length).toBeGreaterThanOrEqual(2);
+      const after = await rgb(res.image);
+      const generated = res.report.faces.filter((f) => f.attempts > 0);
+      expect(generated.length).toBeGreaterThanOrEqual(2);
+      for (const f of generated) {
+        expect(f).toMatchObject({ method: 'pixelate', methodReason: 'recognisable', attempts: 2 });
+        expect(f.reidentified).toBe(false);
+        expect(f.recognizers?.[0]).toMatchObject({ recognizer: 'faceapi-128', threshold: 100 });
+        // The box centre lies in a mosaic: few distinct colours over the face core.
+        const colours = new Set<number>();
+        const { x, y, width, height } = f.box;
+        for (let v = Math.ceil(y + 0.3 * height); v < y + 0.7 * height; v++)
+          for (let u = Math.ceil(x + 0.3 * width); u < x + 0.7 * width; u++) {
+            const i = (v * after.width + u) * 3;
+            colours.add((after.data[i]! << 16) | (after.data[i + 1]! << 8) | after.data[i + 2]!);
+          }
+        expect(colours.size, `face ${f.index}`).toBeLessThanOrEqual(9);
+      }
     } finally {
       await a.close();
     }
