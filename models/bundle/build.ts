@@ -86,6 +86,11 @@ export interface AssembleOptions {
   writeModels: (dir: string) => Promise<void>;
   faceapiDir?: string;
   log?: (msg: string) => void;
+  /**
+   * W+ rows [start, end) the per-call `layers` option may train (default: all). The step model's
+   * backward is pruned to these rows, so a narrower range is a faster step (see README, Performance).
+   */
+  trainable?: [number, number];
 }
 
 /** Build a bundle (without pool) into `outDir`, atomically. Returns its manifest. */
@@ -114,7 +119,7 @@ export async function assembleBundle(o: AssembleOptions): Promise<BundleManifest
       demo: o.demo,
       resolution,
       wLayers: L,
-      trainableRange: { min: 0, max: L },
+      trainableRange: o.trainable ? { min: o.trainable[0], max: o.trainable[1] } : { min: 0, max: L },
       tokens,
       components: {
         ...o.components,
@@ -206,7 +211,9 @@ export interface BuildOptions {
   demo?: boolean;
   log?: (msg: string) => void;
   /** Forwarded to writeFalcoModels. */
-  graphOptions?: unknown;
+  graphOptions?: Record<string, unknown>;
+  /** Trainable W+ rows [start, end) (manifest `trainableRange`, step backward pruned to them); default all. */
+  trainable?: [number, number];
 }
 
 /** `models build --falco <dir>`: the bundle from the official checkpoints (or stand-ins in their layout). */
@@ -237,8 +244,12 @@ export async function buildFromCheckpoints(o: BuildOptions): Promise<BundleManif
     demo: o.demo ?? false,
     components,
     writeModels: async (dir) => {
-      await graphs.writeFalcoModels(weights, dir, o.graphOptions);
+      await graphs.writeFalcoModels(weights, dir, {
+        ...o.graphOptions,
+        ...(o.trainable ? { trainable: o.trainable } : {}),
+      });
     },
     ...(o.log ? { log: o.log } : {}),
+    ...(o.trainable ? { trainable: o.trainable } : {}),
   });
 }

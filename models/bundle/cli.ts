@@ -1,7 +1,7 @@
 /**
  * `npm run models -- <command>`:
  *   demo  [--out DIR] [--pool N]                 pattern-weight demo bundle (seconds, deterministic)
- *   build --falco DIR [--out DIR] [--pool N]     production bundle from the four official checkpoints
+ *   build --falco DIR [--out DIR] [--pool N] [--trainable A:B]   production bundle from the four official checkpoints
  *   pool  --n N [--bundle DIR] [--seed S] [--psi P]   (re)sample the fake pool of a bundle
  *   info  [--bundle DIR]                          print a bundle's manifest summary
  */
@@ -77,6 +77,14 @@ program
     console.log(`built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   });
 
+/** `a:b` → [a, b) with integers 0 ≤ a < b (the manifest check bounds b by the generator's W+ rows). */
+function rowRange(v: string): [number, number] {
+  const m = /^(\d+):(\d+)$/.exec(v);
+  if (!m || Number(m[1]) >= Number(m[2]))
+    throw new InvalidArgumentError(`--trainable expects a:b with integers 0 ≤ a < b, got "${v}"`);
+  return [Number(m[1]), Number(m[2])];
+}
+
 program
   .command('build')
   .description('build the production bundle from the official checkpoints')
@@ -87,15 +95,28 @@ program
   .option('--out <dir>', 'bundle directory', join(DEFAULT_BUNDLES_DIR, 'falco'))
   .option('--name <name>', 'bundle name', 'falco')
   .option('--pool <n>', 'fake pool size (0: none; add one later with `pool`)', int('--pool'), 0)
-  .action(async (o: { falco: string; out: string; name: string; pool: number }) => {
-    let m = await buildFromCheckpoints({ falcoDir: o.falco, outDir: o.out, name: o.name, log });
-    if (o.pool > 0) {
-      const b = bar('fake pool');
-      m = await buildPool(o.out, { n: o.pool, onProgress: (d, t) => b.update(d, t) });
-      b.stop();
-    }
-    console.log(summary(o.out, m));
-  });
+  .option(
+    '--trainable <a:b>',
+    'W+ rows [a, b) the `layers` option may train; the step backward is pruned to them (FALCO: 3:8). Default: all',
+    rowRange,
+  )
+  .action(
+    async (o: { falco: string; out: string; name: string; pool: number; trainable?: [number, number] }) => {
+      let m = await buildFromCheckpoints({
+        falcoDir: o.falco,
+        outDir: o.out,
+        name: o.name,
+        log,
+        ...(o.trainable ? { trainable: o.trainable } : {}),
+      });
+      if (o.pool > 0) {
+        const b = bar('fake pool');
+        m = await buildPool(o.out, { n: o.pool, onProgress: (d, t) => b.update(d, t) });
+        b.stop();
+      }
+      console.log(summary(o.out, m));
+    },
+  );
 
 program
   .command('pool')

@@ -317,11 +317,16 @@ export function buildMappingGraph(w: FalcoWeights): E.Graph {
   return g;
 }
 
-export const GRAPH_BUILDERS: Record<ModelName, (w: FalcoWeights) => E.Graph> = {
-  encoder: buildEncoderGraph,
-  targets: buildTargetsGraph,
-  step: (w) => buildStepGraph(w),
-  render: buildRenderGraph,
+export interface FalcoModelOptions {
+  /** Trainable W+ rows [start, end) of the bundle (its manifest `trainableRange`): the step's gradRows. */
+  trainable?: [number, number];
+}
+
+export const GRAPH_BUILDERS: Record<ModelName, (w: FalcoWeights, o: FalcoModelOptions) => E.Graph> = {
+  encoder: (w) => buildEncoderGraph(w),
+  targets: (w) => buildTargetsGraph(w),
+  step: (w, o) => buildStepGraph(w, o.trainable ? { gradRows: o.trainable } : {}),
+  render: (w) => buildRenderGraph(w),
   mapping: buildMappingGraph,
 };
 
@@ -339,7 +344,10 @@ export interface WrittenModel {
 export async function writeFalcoModels(
   w: FalcoWeights,
   outDir: string,
-  o: { only?: ModelName[]; onProgress?: (name: ModelName, i: number, n: number) => void } = {},
+  o: FalcoModelOptions & {
+    only?: ModelName[];
+    onProgress?: (name: ModelName, i: number, n: number) => void;
+  } = {},
 ): Promise<Record<string, WrittenModel>> {
   mkdirSync(outDir, { recursive: true });
   const names = (o.only ?? (Object.keys(MODEL_FILES) as ModelName[])).slice();
@@ -347,7 +355,7 @@ export async function writeFalcoModels(
   for (const [i, name] of names.entries()) {
     o.onProgress?.(name, i, names.length);
     const t0 = performance.now();
-    const g = GRAPH_BUILDERS[name](w);
+    const g = GRAPH_BUILDERS[name](w, o);
     checkIO(name, g);
     const file = join(outDir, MODEL_FILES[name]);
     const sizes = E.save(g, file);
