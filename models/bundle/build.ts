@@ -214,6 +214,8 @@ export interface BuildOptions {
   graphOptions?: Record<string, unknown>;
   /** Trainable W+ rows [start, end) (manifest `trainableRange`, step backward pruned to them); default all. */
   trainable?: [number, number];
+  /** Also write batched step models (step_b{B}.onnx) for these batch sizes. */
+  stepBatches?: number[];
 }
 
 /** `models build --falco <dir>`: the bundle from the official checkpoints (or stand-ins in their layout). */
@@ -247,6 +249,7 @@ export async function buildFromCheckpoints(o: BuildOptions): Promise<BundleManif
       await graphs.writeFalcoModels(weights, dir, {
         ...o.graphOptions,
         ...(o.trainable ? { trainable: o.trainable } : {}),
+        ...(o.stepBatches ? { stepBatches: o.stepBatches } : {}),
       });
     },
     ...(o.log ? { log: o.log } : {}),

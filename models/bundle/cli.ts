@@ -85,6 +85,14 @@ function rowRange(v: string): [number, number] {
   return [Number(m[1]), Number(m[2])];
 }
 
+/** `2,4` → [2, 4]: batch sizes ≥ 2. */
+function batchList(v: string): number[] {
+  const out = v.split(',').map(Number);
+  if (!v || out.some((b) => !Number.isInteger(b) || b < 2))
+    throw new InvalidArgumentError(`--step-batch expects integers ≥ 2 separated by commas, got "${v}"`);
+  return out;
+}
+
 program
   .command('build')
   .description('build the production bundle from the official checkpoints')
@@ -100,14 +108,27 @@ program
     'W+ rows [a, b) the `layers` option may train; the step backward is pruned to them (FALCO: 3:8). Default: all',
     rowRange,
   )
+  .option(
+    '--step-batch <list>',
+    'also write step models for batches of faces, e.g. 4 or 2,4 (GPU workers: see README, Performance)',
+    batchList,
+  )
   .action(
-    async (o: { falco: string; out: string; name: string; pool: number; trainable?: [number, number] }) => {
+    async (o: {
+      falco: string;
+      out: string;
+      name: string;
+      pool: number;
+      trainable?: [number, number];
+      stepBatch?: number[];
+    }) => {
       let m = await buildFromCheckpoints({
         falcoDir: o.falco,
         outDir: o.out,
         name: o.name,
         log,
         ...(o.trainable ? { trainable: o.trainable } : {}),
+        ...(o.stepBatch ? { stepBatches: o.stepBatch } : {}),
       });
       if (o.pool > 0) {
         const b = bar('fake pool');

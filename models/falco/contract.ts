@@ -24,6 +24,13 @@ export const MODEL_FILES = {
 
 export type ModelName = keyof typeof MODEL_FILES;
 
+/**
+ * Optional step models for batches of B faces a bundle may carry next to step.onnx (the step's inputs
+ * and outputs with a leading batch axis B; written by `models build --step-batch`, used by
+ * FalcoEngine.optimizeBatch). Not listed in the manifest's required models.
+ */
+export const stepBatchFile = (batch: number): string => `step_b${batch}.onnx`;
+
 /** Input and output names of each model (shapes in the comments; L = W+ layers, N = resolution). */
 export const IO = {
   encoder: { inputs: ['image'] /* [1,3,256,256] */, outputs: ['wplus'] /* [1,L,512] */ },

@@ -37,7 +37,7 @@ import {
   loadStyleGAN2Weights,
 } from '../networks/stylegan2/index.js';
 import type { WeightMap } from '../networks/irse50/index.js';
-import { ADAM, IO, MODEL_FILES, type ModelName } from './contract.js';
+import { ADAM, IO, MODEL_FILES, stepBatchFile, type ModelName } from './contract.js';
 
 export interface FalcoWeights {
   generator: StyleGAN2Weights;
@@ -320,6 +320,8 @@ export function buildMappingGraph(w: FalcoWeights): E.Graph {
 export interface FalcoModelOptions {
   /** Trainable W+ rows [start, end) of the bundle (its manifest `trainableRange`): the step's gradRows. */
   trainable?: [number, number];
+  /** Also write step models for these batch sizes (step_b{B}.onnx, for FalcoEngine.optimizeBatch). */
+  stepBatches?: number[];
 }
 
 export const GRAPH_BUILDERS: Record<ModelName, (w: FalcoWeights, o: FalcoModelOptions) => E.Graph> = {
@@ -360,6 +362,14 @@ export async function writeFalcoModels(
     const file = join(outDir, MODEL_FILES[name]);
     const sizes = E.save(g, file);
     out[name] = { file, ...sizes, buildMs: performance.now() - t0 };
+    if (name === 'step')
+      for (const batch of o.stepBatches ?? []) {
+        if (batch === 1) continue;
+        const t1 = performance.now();
+        const gb = buildStepGraph(w, { batch, ...(o.trainable ? { gradRows: o.trainable } : {}) });
+        const fb = join(outDir, stepBatchFile(batch));
+        out[`step_b${batch}`] = { file: fb, ...E.save(gb, fb), buildMs: performance.now() - t1 };
+      }
     // Let the event loop breathe between big models (progress bars redraw).
     await new Promise((r) => setImmediate(r));
   }
