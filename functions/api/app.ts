@@ -10,6 +10,7 @@ import { registerDocs } from './docs.js';
 import { registerJobs } from './routes/jobs.js';
 import { registerUploads } from './routes/uploads.js';
 import { registerUsage } from './routes/usage.js';
+import { ASSUMED_ATTEMPTS_PER_FACE, OPTION_RANGES } from '../shared/limits.js';
 
 const OPENAPI_INFO = {
   title: 'FALCO face anonymization API',
@@ -24,6 +25,13 @@ function problemResponse(c: Context, err: ProblemError): Response {
   return c.body(JSON.stringify(err.toProblem(c.req.path)), err.status as never, {
     'Content-Type': PROBLEM_CONTENT_TYPE,
   });
+}
+
+/** 404 problem+json for a path no route serves (also used by the local stack's outer router). */
+export function notFoundResponse(c: Context): Response {
+  // The path is not echoed in full: it may be kilobytes of anything.
+  const path = c.req.path.length > 100 ? `${c.req.path.slice(0, 100)}…` : c.req.path;
+  return problemResponse(c, new ProblemError(404, 'not-found', `no route for ${c.req.method} ${path}`));
 }
 
 export function createApp(ctx: ServiceContext): OpenAPIHono<ApiEnv> {
@@ -68,12 +76,20 @@ export function createApp(ctx: ServiceContext): OpenAPIHono<ApiEnv> {
       new ProblemError(500, 'internal', 'internal error; the request may be retried'),
     );
   });
-  app.notFound((c) =>
-    problemResponse(c, new ProblemError(404, 'not-found', `no route for ${c.req.method} ${c.req.path}`)),
-  );
+  app.notFound(notFoundResponse);
 
-  app.get('/openapi.json', (c) => c.json(app.getOpenAPIDocument({ openapi: '3.0.3', info: OPENAPI_INFO })));
-  registerDocs(app, () => app.getOpenAPIDocument({ openapi: '3.0.3', info: OPENAPI_INFO }) as never);
+  // The enforced limits are part of the document (`x-limits`): the option ranges are also in the schemas;
+  // the resource limits are this deployment's (functions/shared/limits.ts).
+  const document = () => ({
+    ...app.getOpenAPIDocument({ openapi: '3.0.3', info: OPENAPI_INFO }),
+    'x-limits': {
+      ...ctx.cfg.limits,
+      assumedAttemptsPerFace: ASSUMED_ATTEMPTS_PER_FACE,
+      options: OPTION_RANGES,
+    },
+  });
+  app.get('/openapi.json', (c) => c.json(document()));
+  registerDocs(app, () => document() as never);
   app.get('/healthz', (c) => c.json({ ok: true }));
 
   app.use('/v1/*', authMiddleware(ctx));

@@ -1,5 +1,8 @@
 /** Request/response schemas: the single source for validation and for the generated OpenAPI document. */
 import { z } from '@hono/zod-openapi';
+import { describeId, ID_PATTERNS } from '../shared/ids.js';
+import { OPTION_RANGES as R } from '../shared/limits.js';
+import { CONTENT_TYPE_LIST, OUTPUT_FORMATS } from '../pipeline/formats.js';
 
 export const ProblemSchema = z
   .object({
@@ -12,66 +15,82 @@ export const ProblemSchema = z
   })
   .openapi('Problem');
 
-export const OutputFormatSchema = z.enum(['jpeg', 'png', 'webp']);
+export const OutputFormatSchema = z.enum(OUTPUT_FORMATS);
 
+/** Option ranges come from functions/shared/limits.ts, the same numbers the pipeline's resolveOptions checks. */
 export const OptionsSchema = z
   .object({
     idMargin: z
       .number()
-      .min(-1)
-      .max(1)
+      .min(R.idMargin.min)
+      .max(R.idMargin.max)
       .optional()
       .openapi({ description: 'ArcFace cosine margin m (FALCO default 0.0).', example: 0 }),
     steps: z
       .number()
       .int()
-      .min(1)
-      .max(500)
+      .min(R.steps.min)
+      .max(R.steps.max)
       .optional()
       .openapi({ description: 'Optimization steps per face (default 50).', example: 50 }),
     lambdaId: z
       .number()
-      .min(0)
-      .max(1000)
+      .min(R.lambdaId.min)
+      .max(R.lambdaId.max)
       .optional()
       .openapi({ description: 'Identity loss weight λ_id (default 10).', example: 10 }),
     lambdaAttr: z
       .number()
-      .min(0)
-      .max(1000)
+      .min(R.lambdaAttr.min)
+      .max(R.lambdaAttr.max)
       .optional()
       .openapi({ description: 'Attribute loss weight λ_attr (default 0.1).' }),
     layers: z
-      .tuple([z.number().int().min(0).max(18), z.number().int().min(1).max(18)])
+      .tuple([
+        z.number().int().min(R.layers.min).max(R.layers.max),
+        z
+          .number()
+          .int()
+          .min(R.layers.min + 1)
+          .max(R.layers.max),
+      ])
       .refine(([a, b]) => a < b, { message: 'layer range [start, end) needs start < end' })
       .optional()
       .openapi({ description: 'Trainable W+ layer range [start, end) (default [3, 8]).', example: [3, 8] }),
     lr: z
       .number()
-      .positive()
-      .max(1)
+      .min(R.lr.min)
+      .max(R.lr.max)
       .optional()
       .openapi({ description: 'Adam learning rate (default 0.01).' }),
-    seed: z
-      .number()
-      .int()
-      .min(0)
-      .max(2 ** 31 - 1)
-      .optional()
-      .openapi({ example: 42 }),
+    seed: z.number().int().min(R.seed.min).max(R.seed.max).optional().openapi({ example: 42 }),
     format: OutputFormatSchema.optional().openapi({
       description: 'Output encoding; defaults to the input format.',
     }),
+    smallFaces: z
+      .enum(['falco', 'blur', 'pixelate', 'fill'])
+      .optional()
+      .openapi({ description: 'How faces too small or turned for the generator are covered.' }),
+    onRecognisable: z.enum(['fail', 'obscure']).optional().openapi({
+      description: 'A face still recognisable after every retry: fail the image, or obscure the face.',
+    }),
+    onResidual: z
+      .enum(['anonymize', 'fail'])
+      .optional()
+      .openapi({ description: 'A face found on the output that overlaps no replaced region.' }),
   })
   .strict()
   .openapi('Options');
 
+export const UploadIdSchema = z
+  .string()
+  .regex(ID_PATTERNS.upl, describeId('upl'))
+  .openapi({ example: 'upl_01JD2S5X7Z9QK3M4N5P6R7S8T9' });
+
 export const CreateJobJsonSchema = z
   .object({
     images: z
-      .array(
-        z.object({ uploadId: z.string().openapi({ example: 'upl_01JD2S5X7Z9QK3M4N5P6R7S8T9' }) }).strict(),
-      )
+      .array(z.object({ uploadId: UploadIdSchema }).strict())
       .min(1)
       .openapi({ description: 'Images previously uploaded with POST /v1/uploads.' }),
     options: OptionsSchema.optional(),
@@ -99,7 +118,7 @@ export const CreateJobMultipartSchema = z
 
 export const CreateUploadSchema = z
   .object({
-    contentType: z.enum(['image/jpeg', 'image/png', 'image/webp']),
+    contentType: z.enum(CONTENT_TYPE_LIST),
     bytes: z
       .number()
       .int()
@@ -212,8 +231,13 @@ export const UsageSchema = z
   .object({ month: z.string().openapi({ example: '2026-11' }), billableImages: z.number().int() })
   .openapi('Usage');
 
+/** Checked in the handler (an id of the wrong format is a job that does not exist: 404, not 400). */
 export const JobIdParam = z.object({
-  id: z.string().openapi({ param: { name: 'id', in: 'path' }, example: 'job_01JD2S5X7Z9QK3M4N5P6R7S8T9' }),
+  id: z.string().openapi({
+    param: { name: 'id', in: 'path' },
+    pattern: ID_PATTERNS.job.source,
+    example: 'job_01JD2S5X7Z9QK3M4N5P6R7S8T9',
+  }),
 });
 
 export const ListQuery = z.object({

@@ -28,9 +28,10 @@ import {
   type ImageReport,
   type OutputFormat,
 } from '../pipeline/types.js';
+import { FORMATS } from '../pipeline/formats.js';
 
-const IMAGE_EXT = new Set(['.jpg', '.jpeg', '.png', '.webp']);
-const EXT_OF: Record<OutputFormat, string> = { jpeg: '.jpg', png: '.png', webp: '.webp' };
+const IMAGE_EXT = new Set(Object.values(FORMATS).flatMap((f) => f.extensions.map((e) => `.${e}`)));
+const EXT_OF = (f: OutputFormat) => `.${FORMATS[f].extension}`;
 
 export interface Job {
   input: string;
@@ -53,7 +54,7 @@ export async function collectInputs(args: string[]): Promise<Job[]> {
     }
   };
   for (const a of args) {
-    if (!existsSync(a)) throw new InputError('not_found', `input ${a} does not exist`);
+    if (!existsSync(a)) throw new InputError('not-found', `input ${a} does not exist`);
     if (statSync(a).isDirectory()) await walk(a, a);
     else jobs.push({ input: a, rel: basename(a) });
   }
@@ -62,7 +63,7 @@ export async function collectInputs(args: string[]): Promise<Job[]> {
     const prev = seen.get(j.rel);
     if (prev)
       throw new InputError(
-        'name_clash',
+        'name-clash',
         `${prev} and ${j.input} would both be written as ${j.rel}; pass their parent directories instead`,
       );
     seen.set(j.rel, j.input);
@@ -76,7 +77,7 @@ export function outputPath(
   format: OutputFormat | undefined,
   inputFormat: string,
 ): string {
-  const ext = format ? EXT_OF[format] : extname(rel) || inputFormat;
+  const ext = format ? EXT_OF(format) : extname(rel) || inputFormat;
   return join(outDir, rel.slice(0, rel.length - extname(rel).length) + ext);
 }
 
@@ -146,7 +147,7 @@ export async function runBatch(inputs: string[], o: BatchOptions): Promise<Batch
   const t0 = performance.now();
   const jobs = await collectInputs(inputs);
   if (jobs.length === 0)
-    throw new InputError('no_inputs', `no JPEG, PNG or WebP files found in ${inputs.join(', ')}`);
+    throw new InputError('no-inputs', `no JPEG, PNG or WebP files found in ${inputs.join(', ')}`);
   await mkdir(o.out, { recursive: true });
   const anonymizer = await createAnonymizer({
     bundleDir: o.bundle,

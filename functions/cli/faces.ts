@@ -128,7 +128,7 @@ export async function runFaces(
     bytes = await readFile(image);
   } catch (err) {
     throw new InputError(
-      'not_found',
+      'not-found',
       `cannot read ${image}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
     );
   }
@@ -180,7 +180,7 @@ function num(name: string, min: number, max: number, integer = false) {
     const n = Number(v);
     if (!Number.isFinite(n) || n < min || n > max || (integer && !Number.isInteger(n))) {
       throw new InputError(
-        'invalid_options',
+        'invalid-options',
         `--${name} must be ${integer ? 'an integer' : 'a number'} in [${min}, ${max}], got "${v}"`,
       );
     }

@@ -7,6 +7,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createLogger } from '../shared/logger.js';
 import { loadEngine } from '../worker/engine.js';
+import { loadLimits } from '../shared/limits.js';
 import { createStandInAnonymizer } from './stand-in.js';
 import { startLocalStack } from './stack.js';
 
@@ -32,6 +33,7 @@ async function main(): Promise<void> {
   const { anonymizer, real } = await loadEngine({
     bundleDir,
     log,
+    limits: loadLimits(),
     standIn: async () => createStandInAnonymizer({ stepMs: 150 }),
   });
   const port = Number(process.env.PORT ?? 8787);

@@ -23,7 +23,7 @@ import type { S3Event, SQSEvent, SQSRecord } from 'aws-lambda';
 import { createContext, type ServiceContext } from '../shared/context.js';
 import { createApiKey } from '../shared/keys-repo.js';
 import { errFields } from '../shared/logger.js';
-import { createApp } from '../api/app.js';
+import { createApp, notFoundResponse } from '../api/app.js';
 import { makeCompleteHandler } from '../complete/handler.js';
 import { makeDlqHandler } from '../dlq/handler.js';
 import { makeWebhookHandler } from '../webhooks/handler.js';
@@ -312,6 +312,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       root.get('/local/config.json', (c) => c.json({ apiKey: demo.apiKey }));
     }
     root.route('/', createApp(ctx));
+    root.notFound(notFoundResponse);
     const http = await new Promise<Server>((resolve) => {
       const s = serve({ fetch: root.fetch, port: opts.port ?? 8787, hostname: '127.0.0.1' }, () =>
         resolve(s as Server),

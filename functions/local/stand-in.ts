@@ -5,8 +5,9 @@
  * The local stack only uses it when the real engine or the demo bundle is missing, with a loud warning.
  */
 import sharp from 'sharp';
+import { checkImage } from '../pipeline/image-io.js';
+import { FORMATS } from '../pipeline/formats.js';
 import {
-  InputError,
   PrivacyError,
   type AnonymizeOptions,
   type Anonymizer,
@@ -33,15 +34,12 @@ export function createStandInAnonymizer(opts: StandInOptions = {}): Anonymizer {
     ): Promise<AnonymizeResult> {
       const t0 = Date.now();
       onProgress?.({ fraction: 0, stage: 'decode' });
-      let meta;
-      try {
-        meta = await sharp(input, { failOn: 'error' }).metadata();
-      } catch (err) {
-        throw new InputError('undecodable-image', `cannot decode image: ${(err as Error).message}`);
-      }
-      const width = meta.width ?? 0;
-      const height = meta.height ?? 0;
-      const inFormat = meta.format === 'png' || meta.format === 'webp' ? meta.format : 'jpeg';
+      // The one decode policy (image-io): same checks and messages as the real engine.
+      const probe = await checkImage(input);
+      // Stored (not display) orientation: the box below is cut from the unrotated input.
+      const [width, height] =
+        probe.orientation >= 5 ? [probe.height, probe.width] : [probe.width, probe.height];
+      const inFormat = probe.format;
       const format = options.format ?? inFormat;
       if (options.seed !== undefined && options.seed === opts.crashSeed)
         throw new Error('stand-in: simulated engine crash');
@@ -76,7 +74,7 @@ export function createStandInAnonymizer(opts: StandInOptions = {}): Anonymizer {
         .composite([{ input: patch, left: box.x, top: box.y }])
         .toFormat(format)
         .toBuffer();
-      const contentType = format === 'png' ? 'image/png' : format === 'webp' ? 'image/webp' : 'image/jpeg';
+      const contentType = FORMATS[format].contentType;
       return {
         image,
         contentType,

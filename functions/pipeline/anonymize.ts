@@ -38,6 +38,8 @@ import {
   type RgbImage,
 } from './image-io.js';
 import { pasteFace } from './paste.js';
+import { OUTPUT_FORMATS } from './formats.js';
+import { DEFAULT_RESOURCE_LIMITS, OPTION_RANGES as R } from '../shared/limits.js';
 import {
   InputError,
   PrivacyError,
@@ -56,6 +58,12 @@ export interface AnonymizerConfig {
   engine?: EngineOptions;
   detect?: DetectFacesOptions;
   limits?: Partial<ImageLimits>;
+  /**
+   * Per-image compute bounds (functions/shared/limits.ts; the worker passes its deployment's): more faces than
+   * `maxFaces`, or faces × steps × attempts above `maxComputeSteps`, fails the image as an InputError (unbilled)
+   * before any optimisation runs. Absent: the service defaults.
+   */
+  budget?: { maxFaces: number; maxComputeSteps: number };
   /** Create every session at start-up instead of on first use (default true: workers and the CLI want it). */
   warm?: boolean;
 }
@@ -72,15 +80,14 @@ export interface ResolvedOptions {
   format: OutputFormat | undefined;
 }
 
-const MAX_STEPS = 1000;
-const FORMATS: readonly OutputFormat[] = ['jpeg', 'png', 'webp'];
+const FORMATS: readonly OutputFormat[] = OUTPUT_FORMATS;
 
 /** Merge per-call options over the bundle defaults; every bad value is an InputError naming it. */
 export function resolveOptions(o: AnonymizeOptions | undefined, m: BundleManifest): ResolvedOptions {
   const opts = o ?? {};
-  if (typeof opts !== 'object') throw new InputError('invalid_options', 'options must be an object');
+  if (typeof opts !== 'object') throw new InputError('invalid-options', 'options must be an object');
   const bad = (field: string, why: string): never => {
-    throw new InputError('invalid_options', `${field} ${why}`);
+    throw new InputError('invalid-options', `${field} ${why}`);
   };
   const known = new Set(['idMargin', 'steps', 'lambdaId', 'lambdaAttr', 'layers', 'lr', 'seed', 'format']);
   for (const k of Object.keys(opts))
@@ -92,12 +99,22 @@ export function resolveOptions(o: AnonymizeOptions | undefined, m: BundleManifes
     return v as number;
   };
   const r: ResolvedOptions = {
-    idMargin: opts.idMargin === undefined ? d.idMargin : numIn('idMargin', opts.idMargin, -1, 1),
-    steps: opts.steps === undefined ? d.steps : numIn('steps', opts.steps, 0, MAX_STEPS, true),
-    lambdaId: opts.lambdaId === undefined ? d.lambdaId : numIn('lambdaId', opts.lambdaId, 0, 1e4),
-    lambdaAttr: opts.lambdaAttr === undefined ? d.lambdaAttr : numIn('lambdaAttr', opts.lambdaAttr, 0, 1e4),
-    lr: opts.lr === undefined ? d.lr : numIn('lr', opts.lr, 1e-6, 1),
-    seed: opts.seed === undefined ? 0 : numIn('seed', opts.seed, 0, 2 ** 32 - 1, true),
+    // Ranges from functions/shared/limits.ts (the API's zod schema reads the same numbers).
+    idMargin:
+      opts.idMargin === undefined
+        ? d.idMargin
+        : numIn('idMargin', opts.idMargin, R.idMargin.min, R.idMargin.max),
+    steps: opts.steps === undefined ? d.steps : numIn('steps', opts.steps, R.steps.min, R.steps.max, true),
+    lambdaId:
+      opts.lambdaId === undefined
+        ? d.lambdaId
+        : numIn('lambdaId', opts.lambdaId, R.lambdaId.min, R.lambdaId.max),
+    lambdaAttr:
+      opts.lambdaAttr === undefined
+        ? d.lambdaAttr
+        : numIn('lambdaAttr', opts.lambdaAttr, R.lambdaAttr.min, R.lambdaAttr.max),
+    lr: opts.lr === undefined ? d.lr : numIn('lr', opts.lr, R.lr.min, R.lr.max),
+    seed: opts.seed === undefined ? 0 : numIn('seed', opts.seed, R.seed.min, R.seed.max, true),
     layers: d.layers,
     format: undefined,
   };
@@ -115,6 +132,26 @@ export function resolveOptions(o: AnonymizeOptions | undefined, m: BundleManifes
     r.format = opts.format;
   }
   return r;
+}
+
+/** Faces per image and faces × steps × attempts within the compute budget, or an InputError saying which. */
+export function checkBudget(
+  faces: number,
+  steps: number,
+  attempts: number,
+  budget: { maxFaces: number; maxComputeSteps: number },
+): void {
+  if (faces > budget.maxFaces)
+    throw new InputError(
+      'too-many-faces',
+      `more than ${budget.maxFaces} faces found; an image may hold at most ${budget.maxFaces}`,
+    );
+  const cost = faces * steps * attempts;
+  if (cost > budget.maxComputeSteps)
+    throw new InputError(
+      'compute-budget-exceeded',
+      `${faces} faces × ${steps} steps × ${attempts} attempts = ${cost} optimisation steps exceeds the compute budget of ${budget.maxComputeSteps} per image`,
+    );
 }
 
 /** Monotone progress reporter (a retry must not move the bar backwards). */
@@ -177,7 +214,16 @@ class FalcoAnonymizer implements Anonymizer {
     const photo = decoded.image;
     const format = opts.format ?? decoded.format;
     progress({ fraction: DETECT_SHARE / 2, stage: 'detect' });
-    const faces = await time('detect', () => this.detector.detect(photo, this.cfg.detect));
+    const budget = this.cfg.budget ?? {
+      maxFaces: DEFAULT_RESOURCE_LIMITS.maxFacesPerImage,
+      maxComputeSteps: DEFAULT_RESOURCE_LIMITS.maxComputeSteps,
+    };
+    // One more than the limit, so that "too many" is seen rather than silently capped (a face left out would
+    // be published un-anonymized).
+    const faces = await time('detect', () =>
+      this.detector.detect(photo, { ...this.cfg.detect, maxFaces: budget.maxFaces + 1 }),
+    );
+    checkBudget(faces.length, opts.steps, 1 + m.reid.retries, budget);
     const reports: FaceReport[] = [];
     let out = photo;
     const faceShare = (1 - DETECT_SHARE - ENCODE_SHARE) / Math.max(1, faces.length);
@@ -202,6 +248,8 @@ class FalcoAnonymizer implements Anonymizer {
       bundle: { id: m.id, demo: m.demo },
       timingsMs: roundTimings(timings),
     };
+    const provider = this.engine.activeProvider();
+    if (provider) report.provider = provider;
     progress({ fraction: 1, stage: 'encode' });
     return { image, contentType: contentTypeOf(format), report };
   }
@@ -339,6 +387,7 @@ export async function createAnonymizer(cfg: AnonymizerConfig): Promise<Anonymize
     modelDir: join(cfg.bundleDir, 'faceapi'),
     ...(cfg.engine?.threads ? { threads: cfg.engine.threads } : {}),
     ...(cfg.engine?.provider ? { provider: cfg.engine.provider } : {}),
+    ...(cfg.engine?.log ? { log: cfg.engine.log } : {}),
   });
   const a = new FalcoAnonymizer(
     engine,

@@ -34,16 +34,16 @@ function checkOptions(o: DetectFacesOptions): Required<DetectFacesOptions> {
   const minFaceSize = o.minFaceSize ?? 0;
   const maxFaces = o.maxFaces ?? 100;
   if (!(scoreThreshold > 0 && scoreThreshold < 1)) {
-    throw new InputError('invalid_options', `scoreThreshold must be in (0, 1), got ${scoreThreshold}`);
+    throw new InputError('invalid-options', `scoreThreshold must be in (0, 1), got ${scoreThreshold}`);
   }
   if (!(minFaceSize >= 0 && Number.isFinite(minFaceSize))) {
     throw new InputError(
-      'invalid_options',
+      'invalid-options',
       `minFaceSize must be a non-negative number of pixels, got ${minFaceSize}`,
     );
   }
   if (!(Number.isInteger(maxFaces) && maxFaces >= 1 && maxFaces <= 1000)) {
-    throw new InputError('invalid_options', `maxFaces must be an integer in 1..1000, got ${maxFaces}`);
+    throw new InputError('invalid-options', `maxFaces must be an integer in 1..1000, got ${maxFaces}`);
   }
   return { scoreThreshold, minFaceSize, maxFaces };
 }

@@ -1,17 +1,21 @@
 /**
  * Image decoding and encoding for customer photos (sharp / libvips).
  *
- * Order of checks on decode, cheapest and safest first, so that hostile inputs never reach a decoder:
- *  1. byte length (0 bytes → `empty`, above `maxBytes` → `too_large`);
- *  2. magic bytes: only JPEG, PNG and WebP are accepted. Sniffing ourselves (instead of letting libvips guess)
- *     keeps SVG, PDF, TIFF, HEIF, GIF and plain text away from loaders we never meant to expose: libvips would
- *     happily rasterise an SVG, which is a classic server-side attack surface;
- *  3. header-only metadata (no pixel decoding): width × height above `maxPixels`, or one side above
- *     `maxDimension`, → `too_many_pixels`. This is what refuses decompression bombs (a 20000×20000 PNG that is a
- *     few hundred bytes on the wire) before any memory is allocated for pixels. sharp's own `limitInputPixels` is
- *     set to the same limit as a second line of defence inside libvips;
- *  4. full decode with `failOn: 'error'`: truncated or corrupt pixel data → `truncated` / `corrupt`
- *     (libvips' benign warnings, common in phone JPEGs, are tolerated; real decode errors are not).
+ * One decode policy for the whole service (the API's upload validation and the worker's decode both run it).
+ * Order of checks, cheapest and safest first, so that hostile inputs never reach a decoder:
+ *  1. byte length (0 bytes → `empty-image`, above `maxBytes` → `image-too-large`);
+ *  2. magic bytes (formats.ts, the one sniffer): only JPEG, PNG and WebP → else `unsupported-image-type`;
+ *  3. header-only metadata (no pixel decoding; libvips' own pixel limit off so that *we* word the error with the
+ *     real numbers): width × height above `maxPixels` or a side above `maxDimension` → `too-many-pixels`. This
+ *     refuses decompression bombs (a 60000×60000 PNG of a few hundred bytes) before any pixel memory exists;
+ *  4. a full decode at the strictest failure level, `failOn: 'warning'`: libjpeg reports a scan that ends
+ *     before the rows its SOF header declares only as a *warning* ("premature end of data segment") and fills
+ *     the rest with grey, so any laxer level lets a JPEG whose header was raised to 6000×6000 over 1920×1280 of
+ *     data through as a 36 MP, mostly grey image; then the decoded size must equal the header's;
+ *  5. every failure is worded by us from this request's own bytes (`looksTruncated`), never from libvips'
+ *     error text: libvips keeps one process-global error buffer, so under concurrency a message can carry
+ *     another request's error (a "VipsJpeg: Corrupt JPEG data" in a WebP request) or "(Unknown error)".
+ * Error codes are kebab-case, the same slugs the API's problem details use.
  *
  * Colour policy (ICC): pixels are converted to sRGB on decode (libvips applies the embedded profile, e.g.
  * Display P3 from phones) and every output is written as untagged sRGB, i.e. the profile is dropped.
@@ -25,6 +29,8 @@
  * output to prove it. EXIF orientation is applied to the pixels on decode, so dropping the tag is lossless.
  */
 import sharp, { type Metadata, type OutputInfo } from 'sharp';
+import { DEFAULT_RESOURCE_LIMITS, formatMegapixels } from '../shared/limits.js';
+import { FORMATS, looksTruncated, sniff } from './formats.js';
 import { InputError, type OutputFormat } from './types.js';
 
 export type ImageFormat = OutputFormat;
@@ -51,12 +57,15 @@ export interface ImageLimits {
   maxDimension: number;
 }
 
-/** 30 MB and 50 MP: above any phone or DSLR photo we expect, far below what would exhaust a worker's memory. */
+/** The service's limits (functions/shared/limits.ts); callers pass their deployment's values. */
 export const DEFAULT_LIMITS: Readonly<ImageLimits> = Object.freeze({
-  maxBytes: 30 * 1024 * 1024,
-  maxPixels: 50_000_000,
-  maxDimension: 16_384,
+  maxBytes: DEFAULT_RESOURCE_LIMITS.maxUploadBytes,
+  maxPixels: DEFAULT_RESOURCE_LIMITS.maxPixels,
+  maxDimension: DEFAULT_RESOURCE_LIMITS.maxSide,
 });
+
+/** The strictest libvips failure level: a decoder warning (truncated scan, corrupt data) is an error. */
+export const FAIL_ON = 'warning' as const;
 
 export interface ProbeResult {
   format: ImageFormat;
@@ -85,55 +94,13 @@ export interface EncodeOptions {
   lossless?: boolean;
 }
 
-const CONTENT_TYPES: Record<ImageFormat, string> = {
-  jpeg: 'image/jpeg',
-  png: 'image/png',
-  webp: 'image/webp',
-};
-
 export function contentTypeOf(format: ImageFormat): string {
-  return CONTENT_TYPES[format];
+  return FORMATS[format].contentType;
 }
 
-/**
- * Identifies JPEG, PNG and WebP from their signatures. Returns null for anything else. Also names a few common
- * formats we refuse, so the error message can say what was sent.
- */
+/** JPEG, PNG or WebP from the signature (formats.ts); null for anything else. */
 export function sniffFormat(bytes: Uint8Array): ImageFormat | null {
   return sniff(bytes).format;
-}
-
-function sniff(bytes: Uint8Array): { format: ImageFormat | null; guess: string } {
-  const b = bytes;
-  const ascii = (start: number, end: number): string => String.fromCharCode(...b.subarray(start, end));
-  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff)
-    return { format: 'jpeg', guess: 'JPEG' };
-  if (
-    b.length >= 8 &&
-    b[0] === 0x89 &&
-    ascii(1, 4) === 'PNG' &&
-    b[4] === 0x0d &&
-    b[5] === 0x0a &&
-    b[6] === 0x1a &&
-    b[7] === 0x0a
-  ) {
-    return { format: 'png', guess: 'PNG' };
-  }
-  if (b.length >= 12 && ascii(0, 4) === 'RIFF' && ascii(8, 12) === 'WEBP')
-    return { format: 'webp', guess: 'WebP' };
-  if (b.length >= 6 && (ascii(0, 6) === 'GIF87a' || ascii(0, 6) === 'GIF89a'))
-    return { format: null, guess: 'GIF' };
-  if (b.length >= 4 && (ascii(0, 4) === 'II*\0' || ascii(0, 4) === 'MM\0*'))
-    return { format: null, guess: 'TIFF' };
-  if (b.length >= 12 && ascii(4, 8) === 'ftyp') return { format: null, guess: 'HEIF/AVIF' };
-  if (b.length >= 4 && ascii(0, 4) === '%PDF') return { format: null, guess: 'PDF' };
-  if (b.length >= 2 && b[0] === 0x42 && b[1] === 0x4d) return { format: null, guess: 'BMP' };
-  const head = ascii(0, Math.min(b.length, 256)).trimStart().toLowerCase();
-  if (head.startsWith('<svg') || head.startsWith('<?xml')) return { format: null, guess: 'SVG/XML' };
-  const printable = b
-    .subarray(0, Math.min(b.length, 512))
-    .every((c) => c === 9 || c === 10 || c === 13 || (c >= 32 && c < 127));
-  return { format: null, guess: printable ? 'text' : 'unknown binary data' };
 }
 
 function limitsOf(partial?: Partial<ImageLimits>): ImageLimits {
@@ -145,61 +112,75 @@ function limitsOf(partial?: Partial<ImageLimits>): ImageLimits {
   return l;
 }
 
-/** Maps libvips/sharp failures to typed input errors; anything unrecognised stays a generic `corrupt`. */
-function decodeError(err: unknown, format: ImageFormat): InputError {
-  const msg = err instanceof Error ? err.message : String(err);
-  if (/premature end|truncat|unexpected end|short read|not enough data|end of (file|stream)/i.test(msg)) {
-    return new InputError('truncated', `The ${format.toUpperCase()} file is truncated (${msg}).`);
-  }
-  if (/pixel limit/i.test(msg)) {
-    return new InputError('too_many_pixels', `The image has more pixels than allowed (${msg}).`);
-  }
-  return new InputError('corrupt', `The ${format.toUpperCase()} file could not be decoded (${msg}).`);
+/**
+ * Our own wording of a libvips failure, decided from this request's bytes only (see the file comment). The
+ * libvips text is kept as the error's `cause` for server logs, never in the message.
+ */
+function decodeError(
+  err: unknown,
+  format: ImageFormat,
+  bytes: Uint8Array,
+  header?: { width: number; height: number },
+): InputError {
+  const label = FORMATS[format].label;
+  const e = looksTruncated(bytes, format)
+    ? new InputError(
+        'truncated-image',
+        `the ${label} file is truncated: it ends before the end of its image data`,
+      )
+    : new InputError(
+        'corrupt-image',
+        header
+          ? `the ${label} pixel data is corrupt, or shorter than the ${header.width}×${header.height} its header declares`
+          : `the ${label} header is corrupt and cannot be read`,
+      );
+  Object.defineProperty(e, 'cause', { value: err, enumerable: false });
+  return e;
 }
 
 /** Header checks only (size, signature, dimensions); decodes no pixels. */
 export async function probeImage(bytes: Uint8Array, limits?: Partial<ImageLimits>): Promise<ProbeResult> {
   const lim = limitsOf(limits);
   if (!(bytes instanceof Uint8Array))
-    throw new InputError('invalid_input', 'The image must be given as bytes.');
-  if (bytes.length === 0) throw new InputError('empty', 'The image is empty (0 bytes).');
+    throw new InputError('invalid-input', 'the image must be given as bytes');
+  if (bytes.length === 0) throw new InputError('empty-image', 'the file is empty (0 bytes)');
   if (bytes.length > lim.maxBytes) {
     throw new InputError(
-      'too_large',
-      `The image is ${bytes.length} bytes; the limit is ${lim.maxBytes} bytes.`,
+      'image-too-large',
+      `the file is ${bytes.length} bytes; the limit is ${lim.maxBytes} bytes`,
     );
   }
   const { format, guess } = sniff(bytes);
   if (format === null) {
     throw new InputError(
-      'unsupported_format',
-      `Unsupported image format (${guess}); send JPEG, PNG or WebP.`,
+      'unsupported-image-type',
+      `the file looks like ${guess}; only JPEG, PNG and WebP are accepted (detected from the file content)`,
     );
   }
+  const label = FORMATS[format].label;
   let meta: Metadata;
   try {
-    // limitInputPixels:false here so that we, not libvips, produce the size error with the real numbers;
+    // limitInputPixels:false so that we, not libvips, produce the size error with the real numbers;
     // metadata() reads headers only, so an oversized header costs nothing.
-    meta = await sharp(bytes, { limitInputPixels: false, failOn: 'error' }).metadata();
+    meta = await sharp(bytes, { limitInputPixels: false, failOn: FAIL_ON }).metadata();
   } catch (err) {
-    throw decodeError(err, format);
+    throw decodeError(err, format, bytes);
   }
   if (meta.format !== format) {
     // The signature said one thing and libvips parsed another: refuse rather than guess.
-    throw new InputError(
-      'corrupt',
-      `The file looks like ${format.toUpperCase()} but could not be read as one.`,
-    );
+    throw new InputError('corrupt-image', `the file starts like ${label} but cannot be read as one`);
   }
   const w = meta.width ?? 0;
   const h = meta.height ?? 0;
-  if (!(w > 0 && h > 0))
-    throw new InputError('corrupt', `The ${format.toUpperCase()} header has no valid size.`);
-  if (w * h > lim.maxPixels || w > lim.maxDimension || h > lim.maxDimension) {
+  if (!(w > 0 && h > 0)) throw new InputError('corrupt-image', `the ${label} header has no valid size`);
+  if (w * h > lim.maxPixels) {
+    const mp = formatMegapixels(w * h, lim.maxPixels);
+    throw new InputError('too-many-pixels', `${w}×${h} = ${mp.value} exceeds the ${mp.limit} limit`);
+  }
+  if (w > lim.maxDimension || h > lim.maxDimension) {
     throw new InputError(
-      'too_many_pixels',
-      `The image is ${w}×${h} (${((w * h) / 1e6).toFixed(1)} MP); the limits are ${(lim.maxPixels / 1e6).toFixed(1)} MP ` +
-        `and ${lim.maxDimension} px per side.`,
+      'too-many-pixels',
+      `${w}×${h}: the longest side, ${Math.max(w, h)} px, exceeds the ${lim.maxDimension} px limit`,
     );
   }
   const orientation =
@@ -216,6 +197,25 @@ export async function probeImage(bytes: Uint8Array, limits?: Partial<ImageLimits
 }
 
 /**
+ * The API's upload check: the header checks, then a full decode at the same strict level as the worker's
+ * (shrink-on-load keeps the memory small: JPEG decodes at 1/8 scale, yet every scan byte is still read, so a
+ * truncated or raised-SOF file fails here exactly as it would in the worker).
+ */
+export async function checkImage(bytes: Uint8Array, limits?: Partial<ImageLimits>): Promise<ProbeResult> {
+  const lim = limitsOf(limits);
+  const probe = await probeImage(bytes, lim);
+  try {
+    await sharp(bytes, { failOn: FAIL_ON, limitInputPixels: lim.maxPixels, sequentialRead: true })
+      .resize(64, 64, { fit: 'inside' })
+      .raw()
+      .toBuffer();
+  } catch (err) {
+    throw decodeError(err, probe.format, bytes, probe);
+  }
+  return probe;
+}
+
+/**
  * Decodes to 8-bit sRGB in display orientation (EXIF orientation applied). Animated WebP/PNG: first frame only.
  * Throws InputError for every customer-fixable problem.
  */
@@ -224,18 +224,18 @@ export async function decodeImage(bytes: Uint8Array, limits?: Partial<ImageLimit
   const probe = await probeImage(bytes, lim);
   let raw: { data: Buffer; info: OutputInfo };
   try {
-    raw = await sharp(bytes, { limitInputPixels: lim.maxPixels, failOn: 'error', autoOrient: true })
+    raw = await sharp(bytes, { limitInputPixels: lim.maxPixels, failOn: FAIL_ON, autoOrient: true })
       .toColourspace('srgb')
       .raw({ depth: 'uchar' })
       .toBuffer({ resolveWithObject: true });
   } catch (err) {
-    throw decodeError(err, probe.format);
+    throw decodeError(err, probe.format, bytes, probe);
   }
   const { width, height, channels } = raw.info;
   if (width !== probe.width || height !== probe.height) {
     throw new InputError(
-      'corrupt',
-      `Decoded size ${width}×${height} does not match the header (${probe.width}×${probe.height}).`,
+      'corrupt-image',
+      `the decoded size ${width}×${height} does not match the header's ${probe.width}×${probe.height}`,
     );
   }
   const n = width * height;
@@ -259,8 +259,8 @@ export async function decodeImage(bytes: Uint8Array, limits?: Partial<ImageLimit
     if (opaque) alpha = undefined;
   } else {
     throw new InputError(
-      'unsupported_format',
-      `Unsupported channel layout (${channels} channels after sRGB conversion).`,
+      'unsupported-image-type',
+      `unsupported channel layout (${channels} channels after sRGB conversion)`,
     );
   }
   return { ...probe, image: { width, height, data, ...(alpha ? { alpha } : {}) } };

@@ -109,6 +109,11 @@ export interface ImageReport {
   facesFound?: number;
   /** Faces the residual scan found on the output that overlapped no replaced region. */
   residualFaces?: number;
+  /**
+   * Where the models ran for this image ('cuda' or 'cpu'; issue #13): a GPU worker that fell back to its CPU
+   * shows here, per image, not only in the task's start-up log.
+   */
+  provider?: 'cuda' | 'cpu';
 }
 
 export interface AnonymizeResult {

@@ -3,17 +3,10 @@
  * (see cdk/); local mode (STAGE=local) uses the same names plus the SDK's own AWS_ENDPOINT_URL_<SERVICE>.
  */
 
-export interface Limits {
-  /** Largest image accepted through a presigned upload. */
-  maxUploadBytes: number;
-  /** Largest image accepted inline in a multipart POST /v1/jobs (Lambda's 6 MB request cap, base64 overhead). */
-  maxInlineBytes: number;
-  /** Largest inline multipart body in total: API Gateway base64-encodes binary bodies into the 6 MB Lambda event. */
-  maxInlineTotalBytes: number;
-  /** width × height above which an image is refused before decoding (decompression-bomb guard). */
-  maxPixels: number;
-  maxImagesPerJob: number;
-}
+import { loadLimits, type ResourceLimits } from './limits.js';
+
+/** The resource limits (functions/shared/limits.ts owns them). */
+export type Limits = ResourceLimits;
 
 export interface Config {
   stage: string;
@@ -75,13 +68,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     retentionDays: num(env, 'RETENTION_DAYS', 7),
     bundleUri: env.BUNDLE_URI || undefined,
     logLevel: env.LOG_LEVEL ?? 'INFO',
-    limits: {
-      maxUploadBytes: num(env, 'MAX_UPLOAD_BYTES', 25 * 1024 * 1024),
-      maxInlineBytes: num(env, 'MAX_INLINE_BYTES', 4 * 1024 * 1024),
-      maxInlineTotalBytes: num(env, 'MAX_INLINE_TOTAL_BYTES', 4 * 1024 * 1024),
-      maxPixels: num(env, 'MAX_PIXELS', 40_000_000),
-      maxImagesPerJob: num(env, 'MAX_IMAGES_PER_JOB', 20),
-    },
+    limits: loadLimits(env),
     presignSeconds: num(env, 'PRESIGN_SECONDS', 900),
     rateLimit: { ratePerSecond: num(env, 'RATE_LIMIT_RPS', 20), burst: num(env, 'RATE_LIMIT_BURST', 40) },
     webhook: {

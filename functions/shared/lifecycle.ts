@@ -16,6 +16,8 @@ import {
   setWebhookState,
 } from './jobs-repo.js';
 import { recordUsage } from './usage-repo.js';
+import { releaseInFlight } from './admission.js';
+import { FORMATS, formatOfExtension } from '../pipeline/formats.js';
 import { deleteObject, getObjectBytes } from './storage.js';
 import { reportKey as reportKeyOf } from './layout.js';
 import { TERMINAL_IMAGE, type JobItem, type WebhookMessage } from './records.js';
@@ -111,14 +113,16 @@ export async function completeImage(
   } else {
     ctx.log.error('result without a report (the worker writes the report first)', { jobId, imageId });
   }
-  const ext = resultKey.slice(resultKey.lastIndexOf('.') + 1);
-  const contentType = ext === 'png' ? 'image/png' : ext === 'webp' ? 'image/webp' : 'image/jpeg';
+  const format = formatOfExtension(resultKey.slice(resultKey.lastIndexOf('.') + 1)) ?? 'jpeg';
+  const contentType = FORMATS[format].contentType;
   const transitioned = await markImageDone(ctx, jobId, imageId, {
     resultKey,
     reportKey,
     contentType,
     report,
   });
+  // Admission hook: this call won the image's transition to done, so it alone gives the in-flight slot back.
+  if (transitioned) await releaseInFlight(ctx, tenant);
   const nowImage = transitioned ? image : await getImage(ctx, jobId, imageId);
   if (transitioned || nowImage?.status === 'done') {
     const charged = await recordUsage(ctx, tenant, job.billingMonth, jobId, imageId);
@@ -133,12 +137,14 @@ export async function completeImage(
 /** Fail one image (customer input, privacy check, or retries exhausted). Never billed. */
 export async function failImage(
   ctx: ServiceContext,
-  ref: { jobId: string; imageId: string; inputKey?: string },
+  ref: { tenant: string; jobId: string; imageId: string; inputKey?: string },
   code: string,
   detail: string,
 ): Promise<boolean> {
   const changed = await markImageFailed(ctx, ref.jobId, ref.imageId, code, detail);
   if (changed) ctx.log.warn('image failed', { jobId: ref.jobId, imageId: ref.imageId, code });
+  // Admission hook: only the caller whose transition to failed applied gives the in-flight slot back.
+  if (changed) await releaseInFlight(ctx, ref.tenant);
   if (ref.inputKey) await deleteObject(ctx, ctx.cfg.uploadsBucket, ref.inputKey);
   await maybeFinishJob(ctx, ref.jobId);
   return changed;

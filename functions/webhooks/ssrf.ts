@@ -52,22 +52,65 @@ const loopback = new BlockList();
 loopback.addSubnet('127.0.0.0', 8, 'ipv4');
 loopback.addAddress('::1', 'ipv6');
 
-/** IPv4-mapped/compatible IPv6 (::ffff:10.0.0.1) must be judged by the IPv4 inside. */
-function unmap(address: string): { address: string; family: 'ipv4' | 'ipv6' } {
-  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  if (m) return { address: m[1], family: 'ipv4' };
-  const hex = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(address);
-  if (hex) {
-    const hi = parseInt(hex[1], 16);
-    const lo = parseInt(hex[2], 16);
-    return { address: `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`, family: 'ipv4' };
+/**
+ * The 16 bytes of an IPv6 address (with or without a dotted-quad tail), or null. Written here because Node has
+ * no IPv6 parser that exposes the bytes (BlockList only answers membership, and it does not look inside
+ * embedded IPv4 forms).
+ */
+function ipv6Bytes(address: string): number[] | null {
+  let a = address.toLowerCase().replace(/%.*$/, '');
+  if (isIP(a) !== 6) return null;
+  const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(a);
+  if (dotted) {
+    const q = dotted.slice(1).map(Number);
+    a =
+      a.slice(0, dotted.index) + `${((q[0] << 8) | q[1]).toString(16)}:${((q[2] << 8) | q[3]).toString(16)}`;
   }
-  return { address, family: isIP(address) === 6 ? 'ipv6' : 'ipv4' };
+  const [head, tail] = a.includes('::') ? a.split('::') : [a, undefined];
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
+  if (groups.length !== 8) return null;
+  return groups.flatMap((g) => {
+    const v = parseInt(g, 16);
+    return [v >> 8, v & 255];
+  });
+}
+
+/**
+ * IPv6 forms that carry an IPv4 address inside, judged by that IPv4 (and refused in any case: a webhook has
+ * no business using them, and some stacks route them to the IPv4 inside):
+ * IPv4-compatible `::a.b.c.d` (::/96, deprecated), IPv4-mapped `::ffff:a.b.c.d`, IPv4-translated
+ * `::ffff:0:a.b.c.d` (SIIT), NAT64 `64:ff9b::a.b.c.d` and `64:ff9b:1::/48` (local-use). 6to4 (2002::/16) and
+ * Teredo (2001::/32) are refused whole by the block list.
+ */
+function embeddedIpv4(address: string): { ipv4: string; form: string } | null {
+  const b = ipv6Bytes(address);
+  if (!b) return null;
+  const zero = (from: number, to: number) => b.slice(from, to).every((x) => x === 0);
+  const v4 = () => b.slice(12, 16).join('.');
+  if (zero(0, 10) && b[10] === 0xff && b[11] === 0xff) return { ipv4: v4(), form: 'IPv4-mapped' };
+  if (zero(0, 8) && b[8] === 0xff && b[9] === 0xff && zero(10, 12))
+    return { ipv4: v4(), form: 'IPv4-translated' };
+  if (zero(0, 12) && !zero(12, 16) && !(zero(12, 15) && b[15] === 1))
+    return { ipv4: v4(), form: 'IPv4-compatible' };
+  if (b[0] === 0 && b[1] === 0x64 && b[2] === 0xff && b[3] === 0x9b) {
+    if (zero(4, 12)) return { ipv4: v4(), form: 'NAT64' };
+    if (b[4] === 0 && b[5] === 1) return { ipv4: v4(), form: 'NAT64 (local-use)' };
+  }
+  return null;
 }
 
 /** Why an address is refused, or null when it is a public unicast address. */
 export function refusalReason(rawAddress: string, allowLoopback: boolean): string | null {
-  const { address, family } = unmap(rawAddress.replace(/^\[|\]$/g, ''));
+  const bare = rawAddress.replace(/^\[|\]$/g, '');
+  const embedded = embeddedIpv4(bare);
+  if (embedded) {
+    const inner = refusalReason(embedded.ipv4, false);
+    return `${rawAddress} is ${/^[AEIOU]/.test(embedded.form) ? 'an' : 'a'} ${embedded.form} IPv6 address${inner ? ` (${inner.replace(`${embedded.ipv4} is `, '')}: ${embedded.ipv4})` : ''}; use the IPv4 address or a host name`;
+  }
+  const family = isIP(bare) === 6 ? 'ipv6' : 'ipv4';
+  const address = bare;
   if (loopback.check(address, family)) return allowLoopback ? null : `${rawAddress} is a loopback address`;
   if (address === '255.255.255.255') return `${rawAddress} is the broadcast address`;
   if (blocked.check(address, family)) {

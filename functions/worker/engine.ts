@@ -1,48 +1,78 @@
 /**
- * Picks the anonymization engine. The real one (functions/pipeline/anonymize.ts, `createAnonymizer`) is loaded
- * by dynamic import so the service builds and runs before the engine exists; the stand-in is only accepted
- * where the caller explicitly allows it (the local demo stack), and then loudly.
+ * Loads the anonymization engine (functions/pipeline/anonymize.ts) for the worker and the local stack. The
+ * engine is imported statically, so the worker bundles into one file (esbuild, no TypeScript loader at run
+ * time); the stand-in is only accepted where the caller explicitly allows it (the local demo stack), and then
+ * loudly.
  */
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { GetObjectCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
+import { createAnonymizer } from '../pipeline/anonymize.js';
 import type { Anonymizer } from '../pipeline/types.js';
+import { ProviderError } from '../../models/engine/runtime.js';
 import type { Log } from '../shared/logger.js';
+import type { ResourceLimits } from '../shared/limits.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-
-export function engineModulePath(): string | null {
-  for (const name of ['anonymize.ts', 'anonymize.js']) {
-    const p = join(here, '..', 'pipeline', name);
-    if (existsSync(p)) return p;
-  }
-  return null;
+export interface EngineStatus {
+  /** Where the models run: what a GPU worker must show as 'cuda'. */
+  provider: 'cuda' | 'cpu';
+  bundleId: string;
+  demo: boolean;
 }
 
-export async function loadRealEngine(bundleDir: string): Promise<Anonymizer> {
-  const path = engineModulePath();
-  if (!path) throw new Error('the anonymization engine (functions/pipeline/anonymize.ts) is not present');
-  const mod = (await import(pathToFileURL(path).href)) as {
-    createAnonymizer?: (o: { bundleDir: string }) => Promise<Anonymizer>;
+/** The deployment's limits as the pipeline takes them (decode limits, faces per image, compute budget). */
+export function pipelineLimits(l: ResourceLimits) {
+  return {
+    limits: { maxBytes: l.maxUploadBytes, maxPixels: l.maxPixels, maxDimension: l.maxSide },
+    budget: { maxFaces: l.maxFacesPerImage, maxComputeSteps: l.maxComputeSteps },
   };
-  if (typeof mod.createAnonymizer !== 'function') throw new Error(`${path} does not export createAnonymizer`);
-  return mod.createAnonymizer({ bundleDir });
+}
+
+export async function loadRealEngine(
+  bundleDir: string,
+  log?: Log,
+  limits?: ResourceLimits,
+): Promise<{ anonymizer: Anonymizer; status: EngineStatus }> {
+  const a = await createAnonymizer({
+    bundleDir,
+    ...(limits ? pipelineLimits(limits) : {}),
+    // Every session reports its provider, and a CUDA → CPU fallback ('auto') is a warning, never silent.
+    ...(log
+      ? {
+          engine: {
+            log: (m: string) => (/falling back|failed/i.test(m) ? log.warn(m) : log.info(m)),
+          },
+        }
+      : {}),
+  });
+  const m = a.engine.manifest;
+  return {
+    anonymizer: a,
+    status: {
+      provider: a.engine.activeProvider() ?? (await a.engine.provider()),
+      bundleId: m.id,
+      demo: m.demo,
+    },
+  };
 }
 
 export async function loadEngine(opts: {
   bundleDir: string;
   log: Log;
+  /** The deployment's limits, passed to the pipeline (the worker always sets them). */
+  limits?: ResourceLimits;
   /** Fallback used when the engine or bundle is missing; null = fail instead. */
   standIn?: () => Promise<Anonymizer>;
-}): Promise<{ anonymizer: Anonymizer; real: boolean }> {
+}): Promise<{ anonymizer: Anonymizer; real: boolean; status?: EngineStatus }> {
   try {
     if (!existsSync(opts.bundleDir))
       throw new Error(`model bundle not found at ${opts.bundleDir} (build it with: npm run models -- demo)`);
-    return { anonymizer: await loadRealEngine(opts.bundleDir), real: true };
+    const { anonymizer, status } = await loadRealEngine(opts.bundleDir, opts.log, opts.limits);
+    return { anonymizer, real: true, status };
   } catch (err) {
-    if (!opts.standIn) throw err;
+    // A provider the operator demanded (FALCO_PROVIDER=cuda) and cannot have is never papered over.
+    if (!opts.standIn || err instanceof ProviderError) throw err;
     const line = '!'.repeat(100);
     opts.log.warn(
       `${line}\nUSING THE TEST STAND-IN ANONYMIZER (it only inverts colours in a box; it does NOT anonymize faces).\nReason: ${(err as Error).message}\n${line}`,

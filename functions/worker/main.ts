@@ -4,6 +4,7 @@
  */
 import { createContext } from '../shared/context.js';
 import { errFields } from '../shared/logger.js';
+import { writeFile } from 'node:fs/promises';
 import { downloadBundle, loadEngine } from './engine.js';
 import { startWorker } from './worker.js';
 
@@ -11,7 +12,15 @@ async function main(): Promise<void> {
   const ctx = createContext('worker');
   const bundleDir = process.env.BUNDLE_DIR ?? '/tmp/bundle';
   if (ctx.cfg.bundleUri) await downloadBundle(ctx.clients.s3, ctx.cfg.bundleUri, bundleDir);
-  const { anonymizer } = await loadEngine({ bundleDir, log: ctx.log });
+  const { anonymizer, status } = await loadEngine({ bundleDir, log: ctx.log, limits: ctx.cfg.limits });
+  // The worker's status (it serves no HTTP): logged once, and written where `docker exec`/a health check can
+  // read it. `provider` is what a GPU task must show as "cuda".
+  const workerStatus = { ready: true, pid: process.pid, startedAt: new Date().toISOString(), ...status };
+  ctx.log.info('worker engine ready', workerStatus);
+  await writeFile(
+    process.env.WORKER_STATUS_FILE ?? '/tmp/falco-worker-status.json',
+    JSON.stringify(workerStatus),
+  ).catch((err) => ctx.log.warn('could not write the worker status file', errFields(err)));
   const worker = startWorker(ctx, anonymizer, {
     visibilityTimeout: Number(process.env.VISIBILITY_TIMEOUT ?? 120),
     shutdownGraceMs: Number(process.env.SHUTDOWN_GRACE_MS ?? 25_000),

@@ -20,6 +20,7 @@ import { failImage } from '../shared/lifecycle.js';
 import { getObjectBytes, putObject } from '../shared/storage.js';
 import { reportKey, resultKey } from '../shared/layout.js';
 import { isNotFound } from '../shared/aws.js';
+import { formatOfContentType } from '../pipeline/formats.js';
 import {
   InputError,
   PrivacyError,
@@ -33,10 +34,7 @@ const PROGRESS_INTERVAL_MS = 1000;
 export type ProcessOutcome = 'done' | 'failed' | 'skipped';
 
 function formatOf(contentType: string, fallback: OutputFormat): OutputFormat {
-  if (contentType === 'image/png') return 'png';
-  if (contentType === 'image/webp') return 'webp';
-  if (contentType === 'image/jpeg') return 'jpeg';
-  return fallback;
+  return formatOfContentType(contentType) ?? fallback;
 }
 
 async function exists(ctx: ServiceContext, bucket: string, key: string): Promise<boolean> {

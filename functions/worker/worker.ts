@@ -9,6 +9,8 @@ import type { ImageMessage } from '../shared/records.js';
 import type { Anonymizer } from '../pipeline/types.js';
 import { errFields } from '../shared/logger.js';
 import { processImageMessage } from './process.js';
+import { isId, isTenant } from '../shared/ids.js';
+import { inputKey } from '../shared/layout.js';
 
 export interface WorkerOptions {
   /** Seconds a received message stays invisible; the heartbeat keeps pushing it out while we work. */
@@ -52,6 +54,11 @@ export function startWorker(
         try {
           msg = JSON.parse(message.Body ?? '') as ImageMessage;
           if (msg.v !== 1 || !msg.jobId || !msg.imageId || !msg.inputKey) throw new Error('missing fields');
+          // Every id is checked before it reaches a key or a table, and the input must be this image's own.
+          if (!isTenant(msg.tenant) || !isId('job', msg.jobId) || !isId('img', msg.imageId))
+            throw new Error('malformed ids');
+          if (msg.inputKey !== inputKey(msg.tenant, msg.jobId, msg.imageId))
+            throw new Error('input key is not the image’s own');
         } catch (err) {
           ctx.log.error('dropping malformed job message', {
             messageId: message.MessageId,

@@ -1,7 +1,7 @@
 /**
  * Pattern-weight checkpoints in the official file formats and key layouts, at any size.
  *
- * The golden fixtures (../shared/fixtures/falco/*.spec.json) define the real networks' weights as
+ * The golden fixtures (test/fixtures/falco/*.spec.json) define the real networks' weights as
  * `pattern(key, shape, lo, hi)` with a fixed range rule per kind of tensor. This module reproduces
  * those layouts *from a size description* — with FULL_SIZES it yields exactly the fixture specs (a
  * test checks key, shape, lo, hi and fixed values one by one) — so that DEMO_SIZES gives the same

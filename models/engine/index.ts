@@ -12,4 +12,15 @@ export * from './ops/pool.js';
 export * from './ops/resample.js';
 export * from './optim.js';
 export { toBytes, save, OPSET } from './serialize.js';
-export { Session, FeedError, cudaAvailable, type Provider, type Output, type Feed } from './runtime.js';
+export {
+  Session,
+  FeedError,
+  ProviderError,
+  cudaAvailable,
+  cudaProviderLibrary,
+  providerFromEnv,
+  type Provider,
+  type ProviderChoice,
+  type Output,
+  type Feed,
+} from './runtime.js';

@@ -51,7 +51,9 @@ export interface FaceApiOptions {
   modelDir?: string;
   /** onnxruntime intra-op threads (default: onnxruntime's choice). */
   threads?: number;
+  /** Default: FALCO_PROVIDER (see models/engine/runtime.ts), like the FALCO models. */
   provider?: 'auto' | 'cpu' | 'cuda';
+  log?: (msg: string) => void;
 }
 
 export function defaultModelDir(): string {
@@ -165,9 +167,11 @@ export class FaceApi {
       s = (async () => {
         const { onnx, weights } = buildFaceApiOnnx(net, this.options.modelDir ?? defaultModelDir());
         if (net === 'ssd') this.anchors = ssdAnchors(weights);
+        const log = this.options.log;
         return E.Session.create(onnx, {
-          provider: this.options.provider ?? 'cpu',
+          ...(this.options.provider ? { provider: this.options.provider } : {}),
           ...(this.options.threads ? { threads: this.options.threads } : {}),
+          ...(log ? { log: (m: string) => log(`faceapi ${net}: ${m}`) } : {}),
         });
       })();
       this.sessions.set(net, s);

@@ -144,6 +144,8 @@ export interface OptimizeBatchOptions {
 export class FalcoEngine {
   private sessions = new Map<ModelName, Promise<E.Session>>();
   private batchSessions = new Map<number, Promise<E.Session>>();
+  /** Provider of every session created so far (reports say where an image actually ran). */
+  private readonly created = new Map<ModelName, E.Provider>();
   private poolCache?: Pool;
   readonly L: number;
   readonly N: number;
@@ -168,7 +170,8 @@ export class FalcoEngine {
     if (!s) {
       s = (async () => {
         const sess = await E.Session.create(join(this.dir, MODEL_FILES[name]), {
-          provider: this.opts.provider ?? 'auto',
+          // Unset: FALCO_PROVIDER decides (runtime.ts), so the worker's task definition reaches every session.
+          ...(this.opts.provider ? { provider: this.opts.provider } : {}),
           ...(this.opts.threads ? { threads: this.opts.threads } : {}),
           ...(this.opts.log ? { log: (m: string) => this.opts.log!(`${name}: ${m}`) } : {}),
         });
@@ -181,6 +184,7 @@ export class FalcoEngine {
           throw new BundleError(
             `${MODEL_FILES[name]} does not follow the model contract: missing tensors ${missing.join(', ')}`,
           );
+        this.created.set(name, sess.provider);
         return sess;
       })();
       // A failed creation must not be cached forever (e.g. a transient CUDA error): retry next time.
@@ -193,6 +197,14 @@ export class FalcoEngine {
   /** Create the sessions now (all five, or those named). */
   async warmup(names: ModelName[] = ['encoder', 'targets', 'step', 'render']): Promise<void> {
     for (const n of names) await this.session(n);
+  }
+
+  /**
+   * Where the models run, without creating a session: the step session's provider (where the per-step cost
+   * lives) when it exists, else that of any session created so far; undefined before the first.
+   */
+  activeProvider(): E.Provider | undefined {
+    return this.created.get('step') ?? this.created.values().next().value;
   }
 
   /** Provider of the step session (where the per-step cost lives). */

@@ -324,10 +324,10 @@ export interface FalcoModelOptions {
   stepBatches?: number[];
 }
 
-export const GRAPH_BUILDERS: Record<ModelName, (w: FalcoWeights, o: FalcoModelOptions) => E.Graph> = {
+export const GRAPH_BUILDERS: Record<ModelName, (w: FalcoWeights, o?: FalcoModelOptions) => E.Graph> = {
   encoder: (w) => buildEncoderGraph(w),
   targets: (w) => buildTargetsGraph(w),
-  step: (w, o) => buildStepGraph(w, o.trainable ? { gradRows: o.trainable } : {}),
+  step: (w, o) => buildStepGraph(w, o?.trainable ? { gradRows: o.trainable } : {}),
   render: (w) => buildRenderGraph(w),
   mapping: buildMappingGraph,
 };

@@ -1,6 +1,6 @@
 /**
  * Parity runner contract: one handler per case `kind` of a cases.json directory
- * (see ../shared/fixtures/falco/README.md). Each handler computes the case with our networks and
+ * (see test/fixtures/falco/README.md). Each handler computes the case with our networks and
  * compares every expectation with the tolerances of the fixtures README.
  */
 export interface ParityCheck {

@@ -136,12 +136,12 @@ describe('anonymize (toy bundle)', () => {
     for (const [o, msg] of bad) {
       const err = await anon.anonymize(photo, o as never).catch((e: unknown) => e);
       expect(err, JSON.stringify(o)).toBeInstanceOf(InputError);
-      expect((err as InputError).code).toBe('invalid_options');
+      expect((err as InputError).code).toBe('invalid-options');
       expect((err as Error).message).toMatch(msg);
     }
     const notImage = await anon.anonymize(new TextEncoder().encode('hello'), {}).catch((e: unknown) => e);
     expect(notImage).toBeInstanceOf(InputError);
-    expect((notImage as InputError).code).toBe('unsupported_format');
+    expect((notImage as InputError).code).toBe('unsupported-image-type');
   });
 
   it('retries a re-identified face with a lower margin and fails the image with PrivacyError', async () => {

@@ -29,14 +29,60 @@ describe('runtime', () => {
     );
   });
 
-  it('reports the provider it runs on and falls back to CPU when CUDA is absent', async () => {
+  it('reports the provider it runs on and logs the fallback to CPU when CUDA is absent (auto)', async () => {
     const logs: string[] = [];
     const s = await E.Session.create(E.toBytes(smallConvNet()), {
       provider: 'auto',
       log: (m) => logs.push(m),
     });
     expect(s.provider).toBe(E.cudaAvailable() ? 'cuda' : 'cpu');
-    expect(logs.join('\n')).toMatch(/session on (CPU|CUDA)/);
+    expect(logs.join('\n')).toMatch(/session on (CPU|CUDA) \(FALCO_PROVIDER=auto\)/);
+    if (!E.cudaAvailable())
+      expect(logs[0]).toMatch(
+        /CUDA execution provider not installed \(.*libonnxruntime_providers_cuda\.so missing\); falling back to CPU/,
+      );
+  });
+
+  it.skipIf(E.cudaAvailable())(
+    'forced cuda without the CUDA provider fails with a clear message',
+    async () => {
+      const logs: string[] = [];
+      const err = await E.Session.create(E.toBytes(smallConvNet()), {
+        provider: 'cuda',
+        log: (m) => logs.push(m),
+      }).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(E.ProviderError);
+      expect((err as Error).message).toMatch(
+        /^FALCO_PROVIDER=cuda but the CUDA execution provider could not be used: .*The provider library .*libonnxruntime_providers_cuda\.so is not installed: install onnxruntime-node with ONNXRUNTIME_NODE_INSTALL=cuda12/,
+      );
+      expect(logs).toEqual([]); // no session was created, so none claims a provider
+    },
+  );
+
+  it('FALCO_PROVIDER decides when the caller does not, and a bad value is refused', async () => {
+    expect(E.providerFromEnv({})).toBe('auto');
+    expect(E.providerFromEnv({ FALCO_PROVIDER: ' CUDA ' })).toBe('cuda');
+    expect(() => E.providerFromEnv({ FALCO_PROVIDER: 'gpu' })).toThrow(
+      /FALCO_PROVIDER must be cuda, cpu or auto, got "gpu"/,
+    );
+    const saved = process.env.FALCO_PROVIDER;
+    try {
+      process.env.FALCO_PROVIDER = 'cpu';
+      const logs: string[] = [];
+      const s = await E.Session.create(E.toBytes(smallConvNet()), { log: (m) => logs.push(m) });
+      expect(s.provider).toBe('cpu');
+      expect(logs).toEqual(['onnxruntime session on CPU (FALCO_PROVIDER=cpu)']); // no fallback: CPU was asked for
+      if (!E.cudaAvailable()) {
+        process.env.FALCO_PROVIDER = 'cuda';
+        await expect(E.Session.create(E.toBytes(smallConvNet()))).rejects.toThrow(/^FALCO_PROVIDER=cuda but/);
+      }
+    } finally {
+      if (saved === undefined) delete process.env.FALCO_PROVIDER;
+      else process.env.FALCO_PROVIDER = saved;
+    }
   });
 
   it('build-time shape errors name the tensors', () => {

@@ -1,6 +1,6 @@
 /**
  * The parity runner over the golden fixtures directory, case by case: exactly what
- * `npm run parity -- ../shared/fixtures/falco` checks. Cases marked slow run with FALCO_SLOW=1.
+ * `npm run parity -- test/fixtures/falco` checks. Cases marked slow run with FALCO_SLOW=1.
  */
 import { describe, expect, it } from 'vitest';
 import { requireFixturesDir } from '../../models/fixtures/paths.js';

@@ -51,6 +51,6 @@ describe('cli faces', () => {
       { encoding: 'utf8' },
     );
     expect(bad.status).toBe(2);
-    expect(bad.stderr).toMatch(/invalid_options.*--size/);
+    expect(bad.stderr).toMatch(/invalid-options.*--size/);
   });
 });

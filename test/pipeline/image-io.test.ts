@@ -171,14 +171,14 @@ describe('image-io: metadata stripping', () => {
 
 describe('image-io: bad inputs give typed errors', () => {
   it('0 bytes → empty', async () => {
-    expect((await inputError(decodeImage(new Uint8Array(0)))).code).toBe('empty');
+    expect((await inputError(decodeImage(new Uint8Array(0)))).code).toBe('empty-image');
   });
 
   it('a text file → unsupported_format naming what it looks like', async () => {
     const e = await inputError(decodeImage(Buffer.from('name,email\nalice,a@example.com\n')));
-    expect(e.code).toBe('unsupported_format');
+    expect(e.code).toBe('unsupported-image-type');
     expect(e.message).toMatch(/text/);
-    expect(e.message).toMatch(/JPEG, PNG or WebP/);
+    expect(e.message).toMatch(/JPEG, PNG and WebP/);
   });
 
   it('SVG and GIF are refused before reaching libvips', async () => {
@@ -188,41 +188,41 @@ describe('image-io: bad inputs give typed errors', () => {
           decodeImage(Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>')),
         )
       ).code,
-    ).toBe('unsupported_format');
+    ).toBe('unsupported-image-type');
     const gif = await sharp({ create: { width: 2, height: 2, channels: 3, background: '#000' } })
       .gif()
       .toBuffer();
     const e = await inputError(decodeImage(gif));
-    expect([e.code, /GIF/.test(e.message)]).toEqual(['unsupported_format', true]);
+    expect([e.code, /GIF/.test(e.message)]).toEqual(['unsupported-image-type', true]);
   });
 
   it('a truncated JPEG → truncated', async () => {
     const e = await inputError(decodeImage(sample1.subarray(0, Math.floor(sample1.length / 2))));
-    expect(e.code).toBe('truncated');
+    expect(e.code).toBe('truncated-image');
     expect(e.message).toMatch(/truncated/i);
   });
 
   it('a JPEG signature followed by garbage → corrupt', async () => {
     const junk = Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.alloc(200, 0x41)]);
     const e = await inputError(decodeImage(junk));
-    expect(['corrupt', 'truncated']).toContain(e.code);
+    expect(['corrupt-image', 'truncated-image']).toContain(e.code);
   });
 
   it('a 20000×20000 PNG header (decompression bomb) → too_many_pixels, refused from the header alone', async () => {
     const bomb = pngBomb(20000, 20000);
     expect(bomb.length).toBeLessThan(200);
     const e = await inputError(probeImage(bomb));
-    expect(e.code).toBe('too_many_pixels');
+    expect(e.code).toBe('too-many-pixels');
     expect(e.message).toContain('20000×20000');
-    expect((await inputError(decodeImage(bomb))).code).toBe('too_many_pixels');
+    expect((await inputError(decodeImage(bomb))).code).toBe('too-many-pixels');
     // The dimension limit catches thin bombs whose pixel count alone is acceptable.
-    expect((await inputError(decodeImage(pngBomb(40000, 10)))).code).toBe('too_many_pixels');
+    expect((await inputError(decodeImage(pngBomb(40000, 10)))).code).toBe('too-many-pixels');
   });
 
   it('byte and pixel limits are configurable and enforced with the numbers in the message', async () => {
     const e = await inputError(decodeImage(sample1, { maxBytes: 1000 }));
-    expect(e.code).toBe('too_large');
+    expect(e.code).toBe('image-too-large');
     expect(e.message).toContain(String(sample1.length));
-    expect((await inputError(decodeImage(sample1, { maxPixels: 1_000_000 }))).code).toBe('too_many_pixels');
+    expect((await inputError(decodeImage(sample1, { maxPixels: 1_000_000 }))).code).toBe('too-many-pixels');
   });
 });

@@ -1,6 +1,6 @@
 /**
  * The service with the real engine (functions/pipeline/anonymize.ts) loaded the way the worker loads it
- * (dynamic import via loadEngine), on the demo bundle (FALCO's networks at demo size, built here in about a
+ * (loadEngine), on the demo bundle (FALCO's networks at demo size, built here in about a
  * second exactly as `npm run models -- demo` builds it): proves the contract end to end — options pass
  * through, progress reaches the jobs table, the engine's report lands in the job JSON, the image is billed once.
  */
@@ -53,6 +53,8 @@ describe('real engine (demo bundle)', () => {
     expect(img.result.contentType).toBe('image/webp');
     expect(img.report.bundle).toEqual({ id: expect.stringMatching(/^demo-/), demo: true });
     expect(img.report.outcome).toBe('ok');
+    // Where the models ran, per image (issue #13); this machine has no CUDA provider, so 'auto' chose the CPU.
+    expect(img.report.provider).toBe('cpu');
     expect(img.report.faces.length).toBeGreaterThan(0);
     for (const f of img.report.faces) {
       expect(f.reidentified).toBe(false);

@@ -161,3 +161,42 @@ export async function listKeys(stack: LocalStack, bucket: string, prefix: string
   const out = await stack.ctx.clients.s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix }));
   return (out.Contents ?? []).map((o) => o.Key!);
 }
+
+/** The same JPEG with its SOF header raised to `width`×`height` (the scan data still holds the original rows). */
+export function raiseSof(jpeg: Buffer, width: number, height: number): Buffer {
+  const out = Buffer.from(jpeg);
+  for (let i = 2; i + 9 < out.length;) {
+    if (out[i] !== 0xff) throw new Error(`no JPEG marker at ${i}`);
+    const marker = out[i + 1];
+    if (marker >= 0xc0 && marker <= 0xcf && ![0xc4, 0xc8, 0xcc].includes(marker)) {
+      out.writeUInt16BE(height, i + 5);
+      out.writeUInt16BE(width, i + 7);
+      return out;
+    }
+    i += 2 + out.readUInt16BE(i + 2);
+  }
+  throw new Error('no SOF marker');
+}
+
+/** A PNG whose IHDR claims `width`×`height` over a few bytes of data: only the header is meant to be read. */
+export function pngHeaderOnly(width: number, height: number): Buffer {
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8;
+  ihdr[9] = 2;
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    pngChunk('IHDR', ihdr),
+    pngChunk('IDAT', deflateSync(Buffer.alloc(64))),
+    pngChunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+/** `bytes` with `n` bytes from `at` (a fraction of the length) overwritten: same length, damaged content. */
+export function damage(bytes: Buffer, at = 0.5, n = 64): Buffer {
+  const out = Buffer.from(bytes);
+  const from = Math.floor(out.length * at);
+  for (let i = from; i < Math.min(out.length, from + n); i++) out[i] = (out[i] * 31 + 17) & 255;
+  return out;
+}

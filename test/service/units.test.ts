@@ -7,9 +7,9 @@ import { deliver } from '../../functions/webhooks/deliver.js';
 import { retryDelaySeconds } from '../../functions/webhooks/handler.js';
 import { loadConfig } from '../../functions/shared/config.js';
 import { TokenBuckets } from '../../functions/api/rate-limit.js';
-import { sniff, validateImage } from '../../functions/api/validate.js';
-import { parseResultKey, resultKey } from '../../functions/shared/layout.js';
-import { isId, newJobId, ulid } from '../../functions/shared/ids.js';
+import { sniffUpload as sniff, validateImage } from '../../functions/api/validate.js';
+import { inputKey, parseResultKey, reportKey, resultKey, uploadKey } from '../../functions/shared/layout.js';
+import { isId, newImageId, newJobId, newUploadId, ulid } from '../../functions/shared/ids.js';
 import { pngBomb, SAMPLE, textFile, truncatedJpeg } from './helpers.js';
 import { ProblemError } from '../../functions/shared/problem.js';
 
@@ -38,6 +38,17 @@ describe('SSRF guard', () => {
     ['::ffff:10.0.0.1', 'private'],
     ['::ffff:a9fe:a9fe', 'link-local'],
     ['224.0.0.1', 'private'],
+    // Embedded-IPv4 forms: judged by the IPv4 inside, and refused in any case.
+    ['::a9fe:a9fe', 'IPv4-compatible IPv6 address (link-local'],
+    ['::7f00:1', 'IPv4-compatible IPv6 address (a loopback'],
+    ['::ffff:0:a9fe:a9fe', 'IPv4-translated IPv6 address (link-local'],
+    ['::ffff:7f00:1', 'IPv4-mapped IPv6 address (a loopback'],
+    ['0:0:0:0:0:ffff:169.254.169.254', 'IPv4-mapped IPv6 address (link-local'],
+    ['64:ff9b::a9fe:a9fe', 'NAT64 IPv6 address (link-local'],
+    ['64:ff9b:1::a00:1', 'NAT64 (local-use) IPv6 address (a private'],
+    ['::ffff:93.184.215.14', 'IPv4-mapped IPv6 address; use the IPv4 address'],
+    ['2002:a9fe:a9fe::1', 'private, reserved'],
+    ['2001:0:4136:e378::1', 'private, reserved'],
   ])('refuses %s', (ip, why) => {
     expect(refusalReason(ip, false)).toContain(why);
   });
@@ -61,6 +72,11 @@ describe('SSRF guard', () => {
       'webhook host is an internal name',
     );
     expect(checkWebhookUrl('https://[::1]/', false)).toContain('loopback');
+    // The forms the issue found getting through, as URLs.
+    for (const host of ['[::a9fe:a9fe]', '[::7f00:1]', '[::ffff:0:a9fe:a9fe]', '[::169.254.169.254]'])
+      expect(checkWebhookUrl(`https://${host}/hook`, false), host).toMatch(/IPv4-(compatible|translated)/);
+    // Also in local mode, where plain loopback is allowed: an embedded form never is.
+    expect(checkWebhookUrl('http://[::7f00:1]:8080/', true)).toMatch(/loopback/);
     expect(checkWebhookUrl('not a url', false)).toBe('webhook is not an absolute URL');
   });
 
@@ -145,14 +161,14 @@ describe('image validation', () => {
   });
 
   it('refuses a bomb from the header alone and a truncated file by decoding', async () => {
-    const limits = { maxBytes: 10_000_000, maxPixels: 40_000_000 };
+    const limits = { maxBytes: 10_000_000, maxPixels: 40_000_000, maxSide: 16_384 };
     await expect(validateImage(pngBomb(), limits, 'image 1')).rejects.toMatchObject({
       status: 422,
       code: 'too-many-pixels',
     });
     await expect(validateImage(truncatedJpeg(), limits, 'image 1')).rejects.toMatchObject({
       status: 422,
-      code: 'corrupt-image',
+      code: 'truncated-image',
     });
     await expect(validateImage(SAMPLE, { ...limits, maxBytes: 1000 }, 'image 1')).rejects.toBeInstanceOf(
       ProblemError,
@@ -176,11 +192,39 @@ describe('ids and keys', () => {
     expect(ulid()).toMatch(/^[0-9A-HJKMNP-TV-Z]{26}$/);
   });
 
-  it('result keys round-trip', () => {
-    const k = resultKey('acme', 'job_X', 'img_Y', 'jpeg');
-    expect(k).toBe('results/acme/job_X/img_Y.jpg');
-    expect(parseResultKey(k)).toEqual({ tenant: 'acme', jobId: 'job_X', imageId: 'img_Y', ext: 'jpg' });
-    expect(parseResultKey('reports/acme/job_X/img_Y.json')).toBeNull();
+  it('result keys round-trip, and every key builder refuses parts that are not of their exact format', () => {
+    const job = newJobId();
+    const img = newImageId();
+    const k = resultKey('acme', job, img, 'jpeg');
+    expect(k).toBe(`results/acme/${job}/${img}.jpg`);
+    expect(parseResultKey(k)).toEqual({
+      tenant: 'acme',
+      jobId: job,
+      imageId: img,
+      ext: 'jpg',
+      format: 'jpeg',
+    });
+    expect(parseResultKey(`reports/acme/${job}/${img}.json`)).toBeNull();
+    expect(parseResultKey(`results/acme/job_X/${img}.jpg`)).toBeNull();
+    expect(parseResultKey(`results/../${job}/${img}.jpg`)).toBeNull();
+    const upl = newUploadId();
+    expect(uploadKey('acme', upl)).toBe(`uploads/acme/${upl}`);
+    for (const bad of [
+      `../demo/${upl}`,
+      `${upl}/../x`,
+      `/${upl}`,
+      '%2E%2E%2F' + upl,
+      upl + 'A',
+      'A'.repeat(5000),
+      upl.toLowerCase(),
+    ])
+      expect(() => uploadKey('acme', bad), bad).toThrow(/invalid upload id/);
+    expect(() => uploadKey('../acme', upl)).toThrow(/invalid tenant/);
+    expect(() => inputKey('acme', job, '../x')).toThrow(/invalid image id/);
+    expect(() => reportKey('acme', 'job_..%2F', img)).toThrow(/invalid job id/);
+    expect(isId('upl', upl)).toBe(true);
+    expect(isId('upl', ` ${upl}`)).toBe(false);
+    expect(isId('job', 42)).toBe(false);
   });
 
   it('config refuses missing or malformed variables', () => {
@@ -190,5 +234,56 @@ describe('ids and keys', () => {
     expect(() => loadConfig({ ...baseEnv, RETENTION_DAYS: 'soon' })).toThrow(
       /RETENTION_DAYS must be a non-negative number/,
     );
+  });
+});
+
+describe('one set of limits', () => {
+  it('the API schema and the pipeline accept and refuse the same option values (functions/shared/limits.ts)', async () => {
+    const { OptionsSchema } = await import('../../functions/api/schemas.js');
+    const { resolveOptions } = await import('../../functions/pipeline/anonymize.js');
+    const { OPTION_RANGES } = await import('../../functions/shared/limits.js');
+    const manifest = {
+      defaults: { idMargin: 0, steps: 50, lambdaId: 10, lambdaAttr: 0.1, layers: [3, 8], lr: 0.01 },
+      trainableRange: [0, 18],
+    } as never;
+    for (const name of ['idMargin', 'steps', 'lambdaId', 'lambdaAttr', 'lr', 'seed'] as const) {
+      const { min, max } = OPTION_RANGES[name];
+      for (const [v, ok] of [
+        [min, true],
+        [max, true],
+        [max + 1, false],
+        [min - 1, false],
+      ] as const) {
+        expect(OptionsSchema.safeParse({ [name]: v }).success, `api ${name}=${v}`).toBe(ok);
+        expect(
+          (() => {
+            try {
+              resolveOptions({ [name]: v }, manifest);
+              return true;
+            } catch {
+              return false;
+            }
+          })(),
+          `pipeline ${name}=${v}`,
+        ).toBe(ok);
+      }
+    }
+  });
+
+  it('the format table and its literal tuples agree', async () => {
+    const { FORMATS, OUTPUT_FORMATS, CONTENT_TYPE_LIST } =
+      await import('../../functions/pipeline/formats.js');
+    expect(Object.keys(FORMATS)).toEqual([...OUTPUT_FORMATS]);
+    expect(OUTPUT_FORMATS.map((f) => FORMATS[f].contentType)).toEqual([...CONTENT_TYPE_LIST]);
+  });
+
+  it('megapixels are printed with enough precision to differ from the limit', async () => {
+    const { formatMegapixels } = await import('../../functions/shared/limits.js');
+    expect(formatMegapixels(40_001_000, 40_000_000)).toEqual({ value: '40.001 MP', limit: '40.000 MP' });
+    expect(formatMegapixels(100_000_000, 40_000_000)).toEqual({ value: '100.0 MP', limit: '40.0 MP' });
+    expect(formatMegapixels(40_000_001, 40_000_000)).toEqual({
+      value: '40.000001 MP',
+      limit: '40.000000 MP',
+    });
   });
 });

@@ -4,8 +4,10 @@ import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
 import { SendMessageBatchCommand } from '@aws-sdk/client-sqs';
 import type { Context } from 'hono';
 import type { ServiceContext } from '../../shared/context.js';
-import { isId, newImageId, newJobId } from '../../shared/ids.js';
-import { inputKey, reportKey, uploadKey } from '../../shared/layout.js';
+import { describeId, IDEMPOTENCY_KEY_RE, isId, newImageId, newJobId } from '../../shared/ids.js';
+import { inputKey, inputPrefix, reportKey, resultPrefix, uploadKey } from '../../shared/layout.js';
+import { acquireInFlight, releaseInFlight, takeJobCreation } from '../../shared/admission.js';
+import { ASSUMED_ATTEMPTS_PER_FACE, FALCO_DEFAULT_STEPS } from '../../shared/limits.js';
 import { ProblemError } from '../../shared/problem.js';
 import {
   jobPk,
@@ -26,6 +28,7 @@ import {
   releaseIdempotencyKey,
 } from '../../shared/jobs-repo.js';
 import { failImage } from '../../shared/lifecycle.js';
+import { TERMINAL_IMAGE } from '../../shared/records.js';
 import { deleteObject, deletePrefix, getObjectBytes, putObject } from '../../shared/storage.js';
 import { CONTENT_TYPES } from '../../shared/layout.js';
 import { checkWebhookUrl } from '../../webhooks/ssrf.js';
@@ -64,9 +67,31 @@ function zodProblem(err: z.ZodError, where: string): ProblemError {
     path: [where, ...i.path.map(String)].join('.'),
     message: i.message,
   }));
-  return new ProblemError(422, 'invalid-request', errors.map((e) => `${e.path}: ${e.message}`).join('; '), {
-    errors,
-  });
+  const detail = errors.map((e) => `${e.path}: ${e.message}`).join('; ');
+  // An id that is not of its exact format names nothing that can exist: a malformed request (400), refused
+  // before it reaches a key or a table.
+  if (err.issues.some((i) => i.path[i.path.length - 1] === 'uploadId'))
+    return new ProblemError(400, 'invalid-id', detail, { errors });
+  return new ProblemError(422, 'invalid-request', detail, { errors });
+}
+
+/** A multipart text field given at most once (a repeated field is refused, not silently picked). */
+function singleField(form: Record<string, unknown>, name: string): string | undefined {
+  const v = form[name];
+  if (v === undefined) return undefined;
+  if (Array.isArray(v))
+    throw new ProblemError(
+      422,
+      'invalid-request',
+      `the multipart field "${name}" was sent ${v.length} times; send it once`,
+    );
+  if (typeof v !== 'string')
+    throw new ProblemError(
+      422,
+      'invalid-request',
+      `the multipart field "${name}" must be a text field, not a file`,
+    );
+  return v;
 }
 
 async function parseCreate(c: Context<ApiEnv>, ctx: ServiceContext): Promise<ParsedCreate> {
@@ -142,12 +167,12 @@ async function parseCreate(c: Context<ApiEnv>, ctx: ServiceContext): Promise<Par
         `inline images total ${total} bytes; the limit is ${limits.maxInlineTotalBytes} bytes`,
       );
     let options: AnonymizeOptions = {};
-    if (form.options !== undefined) {
-      if (typeof form.options !== 'string')
-        throw new ProblemError(422, 'invalid-request', 'options must be a JSON text field');
+    const optionsField = singleField(form, 'options');
+    const webhookField = singleField(form, 'webhook');
+    if (optionsField !== undefined) {
       let raw: unknown;
       try {
-        raw = JSON.parse(form.options);
+        raw = JSON.parse(optionsField);
       } catch {
         throw new ProblemError(422, 'invalid-request', 'options field is not valid JSON');
       }
@@ -155,9 +180,7 @@ async function parseCreate(c: Context<ApiEnv>, ctx: ServiceContext): Promise<Par
       if (!parsed.success) throw zodProblem(parsed.error, 'options');
       options = parsed.data;
     }
-    if (form.webhook !== undefined && typeof form.webhook !== 'string')
-      throw new ProblemError(422, 'invalid-request', 'webhook must be a text field');
-    return { images, options, webhook: (form.webhook as string | undefined) || undefined };
+    return { images, options, webhook: webhookField || undefined };
   }
   throw new ProblemError(
     415,
@@ -247,7 +270,8 @@ const deleteRoute = createRoute({
 });
 
 async function loadOwnedJob(ctx: ServiceContext, tenant: string, id: string) {
-  if (!isId('job', id)) throw new ProblemError(404, 'not-found', `job ${id} not found`);
+  // An id that is not of the exact format cannot exist; it is not echoed back (it may be kilobytes of anything).
+  if (!isId('job', id)) throw new ProblemError(404, 'not-found', `job not found (${describeId('job')})`);
   const data = await getJobWithImages(ctx, id);
   if (!data || data.job.tenant !== tenant || data.job.status === 'deleted')
     throw new ProblemError(404, 'not-found', `job ${id} not found`);
@@ -265,14 +289,16 @@ function decodeCursor(cursor: string, tenant: string): Record<string, unknown> {
   } catch {
     throw new ProblemError(400, 'invalid-cursor', 'cursor is not one returned by this API');
   }
+  // Every part of the key is checked against its exact format: the cursor goes straight into a table query.
   const ok =
-    key &&
+    key !== null &&
     typeof key === 'object' &&
+    !Array.isArray(key) &&
+    Object.keys(key).length === 4 &&
     key.gsi1pk === tenantGsi(tenant) &&
-    typeof key.gsi1sk === 'string' &&
-    typeof key.pk === 'string' &&
-    key.sk === 'JOB' &&
-    Object.keys(key).length === 4;
+    isId('job', key.gsi1sk) &&
+    key.pk === jobPk(key.gsi1sk) &&
+    key.sk === 'JOB';
   if (!ok)
     throw new ProblemError(400, 'invalid-cursor', 'cursor is not one returned by this API for this key');
   return key;
@@ -296,10 +322,23 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
       const why = checkWebhookUrl(parsed.webhook, ctx.cfg.local);
       if (why) throw new ProblemError(422, 'invalid-webhook', why);
     }
+    // Compute budget: at least one face at the requested steps must fit; the worker checks the real face count.
+    const perFace = (parsed.options.steps ?? FALCO_DEFAULT_STEPS) * ASSUMED_ATTEMPTS_PER_FACE;
+    if (perFace > limits.maxComputeSteps)
+      throw new ProblemError(
+        422,
+        'compute-budget-exceeded',
+        `one face would need up to ${perFace} optimisation steps (${parsed.options.steps ?? FALCO_DEFAULT_STEPS} steps × ${ASSUMED_ATTEMPTS_PER_FACE} attempts); the compute budget per image is ${limits.maxComputeSteps} steps`,
+        { limit: 'maxComputeSteps', value: perFace, max: limits.maxComputeSteps },
+      );
     const bodyHash = canonicalHash(parsed);
     const idemKey = c.req.header('idempotency-key');
-    if (idemKey !== undefined && (idemKey.length === 0 || idemKey.length > 255))
-      throw new ProblemError(400, 'invalid-idempotency-key', 'Idempotency-Key must be 1-255 characters');
+    if (idemKey !== undefined && !IDEMPOTENCY_KEY_RE.test(idemKey))
+      throw new ProblemError(
+        400,
+        'invalid-idempotency-key',
+        `Idempotency-Key must be 1-255 visible ASCII characters (got ${idemKey.length} characters)`,
+      );
     const idemPk = idemKey ? `IDEM#${tenant}#${sha256(idemKey)}` : undefined;
     const now = ctx.now();
     const jobId = newJobId(now);
@@ -323,6 +362,15 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
       c.header('Location', `/v1/jobs/${existing.jobId}`);
       return c.json(await jobView(ctx, data.job, data.images), 202);
     };
+    const rate = await takeJobCreation(ctx, tenant);
+    if (!rate.ok)
+      throw new ProblemError(
+        429,
+        'job-rate-limited',
+        `this tenant may create ${rate.limit} jobs per minute and has created ${rate.current} in the current minute; retry after ${rate.retryAfter} s`,
+        { limit: 'jobsPerMinute', value: rate.current, max: rate.limit },
+        { 'Retry-After': String(rate.retryAfter) },
+      );
     if (idemPk) {
       const existing = await claimIdempotencyKey(ctx, {
         pk: idemPk,
@@ -363,61 +411,80 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
           {
             maxBytes: img.source.kind === 'inline' ? limits.maxInlineBytes : limits.maxUploadBytes,
             maxPixels: limits.maxPixels,
+            maxSide: limits.maxSide,
           },
           label,
         );
         validated.push({ img, bytes, info });
       }
 
+      // Admission: the job's images all take an in-flight slot, or the job is refused (nothing stored yet).
+      const admitted = await acquireInFlight(ctx, tenant, validated.length);
+      if (!admitted.ok)
+        throw new ProblemError(
+          429,
+          'too-many-images-in-flight',
+          `this tenant may have ${admitted.limit} images queued or processing at once; ${admitted.current} are, and this job adds ${validated.length}. Retry when some have finished`,
+          { limit: 'maxInFlightImages', value: admitted.current, max: admitted.limit },
+          { 'Retry-After': '30' },
+        );
       // 2. Store inputs, then items, then enqueue.
-      const ttl = Math.floor(now / 1000) + ctx.cfg.retentionDays * 86400;
-      const iso = new Date(now).toISOString();
       const items: ImageItem[] = [];
-      for (const [index, v] of validated.entries()) {
-        const imageId = newImageId();
-        const key = inputKey(tenant, jobId, imageId);
-        await putObject(ctx, ctx.cfg.uploadsBucket, key, v.bytes, CONTENT_TYPES[v.info.format]);
-        if (v.img.source.kind === 'upload')
-          await deleteObject(ctx, ctx.cfg.uploadsBucket, uploadKey(tenant, v.img.source.uploadId));
-        items.push({
+      let job: JobItem;
+      try {
+        const ttl = Math.floor(now / 1000) + ctx.cfg.retentionDays * 86400;
+        const iso = new Date(now).toISOString();
+        for (const [index, v] of validated.entries()) {
+          const imageId = newImageId();
+          const key = inputKey(tenant, jobId, imageId);
+          await putObject(ctx, ctx.cfg.uploadsBucket, key, v.bytes, CONTENT_TYPES[v.info.format]);
+          if (v.img.source.kind === 'upload')
+            await deleteObject(ctx, ctx.cfg.uploadsBucket, uploadKey(tenant, v.img.source.uploadId));
+          items.push({
+            pk: jobPk(jobId),
+            sk: imageSk(imageId),
+            jobId,
+            imageId,
+            tenant,
+            index,
+            status: 'queued',
+            progress: 0,
+            filename: v.img.filename,
+            inputKey: key,
+            inputBytes: v.info.bytes,
+            inputFormat: v.info.format,
+            width: v.info.width,
+            height: v.info.height,
+            outputFormat: parsed.options.format ?? v.info.format,
+            updatedAt: iso,
+            ttl,
+          });
+        }
+        job = {
           pk: jobPk(jobId),
-          sk: imageSk(imageId),
+          sk: 'JOB',
+          gsi1pk: tenantGsi(tenant),
+          gsi1sk: jobId,
           jobId,
-          imageId,
           tenant,
-          index,
           status: 'queued',
-          progress: 0,
-          filename: v.img.filename,
-          inputKey: key,
-          inputBytes: v.info.bytes,
-          inputFormat: v.info.format,
-          width: v.info.width,
-          height: v.info.height,
-          outputFormat: parsed.options.format ?? v.info.format,
+          createdAt: iso,
           updatedAt: iso,
+          billingMonth: iso.slice(0, 7),
+          imageCount: items.length,
+          options: parsed.options,
+          webhookUrl: parsed.webhook,
+          webhookStatus: parsed.webhook ? 'pending' : 'none',
+          idempotencyKeyHash: idemKey ? sha256(idemKey) : undefined,
           ttl,
-        });
+        };
+        await putJob(ctx, job, items);
+      } catch (err) {
+        // Nothing was queued: give the slots back.
+        await releaseInFlight(ctx, tenant, validated.length).catch(() => undefined);
+        throw err;
       }
-      const job: JobItem = {
-        pk: jobPk(jobId),
-        sk: 'JOB',
-        gsi1pk: tenantGsi(tenant),
-        gsi1sk: jobId,
-        jobId,
-        tenant,
-        status: 'queued',
-        createdAt: iso,
-        updatedAt: iso,
-        billingMonth: iso.slice(0, 7),
-        imageCount: items.length,
-        options: parsed.options,
-        webhookUrl: parsed.webhook,
-        webhookStatus: parsed.webhook ? 'pending' : 'none',
-        idempotencyKeyHash: idemKey ? sha256(idemKey) : undefined,
-        ttl,
-      };
-      await putJob(ctx, job, items);
+      // From here each image releases its own slot when it becomes terminal (enqueue failures included).
       await enqueueImages(ctx, job, items);
       ctx.log.info('job created', {
         jobId,
@@ -459,8 +526,8 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
     const { job, images } = await loadOwnedJob(ctx, tenant, c.req.valid('param').id);
     // Tombstone first so a worker or completion racing with us discards what it produces.
     await markJobDeleted(ctx, job.jobId);
-    await deletePrefix(ctx, ctx.cfg.uploadsBucket, `inputs/${tenant}/${job.jobId}/`);
-    await deletePrefix(ctx, ctx.cfg.resultsBucket, `results/${tenant}/${job.jobId}/`);
+    await deletePrefix(ctx, ctx.cfg.uploadsBucket, inputPrefix(tenant, job.jobId));
+    await deletePrefix(ctx, ctx.cfg.resultsBucket, resultPrefix(tenant, job.jobId));
     for (const i of images)
       await deleteObject(ctx, ctx.cfg.resultsBucket, reportKey(tenant, job.jobId, i.imageId));
     await deleteImageItems(
@@ -468,6 +535,9 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
       job.jobId,
       images.map((i) => i.imageId),
     );
+    // Images erased before they finished never reach a terminal transition: their slots are given back here.
+    // (A worker finishing one concurrently finds its item gone and its conditional transition fails: no double release.)
+    await releaseInFlight(ctx, tenant, images.filter((i) => !TERMINAL_IMAGE.includes(i.status)).length);
     ctx.log.info('job erased', { jobId: job.jobId, tenant });
     return c.body(null, 204);
   });
