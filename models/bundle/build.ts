@@ -124,6 +124,11 @@ export interface AssembleOptions {
   writeModels: (dir: string) => Promise<void>;
   faceapiDir?: string;
   log?: (msg: string) => void;
+  /**
+   * W+ rows [start, end) the per-call `layers` option may train (default: all). The step model's
+   * backward is pruned to these rows, so a narrower range is a faster step (see README, Performance).
+   */
+  trainable?: [number, number];
 }
 
 /** Build a bundle (without pool) into `outDir`, atomically. Returns its manifest. */
@@ -154,7 +159,7 @@ export async function assembleBundle(o: AssembleOptions): Promise<BundleManifest
       demo: o.demo,
       resolution,
       wLayers: L,
-      trainableRange: { min: 0, max: L },
+      trainableRange: o.trainable ? { min: o.trainable[0], max: o.trainable[1] } : { min: 0, max: L },
       tokens,
       components: {
         ...o.components,
@@ -252,7 +257,11 @@ export interface BuildOptions {
   demo?: boolean;
   log?: (msg: string) => void;
   /** Forwarded to writeFalcoModels. */
-  graphOptions?: unknown;
+  graphOptions?: Record<string, unknown>;
+  /** Trainable W+ rows [start, end) (manifest `trainableRange`, step backward pruned to them); default all. */
+  trainable?: [number, number];
+  /** Also write batched step models (step_b{B}.onnx) for these batch sizes. */
+  stepBatches?: number[];
 }
 
 /** `models build --falco <dir>`: the bundle from the official checkpoints (or stand-ins in their layout). */
@@ -283,8 +292,13 @@ export async function buildFromCheckpoints(o: BuildOptions): Promise<BundleManif
     demo: o.demo ?? false,
     components,
     writeModels: async (dir) => {
-      await graphs.writeFalcoModels(weights, dir, o.graphOptions);
+      await graphs.writeFalcoModels(weights, dir, {
+        ...o.graphOptions,
+        ...(o.trainable ? { trainable: o.trainable } : {}),
+        ...(o.stepBatches ? { stepBatches: o.stepBatches } : {}),
+      });
     },
     ...(o.log ? { log: o.log } : {}),
+    ...(o.trainable ? { trainable: o.trainable } : {}),
   });
 }

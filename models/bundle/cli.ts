@@ -1,7 +1,8 @@
 /**
  * `npm run models -- <command>`:
  *   demo  [--out DIR] [--pool N]                 pattern-weight demo bundle (seconds, deterministic)
- *   build --falco DIR [--out DIR] [--pool N]     production bundle from the four official checkpoints (pool 10000)
+ *   build --falco DIR [--out DIR] [--pool N] [--trainable A:B] [--step-batch LIST]
+ *                                                production bundle from the four official checkpoints (pool 10000)
  *   publish (--falco DIR [--pool N] | --bundle DIR) --to s3://bucket/prefix
  *                                                build (or take) a bundle, verify it (hashes, a pool, every model
  *                                                loads), upload it (parallel, streamed; manifest last)
@@ -68,8 +69,17 @@ async function buildWithPool(o: {
   out: string;
   name: string;
   pool: number;
+  trainable?: [number, number];
+  stepBatch?: number[];
 }): Promise<BundleManifest> {
-  let m = await buildFromCheckpoints({ falcoDir: o.falco, outDir: o.out, name: o.name, log });
+  let m = await buildFromCheckpoints({
+    falcoDir: o.falco,
+    outDir: o.out,
+    name: o.name,
+    log,
+    ...(o.trainable ? { trainable: o.trainable } : {}),
+    ...(o.stepBatch ? { stepBatches: o.stepBatch } : {}),
+  });
   if (o.pool > 0) {
     const b = bar('fake pool');
     m = await buildPool(o.out, { n: o.pool, onProgress: (d, t) => b.update(d, t) });
@@ -98,6 +108,22 @@ program
     console.log(`built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   });
 
+/** `a:b` → [a, b) with integers 0 ≤ a < b (the manifest check bounds b by the generator's W+ rows). */
+function rowRange(v: string): [number, number] {
+  const m = /^(\d+):(\d+)$/.exec(v);
+  if (!m || Number(m[1]) >= Number(m[2]))
+    throw new InvalidArgumentError(`--trainable expects a:b with integers 0 ≤ a < b, got "${v}"`);
+  return [Number(m[1]), Number(m[2])];
+}
+
+/** `2,4` → [2, 4]: batch sizes ≥ 2. */
+function batchList(v: string): number[] {
+  const out = v.split(',').map(Number);
+  if (!v || out.some((b) => !Number.isInteger(b) || b < 2))
+    throw new InvalidArgumentError(`--step-batch expects integers ≥ 2 separated by commas, got "${v}"`);
+  return out;
+}
+
 program
   .command('build')
   .description('build the production bundle from the official checkpoints')
@@ -114,14 +140,33 @@ program
     int('--pool'),
     FALCO_POOL_SIZE,
   )
-  .action(async (o: { falco: string; out: string; name: string; pool: number }) => {
-    const m = await buildWithPool(o);
-    console.log(summary(o.out, m));
-    if (!m.pool)
-      console.error(
-        'warning: no fake pool: workers refuse this bundle until `npm run models -- pool` adds one',
-      );
-  });
+  .option(
+    '--trainable <a:b>',
+    'W+ rows [a, b) the `layers` option may train; the step backward is pruned to them (FALCO: 3:8). Default: all',
+    rowRange,
+  )
+  .option(
+    '--step-batch <list>',
+    'also write step models for batches of faces, e.g. 4 or 2,4 (GPU workers: see README, Performance)',
+    batchList,
+  )
+  .action(
+    async (o: {
+      falco: string;
+      out: string;
+      name: string;
+      pool: number;
+      trainable?: [number, number];
+      stepBatch?: number[];
+    }) => {
+      const m = await buildWithPool(o);
+      console.log(summary(o.out, m));
+      if (!m.pool)
+        console.error(
+          'warning: no fake pool: workers refuse this bundle until `npm run models -- pool` adds one',
+        );
+    },
+  );
 
 program
   .command('publish')

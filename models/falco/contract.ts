@@ -4,7 +4,9 @@
  * both sides are written against this one file.
  *
  * Conventions: images are NCHW float32 RGB in [-1, 1] (the generator's range); W+ codes are
- * [1, L, 512] with L = numWLayers(resolution) (10 at 64 px, 14 at 256 px, 18 at 1024 px).
+ * [B, L, 512] with L = numWLayers(resolution) (10 at 64 px, 14 at 256 px, 18 at 1024 px). B is the
+ * number of faces a model takes at once (1 in a bundle's models; graphs.ts builds any B): every
+ * per-face quantity has B as its leading axis, per-face scalars are [B] vectors.
  */
 
 export const MODEL_FILES = {
@@ -22,6 +24,13 @@ export const MODEL_FILES = {
 
 export type ModelName = keyof typeof MODEL_FILES;
 
+/**
+ * Optional step models for batches of B faces a bundle may carry next to step.onnx (the step's inputs
+ * and outputs with a leading batch axis B; written by `models build --step-batch`, used by
+ * FalcoEngine.optimizeBatch). Not listed in the manifest's required models.
+ */
+export const stepBatchFile = (batch: number): string => `step_b${batch}.onnx`;
+
 /** Input and output names of each model (shapes in the comments; L = W+ layers, N = resolution). */
 export const IO = {
   encoder: { inputs: ['image'] /* [1,3,256,256] */, outputs: ['wplus'] /* [1,L,512] */ },
@@ -33,10 +42,10 @@ export const IO = {
     outputs: ['id', 'tokens', 'farl'],
   },
   step: {
-    // t: current code [1,L,512] (only rows with mask=1 are optimised); real: e4e code [1,L,512];
-    // mask: [1,L,1] 1 for trainable layers; m, v: Adam moments [1,L,512]; lr, bc1, bc2: scalars []
-    // (bc1 = 1−β1^t, bc2 = √(1−β2^t), from adamBiasCorrections); target_id [1,512];
-    // target_tokens [1,197,768]; margin, lambda_id, lambda_attr: scalars [].
+    // t: current code [B,L,512] (only rows with mask=1 are optimised); real: e4e code [B,L,512];
+    // mask: [B,L,1] 1 for trainable layers; m, v: Adam moments [B,L,512]; lr, bc1, bc2: [B]
+    // (bc1 = 1−β1^t, bc2 = √(1−β2^t), from adamBiasCorrections; lr 0 leaves a face where it is);
+    // target_id [B,512]; target_tokens [B,197,768]; margin, lambda_id, lambda_attr: [B].
     inputs: [
       't',
       'real',
@@ -52,7 +61,7 @@ export const IO = {
       'lambda_id',
       'lambda_attr',
     ],
-    // Updated state, and the loss terms evaluated at the input t (before the update), scalars [].
+    // Updated state, and the per-face loss terms evaluated at the input t (before the update), [B].
     outputs: ['t_next', 'm_next', 'v_next', 'loss', 'id_loss', 'attr_loss'],
   },
   render: { inputs: ['wp'] /* [1,L,512] */, outputs: ['image'] /* [1,3,N,N] */ },

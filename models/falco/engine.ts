@@ -13,13 +13,14 @@
  * Tensor names and layouts are those of ./contract.ts; shapes are read from the sessions' metadata so
  * bundles of any resolution / token width work without code changes.
  */
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fmix32 } from '../fixtures/pattern.js';
 import * as E from '../engine/index.js';
 import { readNpy } from '../fixtures/npy.js';
 import { toFloat32 } from '../checkpoint/tensor.js';
 import { BundleError, checkLayers, readManifest, type BundleManifest } from '../bundle/manifest.js';
-import { ADAM, IO, MODEL_FILES, type ModelName } from './contract.js';
+import { ADAM, IO, MODEL_FILES, stepBatchFile, type ModelName } from './contract.js';
 
 export const W_DIM = 512;
 
@@ -137,8 +138,14 @@ export function rankPool(
   return out.map(({ index, similarity }) => ({ index, similarity }));
 }
 
+export interface OptimizeBatchOptions {
+  /** Faces per step.onnx run (default: the largest batched step model of the bundle, else 1). */
+  batch?: number;
+}
+
 export class FalcoEngine {
   private sessions = new Map<ModelName, Promise<E.Session>>();
+  private batchSessions = new Map<number, Promise<E.Session>>();
   /** Provider of every session created so far (reports say where an image actually ran). */
   private readonly created = new Map<ModelName, E.Provider>();
   private poolCache?: Pool;
@@ -341,9 +348,151 @@ export class FalcoEngine {
     return { code: composeCode(p.real, t, layers, L), losses, stepMs };
   }
 
+  /** Batch sizes of the bundle's batched step models (step_b{B}.onnx), ascending. */
+  stepBatches(): number[] {
+    return readdirSync(this.dir)
+      .map((f) => /^step_b(\d+)\.onnx$/.exec(f)?.[1])
+      .filter((b): b is string => b !== undefined)
+      .map(Number)
+      .filter((b) => b > 1)
+      .sort((a, b) => a - b);
+  }
+
+  private batchSession(batch: number): Promise<E.Session> {
+    let s = this.batchSessions.get(batch);
+    if (!s) {
+      const file = join(this.dir, stepBatchFile(batch));
+      if (!existsSync(file))
+        throw new EngineError(
+          `bundle ${this.dir} has no step model for batches of ${batch} faces (${stepBatchFile(batch)}); it has ${
+            this.stepBatches().join(', ') || 'none'
+          }`,
+        );
+      s = E.Session.create(file, {
+        provider: this.opts.provider ?? 'auto',
+        ...(this.opts.threads ? { threads: this.opts.threads } : {}),
+        ...(this.opts.log ? { log: (m: string) => this.opts.log!(`step_b${batch}: ${m}`) } : {}),
+      });
+      s.catch(() => this.batchSessions.delete(batch));
+      this.batchSessions.set(batch, s);
+    }
+    return s;
+  }
+
+  /**
+   * `optimize` for several faces, B faces per step.onnx run. Each face keeps its own code, targets,
+   * trainable rows, margin, λs, learning-rate schedule, step count and Adam state, and gets the result
+   * a single-face `optimize` gives it (to float32 noise: batched kernels sum in another order). A face
+   * whose steps are done is fed lr 0 (its code stays exactly where it is, its state is not taken back)
+   * while the others go on; a last, partial group is padded with a frozen copy of its first face.
+   * Without a batched model (or with batch 1) the faces run one after another.
+   */
+  async optimizeBatch(ps: OptimizeParams[], o: OptimizeBatchOptions = {}): Promise<OptimizeResult[]> {
+    const batch = o.batch ?? this.stepBatches().at(-1) ?? 1;
+    if (!Number.isInteger(batch) || batch < 1)
+      throw new EngineError(`batch must be an integer ≥ 1, got ${o.batch}`);
+    if (batch === 1 || ps.length < 2) {
+      const out: OptimizeResult[] = [];
+      for (const p of ps) out.push(await this.optimize(p));
+      return out;
+    }
+    const session = await this.batchSession(batch);
+    const out: OptimizeResult[] = [];
+    for (let i = 0; i < ps.length; i += batch)
+      out.push(...(await this.optimizeGroup(session, batch, ps.slice(i, i + batch))));
+    return out;
+  }
+
+  private async optimizeGroup(
+    session: E.Session,
+    B: number,
+    group: OptimizeParams[],
+  ): Promise<OptimizeResult[]> {
+    const L = this.L;
+    const size = L * W_DIM;
+    const faces = group.map((p) => {
+      const layers = checkLayers(p.layers, this.manifest.trainableRange);
+      if (!Number.isInteger(p.steps) || p.steps < 0)
+        throw new EngineError(`steps must be an integer ≥ 0, got ${p.steps}`);
+      this.checkLen('real code', p.real, size);
+      this.checkLen('fake code', p.fake, size);
+      return { p, layers, milestones: lrMilestones(p.lrMilestones, p.steps) };
+    });
+    // Padding slots repeat the first face at lr 0; their outputs are never read.
+    const slots = Array.from({ length: B }, (_, b) => faces[b] ?? faces[0]!);
+    const cat = (f: (s: (typeof slots)[number]) => Float32Array) => {
+      const parts = slots.map(f);
+      const res = new Float32Array(parts.reduce((n, x) => n + x.length, 0));
+      let off = 0;
+      for (const x of parts) {
+        res.set(x, off);
+        off += x.length;
+      }
+      return res;
+    };
+    const t = cat((s) => composeCode(s.p.real, s.p.fake, s.layers, L));
+    const m = new Float32Array(B * size);
+    const v = new Float32Array(B * size);
+    const fixed = {
+      real: cat((s) => s.p.real),
+      mask: cat((s) => new Float32Array(L).map((_, l) => (l >= s.layers[0] && l < s.layers[1] ? 1 : 0))),
+      target_id: cat((s) => s.p.targets.id),
+      target_tokens: cat((s) => s.p.targets.tokens),
+      margin: Float32Array.from(slots, (s) => s.p.margin),
+      lambda_id: Float32Array.from(slots, (s) => s.p.lambdaId),
+      lambda_attr: Float32Array.from(slots, (s) => s.p.lambdaAttr),
+    };
+    const results: OptimizeResult[] = faces.map(() => ({
+      code: new Float32Array(0),
+      losses: [],
+      stepMs: [],
+    }));
+    const steps = Math.max(0, ...faces.map((f) => f.p.steps));
+    for (let i = 0; i < steps; i++) {
+      const t0 = performance.now();
+      const active = slots.map((s, b) => b < faces.length && i < s.p.steps);
+      const lr = Float32Array.from(slots, (s, b) =>
+        active[b] ? E.multiStepLR(s.p.lr, s.milestones, s.p.lrGamma, i) : 0,
+      );
+      const bcs = slots.map((_, b) => E.adamBiasCorrections(active[b] ? i + 1 : 1, ADAM.betas));
+      const outs = await session.run({
+        ...fixed,
+        t,
+        m,
+        v,
+        lr,
+        bc1: Float32Array.from(bcs, (c) => c[0]),
+        bc2: Float32Array.from(bcs, (c) => c[1]),
+      });
+      const ms = performance.now() - t0;
+      faces.forEach((f, b) => {
+        if (!active[b]) return;
+        const l: [number, number, number] = [
+          outs['loss']!.data[b]!,
+          outs['id_loss']!.data[b]!,
+          outs['attr_loss']!.data[b]!,
+        ];
+        if (!l.every(Number.isFinite))
+          throw new EngineError(`optimisation of face ${b} diverged at step ${i}: loss ${l.join(', ')}`);
+        const at = b * size;
+        t.set(outs['t_next']!.data.subarray(at, at + size), at);
+        m.set(outs['m_next']!.data.subarray(at, at + size), at);
+        v.set(outs['v_next']!.data.subarray(at, at + size), at);
+        results[b]!.losses.push(l);
+        results[b]!.stepMs.push(ms);
+        f.p.onStep?.(i, f.p.steps, l);
+      });
+    }
+    faces.forEach((f, b) => {
+      results[b]!.code = composeCode(f.p.real, t.subarray(b * size, (b + 1) * size), f.layers, L);
+    });
+    return results;
+  }
+
   async close(): Promise<void> {
-    const all = [...this.sessions.values()];
+    const all = [...this.sessions.values(), ...this.batchSessions.values()];
     this.sessions.clear();
+    this.batchSessions.clear();
     for (const s of all) {
       try {
         await (await s).release();

@@ -37,7 +37,7 @@ import {
   loadStyleGAN2Weights,
 } from '../networks/stylegan2/index.js';
 import type { WeightMap } from '../networks/irse50/index.js';
-import { ADAM, IO, MODEL_FILES, type ModelName } from './contract.js';
+import { ADAM, IO, MODEL_FILES, stepBatchFile, type ModelName } from './contract.js';
 
 export interface FalcoWeights {
   generator: StyleGAN2Weights;
@@ -167,22 +167,13 @@ export async function loadOfficialWeights(p: OfficialCheckpoints): Promise<Falco
 const L = (w: StepWeights) => arch(w.generator.resolution).numWLayers;
 const N = (w: StepWeights) => w.generator.resolution;
 
-/** ⟨a, b⟩ of two [1, D] rows (both L2-normalised: the cosine). */
-const dot = (a: E.Tensor, b: E.Tensor) => E.reduceSum(E.mul(a, b));
-
-/**
- * FALCO's attribute loss: Σ over the 197 tokens of nn.L1Loss (mean over the 768 features) between the
- * tokens of the original and of G(w) = Σ|Δ| / 768.
- */
-const attrLoss = (tokens: E.Tensor, target: E.Tensor) =>
-  E.mul(E.reduceSum(E.abs(E.sub(tokens, target))), 1 / tokens.shape.at(-1)!);
-
 /** CLIP's input normalisation (applied by FALCO's feature extraction for nearest-neighbour search). */
 const CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073];
 const CLIP_STD = [0.26862954, 0.26130258, 0.27577711];
 
 /** FaRL image embedding: ln_post(cls token) · proj, L2-normalised (cosine NN search downstream). */
 function farlEmbedding(g: E.Graph, w: FarlWeights, x224: E.Tensor): E.Tensor {
+  const B = x224.shape[0]!;
   const t = (k: string) => {
     const v = w.tensors.get(k);
     if (!v)
@@ -192,7 +183,7 @@ function farlEmbedding(g: E.Graph, w: FarlWeights, x224: E.Tensor): E.Tensor {
   const mean = g.constant(Float32Array.from(CLIP_MEAN), [1, 3, 1, 1]);
   const std = g.constant(Float32Array.from(CLIP_STD), [1, 3, 1, 1]);
   const tokens = buildFarl(g, w, E.div(E.sub(x224, mean), std));
-  const cls = E.reshape(E.slice(tokens, [0], [1], [1]), [1, tokens.shape[2]!]);
+  const cls = E.reshape(E.slice(tokens, [0], [1], [1]), [B, tokens.shape[2]!]);
   const lnw = t('ln_post.weight');
   const lnb = t('ln_post.bias');
   const proj = t('proj');
@@ -202,12 +193,12 @@ function farlEmbedding(g: E.Graph, w: FarlWeights, x224: E.Tensor): E.Tensor {
 }
 
 /**
- * targets.onnx: the original aligned face → id [1,512], tokens [1,T,768], farl [1,512]. The image is
+ * targets.onnx: B original aligned faces → id [B,512], tokens [B,T,768], farl [B,512]. The image is
  * at the generator resolution by default; FALCO's preprocessing accepts any size (the fixtures use 256).
  */
-export function buildTargetsGraph(w: StepWeights, imageSize = N(w)): E.Graph {
+export function buildTargetsGraph(w: StepWeights, imageSize = N(w), batch = 1): E.Graph {
   const g = new E.Graph('falco_targets');
-  const x = g.input('image', [1, 3, imageSize, imageSize]);
+  const x = g.input('image', [batch, 3, imageSize, imageSize]);
   const x224 = farl224(x);
   g.output(buildArcFace(g, w.arcface, id112(x)), 'id');
   g.output(buildFarl(g, w.farl, x224), 'tokens');
@@ -220,6 +211,15 @@ export interface StepGraphOptions {
   withImage?: boolean;
   /** Also output `grad` = dloss/dt (masked), for parity checks. */
   withGrad?: boolean;
+  /** Faces optimised together (each with its own code, targets, mask, settings and Adam state). */
+  batch?: number;
+  /**
+   * W+ rows [start, end) that may ever be trainable (the bundle's `trainableRange`); default all rows.
+   * Rows outside never reach the backward: no style gradients for them, and the feature-map gradient
+   * stops at the first row that can train (layer 3 of 18 for FALCO's [3, 8)). The `mask` input still
+   * chooses the rows per call inside this range; a mask row outside it is ignored (the row is `real`).
+   */
+  gradRows?: [number, number];
 }
 
 /** step.onnx: see contract.ts for the inputs and outputs. */
@@ -228,32 +228,48 @@ export function buildStepGraph(w: StepWeights, opts: StepGraphOptions = {}): E.G
   const l = L(w);
   const T = farlTokens(w.farl.config);
   const D = w.farl.config.width;
-  const code = [1, l, W_DIM];
+  const B = opts.batch ?? 1;
+  const [lo, hi] = opts.gradRows ?? [0, l];
+  if (!Number.isInteger(B) || B < 1)
+    throw new FalcoWeightsError(`step batch must be an integer ≥ 1, got ${B}`);
+  if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 0 && lo < hi && hi <= l))
+    throw new FalcoWeightsError(`step gradRows [${lo}, ${hi}) is not a range inside [0, ${l})`);
+  const code = [B, l, W_DIM];
   const t = g.input('t', code);
   const real = g.input('real', code);
-  const mask = g.input('mask', [1, l, 1]);
+  const mask = g.input('mask', [B, l, 1]);
   const m = g.input('m', code);
   const v = g.input('v', code);
-  const lr = g.input('lr', []);
-  const bc1 = g.input('bc1', []);
-  const bc2 = g.input('bc2', []);
-  const targetId = g.input('target_id', [1, w.arcface.arch.embedding]);
-  const targetTokens = g.input('target_tokens', [1, T, D]);
-  const margin = g.input('margin', []);
-  const lambdaId = g.input('lambda_id', []);
-  const lambdaAttr = g.input('lambda_attr', []);
+  // Per-face scalars are [B] vectors (shape [1] at batch 1, which takes the same one-value feed).
+  const perFace = (name: string) => g.input(name, [B]);
+  const lr = perFace('lr');
+  const bc1 = perFace('bc1');
+  const bc2 = perFace('bc2');
+  const targetId = g.input('target_id', [B, w.arcface.arch.embedding]);
+  const targetTokens = g.input('target_tokens', [B, T, D]);
+  const margin = perFace('margin');
+  const lambdaId = perFace('lambda_id');
+  const lambdaAttr = perFace('lambda_attr');
+  const col = (x: E.Tensor) => E.reshape(x, [B, 1, 1]);
 
   // w = real outside the trainable rows, t inside (FALCO's concat(real[:, :a], t, real[:, b:])). Written as
-  // real·(1−mask) + t·mask, which is exact for a 0/1 mask (real + mask·(t − real) would round t).
-  const wp = E.add(E.mul(real, E.sub(1, mask)), E.mul(t, mask));
+  // real·(1−mask) + t·mask, which is exact for a 0/1 mask (real + mask·(t − real) would round t). Only
+  // rows [lo, hi) see t at all, so the tape (and the backward) never reaches the others.
+  const rowsOf = (x: E.Tensor, a: number, b: number) => E.slice(x, [a], [b], [1]);
+  const mk = rowsOf(mask, lo, hi);
+  const mixed = E.add(E.mul(rowsOf(real, lo, hi), E.sub(1, mk)), E.mul(rowsOf(t, lo, hi), mk));
+  const parts = [...(lo > 0 ? [rowsOf(real, 0, lo)] : []), mixed, ...(hi < l ? [rowsOf(real, hi, l)] : [])];
+  const wp = E.concat(parts, 1);
   const image = buildSynthesis(g, w.generator, wp); // scoped 'G' inside
-  const id = g.scope('arcface', () => buildArcFace(g, w.arcface, id112(image)));
-  const tokens = g.scope('farl', () => buildFarl(g, w.farl, farl224(image)));
-  const idLoss = E.abs(E.sub(dot(id, targetId), margin));
-  const attr = attrLoss(tokens, targetTokens);
+  const id = g.scope('arcface', () => buildArcFace(g, w.arcface, id112(image))); // [B, 512]
+  const tokens = g.scope('farl', () => buildFarl(g, w.farl, farl224(image))); // [B, T, D]
+  // Per-face losses [B]; their sum is what is differentiated, so each face gets its own gradient. The
+  // attribute loss is FALCO's Σ over the 197 tokens of nn.L1Loss (mean over the 768 features) = Σ|Δ| / 768.
+  const idLoss = E.abs(E.sub(E.reduceSum(E.mul(id, targetId), [1]), margin));
+  const attr = E.mul(E.reduceSum(E.abs(E.sub(tokens, targetTokens)), [1, 2]), 1 / D);
   const loss = E.add(E.mul(lambdaId, idLoss), E.mul(lambdaAttr, attr));
-  const [gt] = E.grad(loss, [t]);
-  const next = E.adamStep(t, gt!, m, v, lr, bc1, bc2, { betas: ADAM.betas, eps: ADAM.eps });
+  const [gt] = E.grad(B === 1 ? E.reshape(loss, []) : E.reduceSum(loss), [t]);
+  const next = E.adamStep(t, gt!, m, v, col(lr), col(bc1), col(bc2), { betas: ADAM.betas, eps: ADAM.eps });
   g.output(next.p, 't_next');
   g.output(next.m, 'm_next');
   g.output(next.v, 'v_next');
@@ -265,18 +281,18 @@ export function buildStepGraph(w: StepWeights, opts: StepGraphOptions = {}): E.G
   return g;
 }
 
-/** render.onnx: wp [1,L,512] → image [1,3,N,N]. */
-export function buildRenderGraph(w: FalcoWeights): E.Graph {
+/** render.onnx: wp [B,L,512] → image [B,3,N,N]. */
+export function buildRenderGraph(w: Pick<FalcoWeights, 'generator'>, batch = 1): E.Graph {
   const g = new E.Graph('falco_render');
-  const wp = g.input('wp', [1, L(w), W_DIM]);
+  const wp = g.input('wp', [batch, arch(w.generator.resolution).numWLayers, W_DIM]);
   g.output(buildSynthesis(g, w.generator, wp), 'image');
   return g;
 }
 
-/** encoder.onnx: image [1,3,256,256] → wplus [1,L,512] (e4e codes + latent_avg). */
-export function buildEncoderGraph(w: FalcoWeights): E.Graph {
+/** encoder.onnx: image [B,3,256,256] → wplus [B,L,512] (e4e codes + latent_avg). */
+export function buildEncoderGraph(w: FalcoWeights, batch = 1): E.Graph {
   const g = new E.Graph('falco_encoder');
-  const x = g.input('image', [1, 3, E4E_INPUT, E4E_INPUT]);
+  const x = g.input('image', [batch, 3, E4E_INPUT, E4E_INPUT]);
   g.output(buildE4E(g, w.e4e, x).wplus, 'wplus');
   return g;
 }
@@ -301,11 +317,18 @@ export function buildMappingGraph(w: FalcoWeights): E.Graph {
   return g;
 }
 
-export const GRAPH_BUILDERS: Record<ModelName, (w: FalcoWeights) => E.Graph> = {
-  encoder: buildEncoderGraph,
-  targets: buildTargetsGraph,
-  step: (w) => buildStepGraph(w),
-  render: buildRenderGraph,
+export interface FalcoModelOptions {
+  /** Trainable W+ rows [start, end) of the bundle (its manifest `trainableRange`): the step's gradRows. */
+  trainable?: [number, number];
+  /** Also write step models for these batch sizes (step_b{B}.onnx, for FalcoEngine.optimizeBatch). */
+  stepBatches?: number[];
+}
+
+export const GRAPH_BUILDERS: Record<ModelName, (w: FalcoWeights, o?: FalcoModelOptions) => E.Graph> = {
+  encoder: (w) => buildEncoderGraph(w),
+  targets: (w) => buildTargetsGraph(w),
+  step: (w, o) => buildStepGraph(w, o?.trainable ? { gradRows: o.trainable } : {}),
+  render: (w) => buildRenderGraph(w),
   mapping: buildMappingGraph,
 };
 
@@ -323,7 +346,10 @@ export interface WrittenModel {
 export async function writeFalcoModels(
   w: FalcoWeights,
   outDir: string,
-  o: { only?: ModelName[]; onProgress?: (name: ModelName, i: number, n: number) => void } = {},
+  o: FalcoModelOptions & {
+    only?: ModelName[];
+    onProgress?: (name: ModelName, i: number, n: number) => void;
+  } = {},
 ): Promise<Record<string, WrittenModel>> {
   mkdirSync(outDir, { recursive: true });
   const names = (o.only ?? (Object.keys(MODEL_FILES) as ModelName[])).slice();
@@ -331,11 +357,19 @@ export async function writeFalcoModels(
   for (const [i, name] of names.entries()) {
     o.onProgress?.(name, i, names.length);
     const t0 = performance.now();
-    const g = GRAPH_BUILDERS[name](w);
+    const g = GRAPH_BUILDERS[name](w, o);
     checkIO(name, g);
     const file = join(outDir, MODEL_FILES[name]);
     const sizes = E.save(g, file);
     out[name] = { file, ...sizes, buildMs: performance.now() - t0 };
+    if (name === 'step')
+      for (const batch of o.stepBatches ?? []) {
+        if (batch === 1) continue;
+        const t1 = performance.now();
+        const gb = buildStepGraph(w, { batch, ...(o.trainable ? { gradRows: o.trainable } : {}) });
+        const fb = join(outDir, stepBatchFile(batch));
+        out[`step_b${batch}`] = { file: fb, ...E.save(gb, fb), buildMs: performance.now() - t1 };
+      }
     // Let the event loop breathe between big models (progress bars redraw).
     await new Promise((r) => setImmediate(r));
   }

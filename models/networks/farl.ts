@@ -441,51 +441,74 @@ function constsFor(g: Graph, weights: FarlWeights): Consts {
   return consts;
 }
 
-function attention(x: Tensor, k: Consts, i: number, c: FarlConfig): Tensor {
-  const n = x.shape[0]!;
+/** Self-attention over `batch` faces whose tokens are stacked as [batch·n, width] rows. */
+function attention(x: Tensor, k: Consts, i: number, c: FarlConfig, batch: number): Tensor {
+  const n = x.shape[0]! / batch;
   const w = c.width;
   const h = c.heads;
   const d = w / h;
   const p = `transformer.resblocks.${i}.attn.`;
   const { w: wIn, b: bIn } = k.inProj(i);
-  const qkv = dense(x, wIn, bIn); // [n, 3w], columns = (q | k | v), each head-major
+  const qkv = dense(x, wIn, bIn); // [B·n, 3w], columns = (q | k | v), each head-major
   const [q2, k2, v2] = split(qkv, [w, w, w], 1);
-  // Heads first: q, v → [h, n, d]; k straight to [h, d, n] so Q·Kᵀ is a plain batched MatMul.
-  const q = E.transpose(E.reshape(q2!, [n, h, d]), [1, 0, 2]);
-  const kk = E.transpose(E.reshape(k2!, [n, h, d]), [1, 2, 0]);
-  const v = E.transpose(E.reshape(v2!, [n, h, d]), [1, 0, 2]);
-  const scores = E.matmul(q, kk); // [h, n, n], already scaled via Q
+  // Heads first: q, v → [(B,) h, n, d]; k straight to [(B,) h, d, n] so Q·Kᵀ is a plain batched MatMul.
+  // Batch 1 keeps the rank-3 layout (the same graph as before batching existed).
+  const heads = (t: Tensor, perm1: number[], permB: number[]) =>
+    batch === 1
+      ? E.transpose(E.reshape(t, [n, h, d]), perm1)
+      : E.transpose(E.reshape(t, [batch, n, h, d]), permB);
+  const q = heads(q2!, [1, 0, 2], [0, 2, 1, 3]);
+  const kk = heads(k2!, [1, 2, 0], [0, 2, 3, 1]);
+  const v = heads(v2!, [1, 0, 2], [0, 2, 1, 3]);
+  const scores = E.matmul(q, kk); // [(B,) h, n, n], already scaled via Q
   const attn = E.softmax(scores, -1);
-  const ctx = E.matmul(attn, v); // [h, n, d]
-  const merged = E.reshape(E.transpose(ctx, [1, 0, 2]), [n, w]);
+  const ctx = E.matmul(attn, v); // [(B,) h, n, d]
+  const merged = E.reshape(E.transpose(ctx, batch === 1 ? [1, 0, 2] : [0, 2, 1, 3]), [batch * n, w]);
   return dense(merged, k.get(`${p}out_proj.weight`), k.get(`${p}out_proj.bias`));
 }
 
 /**
- * Build the encoder into `g` on `input` ([1, 3, 224, 224], the output of FALCO's farl224 transform,
- * values as given: FALCO applies no CLIP normalisation) and return the tokens [1, 197, 768] after the
- * transformer, before ln_post. Differentiable w.r.t. `input`. Weight constants are shared between calls
+ * Build the encoder into `g` on `input` ([B, 3, 224, 224], the output of FALCO's farl224 transform,
+ * values as given: FALCO applies no CLIP normalisation) and return the tokens [B, 197, 768] after the
+ * transformer, before ln_post. The B faces' tokens travel as one [B·197, 768] matrix, so every
+ * projection is one GEMM for the whole batch; only attention is per face. Differentiable w.r.t. `input`. Weight constants are shared between calls
  * on the same graph with the same `weights`.
  */
 export function buildFarl(g: Graph, weights: FarlWeights, input: Tensor): Tensor {
   const c = weights.config;
-  const want = [1, 3, c.resolution, c.resolution];
+  const B = input.shape[0]!;
+  const want = [B, 3, c.resolution, c.resolution];
   if (input.graph !== g) throw new ShapeError(`buildFarl: input ${input} belongs to another graph`);
-  if (input.shape.join() !== want.join() || input.dtype !== 'float32')
-    throw new ShapeError(`buildFarl: input ${input} must be float32 [${want.join(', ')}]`);
+  if (input.rank !== 4 || B < 1 || input.shape.join() !== want.join() || input.dtype !== 'float32')
+    throw new ShapeError(
+      `buildFarl: input ${input} must be float32 [N, 3, ${c.resolution}, ${c.resolution}]`,
+    );
   const k = constsFor(g, weights);
   const w = c.width;
   const patches = farlTokens(c) - 1;
   return g.scope('farl', () => {
     // Patch embedding: a stride-16 conv without bias, then [w, grid²] → [grid², w] tokens.
     const emb = E.conv2d(input, k.get('conv1.weight'), undefined, { stride: c.patch });
-    const tokens = E.transpose(E.reshape(emb, [w, patches]), [1, 0]);
-    let x = E.concat([k.clsRow(), E.add(tokens, k.posPatches())], 0); // [197, w]
+    let x: Tensor;
+    if (B === 1) {
+      const tokens = E.transpose(E.reshape(emb, [w, patches]), [1, 0]);
+      x = E.concat([k.clsRow(), E.add(tokens, k.posPatches())], 0); // [197, w]
+    } else {
+      const tokens = E.transpose(E.reshape(emb, [B, w, patches]), [0, 2, 1]); // [B, 196, w]
+      const cls = E.expand(E.reshape(k.clsRow(), [1, 1, w]), [B, 1, w]);
+      x = E.reshape(E.concat([cls, E.add(tokens, k.posPatches())], 1), [B * (patches + 1), w]);
+    }
     x = E.layerNorm(x, k.get('ln_pre.weight'), k.get('ln_pre.bias'), 1e-5);
     for (let i = 0; i < c.layers; i++) {
       const p = `transformer.resblocks.${i}.`;
       x = g.scope(`block${i}`, () => {
-        const a = attention(E.layerNorm(x, k.get(`${p}ln_1.weight`), k.get(`${p}ln_1.bias`), 1e-5), k, i, c);
+        const a = attention(
+          E.layerNorm(x, k.get(`${p}ln_1.weight`), k.get(`${p}ln_1.bias`), 1e-5),
+          k,
+          i,
+          c,
+          B,
+        );
         const y = E.add(x, a);
         const hdn = dense(
           E.layerNorm(y, k.get(`${p}ln_2.weight`), k.get(`${p}ln_2.bias`), 1e-5),
@@ -496,6 +519,6 @@ export function buildFarl(g: Graph, weights: FarlWeights, input: Tensor): Tensor
         return E.add(y, m);
       });
     }
-    return E.reshape(x, [1, patches + 1, w]);
+    return E.reshape(x, [B, patches + 1, w]);
   });
 }

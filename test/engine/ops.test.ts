@@ -34,6 +34,11 @@ const cases: Case[] = [
   ['relu', (_g, [a]) => E.relu(a!), [{ shape: [20], data: awayFromZero(20, 4) }]],
   ['leakyRelu 0.2', (_g, [a]) => E.leakyRelu(a!, 0.2), [{ shape: [20], data: awayFromZero(20, 5) }]],
   [
+    'leakyRelu 0.2 × √2',
+    (_g, [a]) => E.leakyRelu(a!, 0.2, Math.SQRT2),
+    [{ shape: [20], data: awayFromZero(20, 5) }],
+  ],
+  [
     'prelu',
     (g, [a]) => E.prelu(a!, c(g, [3, 1, 1], 9, 0, 0.5)),
     [{ shape: [2, 3, 2, 2], data: awayFromZero(24, 6) }],

@@ -245,7 +245,7 @@ describe('StyleGAN2 architecture inferred from the weights', () => {
     expect(await check()).toBeLessThan(3e-2);
     const leaky = wrongVjp(
       'LeakyRelu',
-      (orig) => (ctx, gys) => orig({ ...ctx, attrs: { alpha: 0.25 } }, gys),
+      (orig) => (ctx, gys) => orig({ ...ctx, attrs: { ...(ctx.attrs as object), alpha: 0.25 } }, gys),
     );
     expect(await check(leaky)).toBeGreaterThan(6e-2);
     const noDemod = wrongVjp('Reciprocal', () => (ctx) => [E.mul(ctx.inputs[0]!, 0)]);

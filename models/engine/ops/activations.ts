@@ -17,14 +17,30 @@ const reluOp = defineOp<null>({
 });
 export const relu = (x: Tensor): Tensor => reluOp([x], null)[0]!;
 
-const leakyOp = defineOp<{ alpha: number }>({
+/**
+ * Leaky ReLU with an optional output gain (StyleGAN2's ×√2), as one op so the backward is a single
+ * mask product at full resolution: gx = gy · where(x > 0, gain, gain·α). The forward's Mul by the gain
+ * is kept separate so forward values round exactly as torch's `leaky_relu(x) * gain`.
+ *
+ * The sign mask is a bool output of the forward (1 byte per element, pruned when no gradient is
+ * asked for): emitted next to the activation, it lets onnxruntime free the float pre-activation as
+ * soon as the next layer has consumed it instead of keeping it alive until the backward. Measured on
+ * the 1024-px step: see the commit that introduced it.
+ */
+const leakyOp = defineOp<{ alpha: number; gain: number }>({
   name: 'LeakyRelu',
-  forward: (g, [x], { alpha }) => [
-    g.node1('LeakyRelu', [x!], x!.shape, 'float32', { alpha: { float: alpha } }),
-  ],
-  vjp: ({ g, inputs: [x], attrs: { alpha } }, [gy]) => [mul(gy!, positiveMask(x!, g.scalar(alpha)))],
+  forward: (g, [x], { alpha, gain }) => {
+    let y = g.node1('LeakyRelu', [x!], x!.shape, 'float32', { alpha: { float: alpha } });
+    if (gain !== 1) y = g.node1('Mul', [y, g.scalar(gain)], x!.shape);
+    return [y, g.node1('Greater', [x!, g.scalar(0)], x!.shape, 'bool')];
+  },
+  vjp: ({ g, outputs: [, pos], attrs: { alpha, gain } }, [gy]) => {
+    const slope = g.node1('Where', [pos!, g.scalar(gain), g.scalar(Math.fround(gain) * alpha)], pos!.shape);
+    return [mul(gy!, slope)];
+  },
 });
-export const leakyRelu = (x: Tensor, alpha = 0.01): Tensor => leakyOp([x], { alpha })[0]!;
+/** leaky_relu(x, α) · gain (gain 1: plain leaky ReLU). */
+export const leakyRelu = (x: Tensor, alpha = 0.01, gain = 1): Tensor => leakyOp([x], { alpha, gain })[0]!;
 
 const preluOp = defineOp<null>({
   name: 'PRelu',

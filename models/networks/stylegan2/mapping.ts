@@ -44,7 +44,7 @@ export function buildMapping(g: Graph, weights: StyleGAN2Weights, z: Tensor): Te
         `${p}.weight`,
       );
       const b = g.constant(scaled(weights.get(`${p}.bias`), MAPPING_LR_MUL), [wDim], `${p}.bias`);
-      x = E.mul(E.leakyRelu(E.linear(x, w, b), LRELU_SLOPE), LRELU_GAIN);
+      x = E.leakyRelu(E.linear(x, w, b), LRELU_SLOPE, LRELU_GAIN);
     }
     return x;
   });

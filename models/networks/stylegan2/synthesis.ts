@@ -152,7 +152,7 @@ export function buildSynthesis(
         const noise = scaled(W(`${prefix}.noise`), strength);
         y = E.add(y, g.constant(noise, [1, 1, res, res], `${prefix}.noise_scaled`));
         y = E.add(y, g.constant(W(`${prefix}.bias`), [1, cout, 1, 1], `${prefix}.bias`));
-        return E.mul(E.leakyRelu(y, LRELU_SLOPE), LRELU_GAIN);
+        return E.leakyRelu(y, LRELU_SLOPE, LRELU_GAIN);
       });
 
     /** ToRGB: modulated 1×1 conv without demodulation, as a batched MatMul with the [N, 3, C] weight. */
