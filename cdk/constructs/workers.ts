@@ -222,19 +222,6 @@ export class Workers extends Construct {
     });
 
     const role = this.taskDefinition.taskRole;
-    // Scale-in protection of its own task while it processes an image (functions/worker/protection.ts).
-    role.addToPrincipalPolicy(
-      new iam.PolicyStatement({
-        actions: ['ecs:UpdateTaskProtection'],
-        resources: [
-          Stack.of(this).formatArn({
-            service: 'ecs',
-            resource: 'task',
-            resourceName: `${this.cluster.clusterName}/*`,
-          }),
-        ],
-      }),
-    );
     props.queues.jobs.grantConsumeMessages(role); // includes ChangeMessageVisibility (heartbeats)
     props.storage.uploads.grantRead(role, 'inputs/*');
     props.storage.uploads.grantDelete(role, 'inputs/*'); // inputs of erased jobs

@@ -35,13 +35,22 @@
  * - Calls on one instance are serialised: the sessions already use every core, so running two images
  *   at once only doubles peak memory.
  */
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { FaceApi, clipBox } from '../../models/faceapi/index.js';
 import { FalcoEngine, type EngineOptions } from '../../models/falco/engine.js';
 import { checkLayers, type BundleManifest } from '../../models/bundle/manifest.js';
 import { alignFace, type Point } from './align.js';
 import { FaceDetector, type DetectFacesOptions } from './detect.js';
-import { IdentityChecker, compareDescriptors, type IdentityCheck } from './identity.js';
+import {
+  IdentityChecker,
+  combinedVerdict,
+  compareDescriptors,
+  identityOptionsForBundle,
+  loadCalibration,
+  type IdentityCheck,
+  type IdentityCheckerOptions,
+} from './identity.js';
 import {
   contentTypeOf,
   decodeImage,
@@ -88,6 +97,12 @@ export interface AnonymizerConfig {
   budget?: { maxFaces: number; maxComputeSteps: number };
   /** Create every session at start-up instead of on first use (default true: workers and the CLI want it). */
   warm?: boolean;
+  /**
+   * The privacy check's recognizers and calibration (default: the calibrated policy — face-api 128-D and
+   * faceres from the bundle's `human/` folder, models/recognizers/calibration.json). A bundle without `human/`
+   * (built before the second recognizer) is checked by face-api 128-D alone, at its calibrated threshold.
+   */
+  identity?: IdentityCheckerOptions;
 }
 
 /** Fully resolved per-call settings. */
@@ -329,7 +344,7 @@ class FalcoAnonymizer implements Anonymizer {
       const res = obscureFace(out, face.box, method, opts.seed + face.index);
       out = res.image;
       if (res.region) covered.push({ rect: res.region });
-      const verdicts = await this.verdicts(photo, out, face, m.reid.threshold);
+      const verdicts = await this.verdicts(photo, out, face);
       reports.push(
         fallbackReport(face, method, choices[k]!.reason ?? 'small', verdicts, {
           obscure: performance.now() - t,
@@ -353,7 +368,7 @@ class FalcoAnonymizer implements Anonymizer {
       out = res.image;
       if (res.region) covered.push({ rect: res.region });
       const face = { ...d, index: faces.length + k };
-      const verdicts = await this.verdicts(photo, out, face, m.reid.threshold);
+      const verdicts = await this.verdicts(photo, out, face);
       reports.push({
         ...fallbackReport(face, method, 'residual', verdicts, { obscure: performance.now() - t }),
         residual: true,
@@ -417,8 +432,8 @@ class FalcoAnonymizer implements Anonymizer {
       | {
           pasted: PasteResult;
           losses: Array<[number, number, number]>;
-          check: IdentityCheck;
           verdicts: RecognizerVerdict[];
+          recognisable: boolean;
         }
       | undefined;
     for (let a = 0; a < attempts; a++) {
@@ -454,30 +469,34 @@ class FalcoAnonymizer implements Anonymizer {
       progress(at + span * 0.95, { stage: 'paste' });
       const pasted = await time('paste', () => pasteFace(current, crop, aligned.alignment, face.landmarks));
       progress(at + span, { stage: 'verify' });
-      const check = await time('verify', () => this.verify(photo, pasted.image, face, m.reid.threshold));
-      last = { pasted, losses: res.losses, check, verdicts: [faceApiVerdict(check)] };
-      if (!check.reidentified) break;
+      // The calibrated policy: recognisable when ANY independent recognizer still says "same person"; no
+      // verdict at all (the face could not be embedded) counts as recognisable — fail safe.
+      const verdicts = await time('verify', () => this.verdicts(photo, pasted.image, face));
+      const recognisable = verdicts.length === 0 || combinedVerdict(verdicts).recognisable;
+      last = { pasted, losses: res.losses, verdicts, recognisable };
+      if (!recognisable) break;
       margin -= m.reid.marginStep;
       lambdaId *= m.reid.lambdaIdFactor;
     }
-    const { pasted, losses, check, verdicts } = last!;
+    const { pasted, losses, verdicts, recognisable } = last!;
+    const faceApi = verdicts.find((v) => v.recognizer === 'faceapi-128');
     const base: FaceReport = {
       index: face.index,
       box: { x: face.box.x, y: face.box.y, width: face.box.width, height: face.box.height },
       score: face.score,
       losses,
-      identityDistance: check.distance,
-      reidentified: check.reidentified,
+      identityDistance: faceApi?.distance ?? 0,
+      reidentified: recognisable,
       attempts: made,
       timingsMs: {},
       method: 'falco',
       recognizers: verdicts,
     };
     const mask: Covered = { rect: pasted.region, alpha: pasted.alpha };
-    if (!check.reidentified) {
+    if (!recognisable) {
       return { image: pasted.image, covered: mask, report: { ...base, timingsMs: roundTimings(timings) } };
     }
-    const why = `face ${face.index} is still recognisable after ${attempts} attempts (face-api distance ${check.distance.toFixed(3)} < ${check.threshold})`;
+    const why = `face ${face.index} is still recognisable after ${attempts} attempts (${verdicts.length ? combinedVerdict(verdicts).reason : 'no recognizer could embed the face'})`;
     if (opts.onRecognisable === 'fail')
       throw new PrivacyError(`${why}; onRecognisable is 'fail', so the image is not returned`);
     // Obscure: the strong fallback over the whole face region, the paste mask's extent included.
@@ -485,7 +504,7 @@ class FalcoAnonymizer implements Anonymizer {
     const res = await time('obscure', () =>
       obscureFace(pasted.image, face.box, method, opts.seed + face.index, pasted.region),
     );
-    const after = await time('verify', () => this.verdicts(photo, res.image, face, m.reid.threshold));
+    const after = await time('verify', () => this.verdicts(photo, res.image, face));
     return {
       image: res.image,
       covered: { rect: res.region ?? pasted.region },
@@ -503,15 +522,14 @@ class FalcoAnonymizer implements Anonymizer {
     };
   }
 
-  /** Independent verdicts for a face on the output (report only for fallback-covered faces). */
+  /** Every independent recognizer's calibrated verdict on original vs anonymized for one face. */
   private async verdicts(
     original: RgbImage,
     anonymized: RgbImage,
     face: { box: Box; landmarks: Point[] },
-    threshold: number,
   ): Promise<RecognizerVerdict[]> {
     try {
-      return [faceApiVerdict(await this.verify(original, anonymized, face, threshold))];
+      return await this.identity.verdicts(original, anonymized, face);
     } catch (err) {
       if (err instanceof RangeError) return [];
       throw err;
@@ -579,22 +597,6 @@ function strongFallback(m: FaceMethod): FallbackMethod {
   return m === 'fill' ? 'fill' : 'pixelate';
 }
 
-function faceApiVerdict(c: IdentityCheck): RecognizerVerdict {
-  return {
-    recognizer: 'faceapi-128',
-    distance: c.distance,
-    threshold: c.threshold,
-    falseMatchRate: FACEAPI_FALSE_MATCH_RATE,
-    recognisable: c.reidentified,
-  };
-}
-
-/**
- * face-api 128-D's false-match rate at 0.6 among different people of the face-api samples (issue #10: ~9 %).
- * TODO(privacy): replace by the calibrated figure from the calibration bench.
- */
-const FACEAPI_FALSE_MATCH_RATE = 0.09;
-
 function fallbackReport(
   face: { index: number; box: Box; score: number },
   method: FallbackMethod,
@@ -622,6 +624,22 @@ function roundTimings(t: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.entries(t).map(([k, v]) => [k, Math.round(v * 10) / 10]));
 }
 
+/** The privacy check's settings for a bundle (see AnonymizerConfig.identity). */
+function identityOptions(cfg: AnonymizerConfig): IdentityCheckerOptions {
+  // The calibration travels with the bundle (the bundled worker has no repository beside it).
+  const calFile = join(cfg.bundleDir, 'human', 'calibration.json');
+  const bundled: IdentityCheckerOptions = {
+    ...identityOptionsForBundle(cfg.bundleDir),
+    ...(existsSync(calFile) ? { calibration: loadCalibration(calFile) } : {}),
+  };
+  if (cfg.identity) return { ...bundled, ...cfg.identity };
+  if (existsSync(join(cfg.bundleDir, 'human'))) return bundled;
+  cfg.engine?.log?.(
+    `bundle ${cfg.bundleDir} has no human/ folder (built before the second recognizer): the privacy check uses face-api 128-D alone; rebuild the bundle for the calibrated two-recognizer check`,
+  );
+  return { recognizers: ['faceapi-128'] };
+}
+
 /** Open a bundle and its face-api nets; with `warm`, every session is created before returning. */
 export async function createAnonymizer(cfg: AnonymizerConfig): Promise<Anonymizer & { engine: FalcoEngine }> {
   const engine = await FalcoEngine.open(cfg.bundleDir, cfg.engine);
@@ -641,7 +659,7 @@ export async function createAnonymizer(cfg: AnonymizerConfig): Promise<Anonymize
     engine,
     faceapi,
     new FaceDetector(faceapi),
-    new IdentityChecker(faceapi),
+    new IdentityChecker(faceapi, identityOptions(cfg)),
     cfg,
   );
   if (cfg.warm ?? true) {

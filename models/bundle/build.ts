@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as E from '../engine/index.js';
 import { defaultModelDir } from '../faceapi/index.js';
 import { defaultHumanModelDir, humanModelFiles, POLICY_RECOGNIZERS } from '../recognizers/index.js';
@@ -68,8 +69,15 @@ export async function copyHumanModels(
       h.update(await readFile(join(out, f)));
     }
   }
+  // The privacy check's thresholds travel with the recognizers they were calibrated for.
+  await copyFile(CALIBRATION_FILE, join(out, 'calibration.json'));
+  h.update('calibration.json');
+  h.update(await readFile(join(out, 'calibration.json')));
   return h.digest('hex');
 }
+
+/** Written by `npm run bench -- calibrate --write`; read by functions/pipeline/identity.ts. */
+const CALIBRATION_FILE = fileURLToPath(new URL('../recognizers/calibration.json', import.meta.url));
 
 /** Copy the face-api weights into `<bundle>/faceapi`; returns the sha256 over all copied files (in order). */
 export async function copyFaceApi(bundleDir: string, from = defaultModelDir()): Promise<string> {

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { createAnonymizer } from '../../functions/pipeline/anonymize.js';
 import { ffhqAlignment, cropBounds } from '../../functions/pipeline/align.js';
 import { FaceDetector } from '../../functions/pipeline/detect.js';
+import { loadCalibration } from '../../functions/pipeline/identity.js';
 import { decodeImage, probeImage } from '../../functions/pipeline/image-io.js';
 import { InputError, PrivacyError, type Anonymizer, type Progress } from '../../functions/pipeline/types.js';
 import type { FalcoEngine } from '../../models/falco/engine.js';
@@ -151,12 +152,18 @@ describe('anonymize (toy bundle)', () => {
   });
 
   it('retries a re-identified face; onRecognisable fail fails the image, obscure (default) covers the face', async () => {
-    // A threshold no distance can pass: every attempt counts as re-identified.
+    // Thresholds no distance can pass: every attempt counts as re-identified.
     const strict = await editedCopy(bundle, (m) => {
-      m.reid.threshold = 100;
       m.reid.retries = 1;
     });
-    const a = await createAnonymizer({ bundleDir: strict, ...FAST });
+    const cal = loadCalibration();
+    const calibration = {
+      ...cal,
+      recognizers: Object.fromEntries(
+        Object.entries(cal.recognizers).map(([k, r]) => [k, { ...r!, threshold: 100 }]),
+      ),
+    };
+    const a = await createAnonymizer({ bundleDir: strict, ...FAST, identity: { calibration } });
     try {
       const steps: Progress[] = [];
       const err = await a

@@ -79,7 +79,9 @@ describe('storage', () => {
     });
     s.template.hasResourceProperties('AWS::IAM::Policy', {
       PolicyDocument: {
-        Statement: Match.arrayWith([Match.objectLike({ Action: 'ecs:UpdateTaskProtection' })]),
+        Statement: Match.arrayWith([
+          Match.objectLike({ Action: Match.arrayWith(['ecs:UpdateTaskProtection']) }),
+        ]),
       },
     });
   });
