@@ -7,8 +7,9 @@
  * - **No face found**: outcome 'no_faces'; the photo is returned with its pixels unchanged but
  *   re-encoded, so every metadata block (EXIF/GPS, XMP, IPTC, ICC) is stripped anyway. Whether such an
  *   image is billed is the service's decision (the outcome says what happened).
- * - **Face still re-identified** (face-api 128-D recognizer, independent of every network the
- *   optimisation uses: distance < manifest.reid.threshold, 0.6): the face is redone from the original
+ * - **Face still re-identified** (the calibrated privacy check, functions/pipeline/identity.ts: face-api
+ *   128-D and faceres, neither sharing weights with the optimisation; recognisable when ANY of them says
+ *   "same person" at its calibrated threshold): the face is redone from the original
  *   photo up to `reid.retries` times (2), each retry pushing harder away from the identity: the target
  *   cosine m is lowered by `reid.marginStep` (0.2; FALCO's |cos − m| with m < 0 asks for an *opposite*
  *   identity — note that a larger m would make the face MORE similar), λ_id is multiplied by
