@@ -22,6 +22,7 @@
  */
 import type { RgbImage } from './image-io.js';
 import type { Box, FaceMethod } from './types.js';
+import { mulberry32 as rng } from './prng.js';
 
 export type FallbackMethod = Exclude<FaceMethod, 'falco'>;
 
@@ -54,18 +55,6 @@ export function fallbackRegion(box: Box, width: number, height: number, extra?: 
     y1: Math.min(height, Math.ceil(y1)),
   };
   return r.x1 > r.x0 && r.y1 > r.y0 ? r : null;
-}
-
-/** Deterministic PRNG (mulberry32): the same seed gives the same noise, so results are reproducible. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const clamp8 = (v: number): number => (v <= 0 ? 0 : v >= 255 ? 255 : Math.round(v));

@@ -23,6 +23,7 @@ import { createStandInAnonymizer } from '../../functions/local/stand-in.js';
 import { startWorker, type RunningWorker } from '../../functions/worker/worker.js';
 import type { ImageItem, JobItem, UsageItem } from '../../functions/shared/records.js';
 import { SAMPLE, startReceiver } from '../service/helpers.js';
+import { mulberry32 as rng } from '../../functions/pipeline/prng.js';
 
 export interface ChaosOptions {
   seed: number;
@@ -82,18 +83,6 @@ export interface ChaosBooks {
   leftoverOriginals: number;
   settleMs: number;
   wallMs: number;
-}
-
-/** mulberry32: a tiny seeded PRNG, so a failing run can be replayed with its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -21,6 +21,7 @@ import type { RgbImage } from '../../functions/pipeline/image-io.js';
 import type { Box } from '../../functions/pipeline/types.js';
 import { FaceApi, type Point } from '../../models/faceapi/index.js';
 import { samplePath } from '../faceapi/oracle.js';
+import { mulberry32 } from '../../functions/pipeline/prng.js';
 
 export const SIZE_BUCKETS = [16, 20, 24, 32, 48, 64, 96] as const;
 export const ROTATION_BUCKETS = ['rot-90', 'rot-180', 'rot-270', 'rot+30', 'rot-30'] as const;
@@ -70,17 +71,8 @@ export interface SampleTruth {
   faces: Array<{ box: Box; landmarks: Point[] }>;
 }
 
-/** mulberry32: tiny, seedable, good enough to place patches. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded PRNG (mulberry32), re-exported for the scene tests. */
+export const prng = mulberry32;
 
 async function decodeRaw(input: Sharp): Promise<RgbImage> {
   const { data, info } = await input

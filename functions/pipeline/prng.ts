@@ -1,0 +1,14 @@
+/**
+ * mulberry32: a tiny seeded PRNG (32-bit state). Used wherever a random-looking choice must be reproducible
+ * from a seed: fallback noise, generated test scenes, chaos runs that can be replayed.
+ */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
