@@ -25,7 +25,7 @@ import { InputError, type Box } from './types.js';
  * turn. `thorough` (the residual scan, high recall): 16 px upright and 24 px turned. Figures:
  * `npm run bench -- coverage`.
  */
-export const DETECT_MODES = ['fast', 'default', 'thorough'] as const;
+export const DETECT_MODES = ['single', 'fast', 'default', 'thorough'] as const;
 export type DetectMode = (typeof DETECT_MODES)[number];
 export type Rotation = 0 | 90 | 180 | 270;
 
@@ -43,6 +43,8 @@ interface Plan {
 }
 
 const PLANS: Record<DetectMode, Plan> = {
+  // face-api's own behaviour: one upright pass over the whole photo (what its landmark net was validated on).
+  single: { minFace: Number.MAX_VALUE, minFaceTurned: Infinity, turnedScore: 0.7 },
   fast: { minFace: 48, minFaceTurned: Infinity, turnedScore: 0.7 },
   default: { minFace: 24, minFaceTurned: 96, turnedScore: 0.7 },
   thorough: { minFace: 16, minFaceTurned: 24, turnedScore: 0 },

@@ -132,7 +132,7 @@ describe('measureAttributes on the sample faces', () => {
     let female = 0;
     for (const s of [1, 2, 3]) {
       const { image } = await decodeImage(readFileSync(samplePath(s)));
-      for (const f of await det.detect(image, { mode: 'fast' })) {
+      for (const f of await det.detect(image, { mode: 'single' })) {
         const a = await meter.measureAttributes(image, f);
         n++;
         if (a.gender === 'female') female++;
