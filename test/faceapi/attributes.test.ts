@@ -127,12 +127,17 @@ describe('head pose from landmarks', () => {
 describe('measureAttributes on the sample faces', () => {
   it('adult ages, female (the samples show women), plausible poses (sample2 looks down), a known expression', async () => {
     const meter = new AttributeMeter(models);
-    const det = new FaceDetector(models);
     let n = 0;
     let female = 0;
     for (const s of [1, 2, 3]) {
       const { image } = await decodeImage(readFileSync(samplePath(s)));
-      for (const f of await det.detect(image, { mode: 'single' })) {
+      // face-api's own path (one SSD pass, landmarks in its box), as upstream face-api would measure them.
+      const found = [];
+      for (const d of await models.detect(image, { minConfidence: 0.5 })) {
+        const landmarks = await models.landmarks(image, d.box);
+        if (landmarks) found.push({ box: d.box, landmarks });
+      }
+      for (const f of found) {
         const a = await meter.measureAttributes(image, f);
         n++;
         if (a.gender === 'female') female++;

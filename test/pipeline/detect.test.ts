@@ -23,11 +23,12 @@ function checkLandmarksInBox(f: DetectedFace): void {
     expect(py).toBeGreaterThan(y - 0.2 * h);
     expect(py).toBeLessThan(y + 1.2 * h);
   }
-  // Eyes, nose and mouth (27..67) sit inside the box proper; a profile face (sample2, left) has ~12 % of them
-  // just outside, where the net extrapolates the hidden half of the face.
+  // Eyes, nose and mouth (27..67) sit inside the box proper; a profile face (sample2, left) has ~12-17 % of them
+  // just outside, where the net extrapolates the hidden half of the face (17 % since the detector renders its
+  // input with sharp instead of face-api's own resize: the box moved by a few pixels).
   const inner = f.landmarks.slice(27);
   const inside = inner.filter(([px, py]) => px >= x && px <= x + w && py >= y && py <= y + h).length;
-  expect(inside / inner.length).toBeGreaterThan(0.85);
+  expect(inside / inner.length).toBeGreaterThan(0.8);
 }
 
 describe('detectFaces on the face-api sample photos', () => {
