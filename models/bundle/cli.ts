@@ -64,14 +64,17 @@ const log = (msg: string) => console.error(`· ${msg}`);
 /** FALCO's fake pool size. */
 const FALCO_POOL_SIZE = 10_000;
 
-async function buildWithPool(o: {
+/** What `build` (and `publish --falco`) take. */
+interface BuildOptions {
   falco: string;
   out: string;
   name: string;
   pool: number;
   trainable?: [number, number];
   stepBatch?: number[];
-}): Promise<BundleManifest> {
+}
+
+async function buildWithPool(o: BuildOptions): Promise<BundleManifest> {
   let m = await buildFromCheckpoints({
     falcoDir: o.falco,
     outDir: o.out,
@@ -150,23 +153,14 @@ program
     'also write step models for batches of faces, e.g. 4 or 2,4 (GPU workers: see README, Performance)',
     batchList,
   )
-  .action(
-    async (o: {
-      falco: string;
-      out: string;
-      name: string;
-      pool: number;
-      trainable?: [number, number];
-      stepBatch?: number[];
-    }) => {
-      const m = await buildWithPool(o);
-      console.log(summary(o.out, m));
-      if (!m.pool)
-        console.error(
-          'warning: no fake pool: workers refuse this bundle until `npm run models -- pool` adds one',
-        );
-    },
-  );
+  .action(async (o: BuildOptions) => {
+    const m = await buildWithPool(o);
+    console.log(summary(o.out, m));
+    if (!m.pool)
+      console.error(
+        'warning: no fake pool: workers refuse this bundle until `npm run models -- pool` adds one',
+      );
+  });
 
 program
   .command('publish')

@@ -179,19 +179,7 @@ export function raiseSof(jpeg: Buffer, width: number, height: number): Buffer {
 }
 
 /** A PNG whose IHDR claims `width`×`height` over a few bytes of data: only the header is meant to be read. */
-export function pngHeaderOnly(width: number, height: number): Buffer {
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width, 0);
-  ihdr.writeUInt32BE(height, 4);
-  ihdr[8] = 8;
-  ihdr[9] = 2;
-  return Buffer.concat([
-    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    pngChunk('IHDR', ihdr),
-    pngChunk('IDAT', deflateSync(Buffer.alloc(64))),
-    pngChunk('IEND', Buffer.alloc(0)),
-  ]);
-}
+export { pngBomb as pngHeaderOnly } from '../pipeline/metadata-util.js';
 
 /** `bytes` with `n` bytes from `at` (a fraction of the length) overwritten: same length, damaged content. */
 export function damage(bytes: Buffer, at = 0.5, n = 64): Buffer {
