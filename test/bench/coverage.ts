@@ -28,6 +28,14 @@ interface Cell {
   images: number;
   extra: number;
   ms: number;
+  /** Process CPU time (user + system): what the machine's load does not inflate, unlike `ms`. */
+  cpuMs: number;
+}
+
+/** CPU milliseconds (user + system) of this process since `from`. */
+function cpuSince(from: NodeJS.CpuUsage): number {
+  const c = process.cpuUsage(from);
+  return (c.user + c.system) / 1000;
 }
 
 export default async function coverage(args: string[]): Promise<void> {
@@ -52,9 +60,10 @@ export default async function coverage(args: string[]): Promise<void> {
   const probe = scenes[0]?.image ?? { width: 512, height: 512, data: new Uint8Array(512 * 512 * 3) };
   await models.detect(probe);
   t = performance.now();
+  const cpu0 = process.cpuUsage();
   for (let i = 0; i < 3; i++) await models.detect(probe);
   const passMs = (performance.now() - t) / 3;
-  report('coverage', 'ssd_pass', passMs, 'ms');
+  report('coverage', 'ssd_pass', passMs, 'ms', { cpu_ms: Math.round(cpuSince(cpu0) / 3) });
   for (const mode of DETECT_MODES) {
     const n = plannedPasses(4000, 3000, mode);
     report('coverage', 'passes_12mp', n, 'passes', { mode, estimated_ms: Math.round(n * passMs) });
@@ -65,7 +74,9 @@ export default async function coverage(args: string[]): Promise<void> {
   for (const mode of modes) {
     for (const s of scenes) {
       t = performance.now();
+      const cpu0 = process.cpuUsage();
       const found = await detector.detect(s.image, { mode });
+      const cpuMs = cpuSince(cpu0);
       if (process.env.COVERAGE_VERBOSE)
         console.error(
           mode,
@@ -86,13 +97,14 @@ export default async function coverage(args: string[]): Promise<void> {
       );
       const row = table.get(s.bucket) ?? new Map<DetectMode, Cell>();
       table.set(s.bucket, row);
-      const c = row.get(mode) ?? { faces: 0, hits: 0, images: 0, extra: 0, ms: 0 };
+      const c = row.get(mode) ?? { faces: 0, hits: 0, images: 0, extra: 0, ms: 0, cpuMs: 0 };
       row.set(mode, c);
       c.faces += s.faces.length;
       c.hits += m.hits;
       c.images += 1;
       c.extra += m.extra.length;
       c.ms += ms;
+      c.cpuMs += cpuMs;
     }
     for (const [bucket, row] of table) {
       const c = row.get(mode)!;
@@ -102,6 +114,7 @@ export default async function coverage(args: string[]): Promise<void> {
         faces: c.faces,
         images: c.images,
         ms_per_image: Math.round(c.ms / c.images),
+        cpu_ms_per_image: Math.round(c.cpuMs / c.images),
       };
       if (c.faces > 0) report('coverage', 'recall', c.hits / c.faces, 'ratio', { ...extra, found: c.hits });
       else
@@ -111,11 +124,13 @@ export default async function coverage(args: string[]): Promise<void> {
     if (args.includes('--no-12mp')) continue;
     big ??= (await generateScenes({ buckets: ['size-32'], models }))[0];
     t = performance.now();
+    const cpu0 = process.cpuUsage();
     const reps = 1;
     let last: Awaited<ReturnType<FaceDetector['detect']>> = [];
     for (let i = 0; i < reps; i++) last = await detector.detect(big.image, { mode });
     report('coverage', 'detect_12mp', (performance.now() - t) / reps, 'ms', {
       mode,
+      cpu_ms: Math.round(cpuSince(cpu0) / reps),
       faces_found: matchFaces(
         last.map((f) => f.box),
         big.faces,
