@@ -1,6 +1,13 @@
 import { createHash } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
-import { FaceDetector, mergeCandidates, pyramid, tiles } from '../../functions/pipeline/detect.js';
+import {
+  FaceDetector,
+  isFlat,
+  mergeCandidates,
+  plannedPasses,
+  pyramid,
+  tiles,
+} from '../../functions/pipeline/detect.js';
 import { FaceApi, type Point } from '../../models/faceapi/index.js';
 import { generateScenes, matchFaces, sampleTruth } from '../coverage/scenes.js';
 
@@ -112,6 +119,30 @@ describe('pass planning and merging', () => {
     expect(p[0]).toBeCloseTo(512 / 4000);
     for (let i = 1; i < p.length; i++) expect(p[i] / p[i - 1]).toBeLessThanOrEqual(2 + 1e-9);
     expect(p[p.length - 1] * 20).toBeGreaterThanOrEqual(30);
+    // Planned from the top: every level but the one-tile level is exactly ×2 from the next finer one (no short,
+    // expensive step at the fine end), which is what makes 12 MP in `default` 249 passes rather than 326.
+    const q = pyramid(4000, 3000, 24);
+    expect(q[q.length - 1]).toBeCloseTo(32 / 24);
+    for (let i = 2; i < q.length; i++) expect(q[i] / q[i - 1]).toBeCloseTo(2);
+    expect(plannedPasses(4000, 3000, 'default')).toBe(249);
+  });
+
+  it('skips only tiles with no contrast anywhere (a flat wall, the black beyond the photo)', () => {
+    const n = 512;
+    const tile = (grey: (x: number, y: number) => number): Float32Array => {
+      const t = new Float32Array(3 * n * n);
+      for (let y = 0; y < n; y++)
+        for (let x = 0; x < n; x++)
+          for (let c = 0; c < 3; c++) t[c * n * n + y * n + x] = (grey(x, y) - 127.5) / 127.5;
+      return t;
+    };
+    expect(isFlat(tile(() => 0))).toBe(true);
+    // Sensor noise of ±1 grey level (σ < 1) on a wall.
+    expect(isFlat(tile((x, y) => 90 + ((x * 7 + y * 13) % 3) - 1))).toBe(true);
+    // One dark 4×2-px "eye" (a quarter-brightness face's contrast) in a 512-px flat tile is enough to keep it.
+    expect(isFlat(tile((x, y) => (x >= 300 && x < 304 && y >= 200 && y < 202 ? 40 : 50)))).toBe(false);
+    // A smooth gradient across the tile (sky): 255 levels over 512 px is σ ≈ 2.3 per 16-px block, kept.
+    expect(isFlat(tile((x) => x / 2))).toBe(false);
   });
 
   it('merges a face cut by a tile edge and the same face seen twice, keeps distinct neighbours', () => {
