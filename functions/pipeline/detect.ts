@@ -42,14 +42,23 @@ interface Plan {
    * 16-px faces on the size-16 scene) came from an upright pass.
    */
   turnedScore: number;
+  /**
+   * Width in the SSD input at which the pyramid's finest level samples a `minFace` face (at least
+   * RELIABLE_INPUT_FACE). `default` uses 40: on the 12-MP coverage scenes (22 faces each) 32 found 21/22 faces
+   * at 24 px and 20/22 at 32 px (249 passes); 40 found 22/22 and 21/22 (377 passes). The SSD's score of a
+   * small face keeps rising up to ~50 input px (the 32-px faces, centred: 14/22 above 0.5 at 33 px, 21/22 at
+   * 43 px, 22/22 at 50 px).
+   */
+  inputFace: number;
 }
 
 const PLANS: Record<DetectMode, Plan> = {
   // face-api's own behaviour: one upright pass over the whole photo (what its landmark net was validated on).
-  single: { minFace: Number.MAX_VALUE, minFaceTurned: Infinity, turnedScore: 0.7 },
-  fast: { minFace: 48, minFaceTurned: Infinity, turnedScore: 0.7 },
-  default: { minFace: 24, minFaceTurned: 96, turnedScore: 0.7 },
-  thorough: { minFace: 16, minFaceTurned: 24, turnedScore: 0.7 },
+  single: { minFace: Number.MAX_VALUE, minFaceTurned: Infinity, turnedScore: 0.7, inputFace: 32 },
+  fast: { minFace: 48, minFaceTurned: Infinity, turnedScore: 0.7, inputFace: 32 },
+  default: { minFace: 24, minFaceTurned: 96, turnedScore: 0.7, inputFace: 40 },
+  // 32: on the size-16 scene the residual scan in this mode found all 11 faces detection had missed (22/22).
+  thorough: { minFace: 16, minFaceTurned: 24, turnedScore: 0.7, inputFace: 32 },
 };
 
 /** The SSD passes `detect` runs on a width×height photo in `mode` (each one 512×512 input). */
@@ -60,7 +69,7 @@ export function plannedPasses(width: number, height: number, mode: DetectMode): 
     const minFace = angle === 0 ? plan.minFace : plan.minFaceTurned;
     if (!Number.isFinite(minFace)) continue;
     const [fw, fh] = angle % 180 ? [height, width] : [width, height];
-    for (const s of pyramid(fw, fh, minFace)) n += tiles(fw * s, fh * s).length;
+    for (const s of pyramid(fw, fh, minFace, plan.inputFace)) n += tiles(fw * s, fh * s).length;
   }
   return n;
 }
@@ -144,7 +153,7 @@ export class FaceDetector {
       if (!Number.isFinite(minFace)) continue;
       const minScore = angle === 0 ? opts.scoreThreshold : Math.max(opts.scoreThreshold, plan.turnedScore);
       const [fw, fh] = angle % 180 ? [image.height, image.width] : [image.width, image.height];
-      const scales = pyramid(fw, fh, minFace);
+      const scales = pyramid(fw, fh, minFace, plan.inputFace);
       for (const scale of scales) {
         const src = await sources.at(scale);
         const lw = fw * scale;
@@ -257,15 +266,15 @@ interface Candidate {
 
 /**
  * Scales of the pyramid for a frame fw×fh, ascending: from the scale where a face of `minFace` photo pixels is
- * RELIABLE_INPUT_FACE input pixels wide, down by ×2 steps to the whole frame in one input (the coarsest step may
+ * `inputFace` input pixels wide, down by ×2 steps to the whole frame in one input (the coarsest step may
  * be smaller than ×2). Planned from the top down because the finest level holds most of the tiles: a ×2 ladder
  * built upwards from the whole frame ends with a short step (on 12 MP at 24 px: 1.02 then 1.33), i.e. two
  * nearly equal and expensive levels; from the top, every expensive level is a full ×2 apart and the short step
  * lands on the one-tile level (12 MP, `default`: 190 upright passes instead of 255).
  */
-export function pyramid(fw: number, fh: number, minFace: number): number[] {
+export function pyramid(fw: number, fh: number, minFace: number, inputFace = RELIABLE_INPUT_FACE): number[] {
   const s0 = SSD_INPUT / Math.max(fw, fh);
-  const top = RELIABLE_INPUT_FACE / minFace;
+  const top = Math.max(inputFace, RELIABLE_INPUT_FACE) / minFace;
   const out: number[] = [];
   for (let s = top; s > s0 * (1 + 1e-9); s /= 2) out.push(s);
   out.push(s0);
