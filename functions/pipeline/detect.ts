@@ -283,6 +283,51 @@ export async function landmarksInTurn(
   return pts.map(([px, py]) => unturnPoint(px + x0, py + y0, angle, image.width, image.height));
 }
 
+/** A face seen upright: pixels, box and landmarks in the coordinates of `image`. */
+export interface UprightView {
+  image: RgbImage;
+  box: Box;
+  landmarks: Point[];
+}
+
+/**
+ * The face turned upright, for networks trained on upright faces (recognizers, attribute nets): a crop of the
+ * photo turned `angle` (the detector's turn for this face) around the box grown by `margin` of its side on each
+ * side, with box and landmarks in the crop's coordinates. Angle 0 returns the photo itself (no copy), so
+ * upright faces are measured exactly as before. The same face geometry gives the same crop of two photos of
+ * one size (original and anonymized), so their views compare pixel for pixel.
+ */
+export function uprightView(
+  image: RgbImage,
+  face: { box: Box; landmarks: readonly Point[]; angle?: Rotation },
+  margin = 0.5,
+): UprightView {
+  const angle = face.angle ?? 0;
+  if (angle === 0) return { image, box: { ...face.box }, landmarks: face.landmarks.map((p) => [p[0], p[1]]) };
+  const W = image.width;
+  const H = image.height;
+  const b = face.box;
+  const [ax, ay] = turnPoint(b.x, b.y, angle, W, H);
+  const [bx, by] = turnPoint(b.x + b.width, b.y + b.height, angle, W, H);
+  const fx = Math.min(ax, bx);
+  const fy = Math.min(ay, by);
+  const fw = Math.abs(bx - ax);
+  const fh = Math.abs(by - ay);
+  const pad = margin * Math.max(fw, fh);
+  const x0 = Math.floor(fx - pad);
+  const y0 = Math.floor(fy - pad);
+  const w = Math.ceil(fx + fw + pad) - x0;
+  const h = Math.ceil(fy + fh + pad) - y0;
+  return {
+    image: turnedCrop(image, angle, x0, y0, w, h),
+    box: { x: fx - x0, y: fy - y0, width: fw, height: fh },
+    landmarks: face.landmarks.map(([x, y]) => {
+      const [u, v] = turnPoint(x, y, angle, W, H);
+      return [u - x0, v - y0];
+    }),
+  };
+}
+
 /** Frame coordinates (photo turned `angle` clockwise) of a photo point: the inverse of `unturnPoint`. */
 function turnPoint(x: number, y: number, angle: Rotation, W: number, H: number): Point {
   switch (angle) {
