@@ -453,6 +453,8 @@ export class FalcoEngine {
     }));
     const steps = Math.max(0, ...faces.map((f) => f.p.steps));
     for (let i = 0; i < steps; i++) {
+      // As in `optimize`: an aborted job stops within one step (any face's signal stops the group).
+      for (const f of faces) f.p.signal?.throwIfAborted();
       const t0 = performance.now();
       const active = slots.map((s, b) => b < faces.length && i < s.p.steps);
       const lr = Float32Array.from(slots, (s, b) =>
