@@ -309,6 +309,8 @@ async function e2e(args: string[], threads?: number): Promise<void> {
         detect: 'fast',
         cpu_ms: Math.round((cu.user + cu.system) / 1000),
         step_ms: Math.round(stepMs),
+        // The whole process: every session of the bundle, face-api and the step arena.
+        peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
         timings_ms: res.report.timingsMs,
       };
       report(BENCH, `e2e_${name}_${steps}_steps`, wall, 'ms', extra);
