@@ -271,6 +271,7 @@ const ENCODE_SHARE = 0.03;
 class FalcoAnonymizer implements Anonymizer {
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
+  private warnedNoBatch = false;
 
   constructor(
     readonly engine: FalcoEngine,
@@ -430,12 +431,16 @@ class FalcoAnonymizer implements Anonymizer {
       this.cfg.batchFaces ?? batchFacesDefault(await this.engine.provider(), this.engine.stepBatches());
     if (!Number.isInteger(want) || want < 1)
       throw new Error(`batchFaces must be an integer ≥ 1, got ${want}`);
-    return (
-      this.engine
-        .stepBatches()
-        .filter((b) => b <= Math.min(want, n))
-        .at(-1) ?? 1
-    );
+    const have = this.engine.stepBatches();
+    const b = have.filter((x) => x <= Math.min(want, n)).at(-1) ?? 1;
+    // Asked for batches the bundle cannot give: say so once (the faces still run, one at a time).
+    if (b === 1 && want > 1 && !have.length && !this.warnedNoBatch) {
+      this.warnedNoBatch = true;
+      this.cfg.engine?.log?.(
+        `batchFaces is ${want} but bundle ${this.cfg.bundleDir} has no batched step model (build it with --step-batch ${want}); faces run one at a time`,
+      );
+    }
+    return b;
   }
 
   /** Align, invert and look up targets and fakes of one face: what every attempt starts from. */
