@@ -10,7 +10,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { AttributeMeter } from '../../functions/pipeline/attributes.js';
+import type { Point } from '../../functions/pipeline/align.js';
 import { decodeImage } from '../../functions/pipeline/image-io.js';
+import type { Box } from '../../functions/pipeline/types.js';
 import { FaceApi } from '../../models/faceapi/index.js';
 import { samplePath } from '../faceapi/oracle.js';
 import { report } from './report.js';
@@ -22,13 +24,18 @@ export default async function attributes(args: string[]): Promise<void> {
   const { image } = await decodeImage(readFileSync(file));
   const models = new FaceApi({ provider: 'cpu' });
   const meter = new AttributeMeter(models);
-  const faces = [];
+  const faces: Array<{ box: Box; landmarks: Point[] }> = [];
   for (const d of await models.detect(image)) {
     const landmarks = await models.landmarks(image, d.box);
     if (landmarks) faces.push({ box: d.box, landmarks });
   }
   if (!faces.length) throw new Error(`no face found in ${file}`);
-  const extra = { image: file.split('/').pop(), width: image.width, height: image.height, faces: faces.length };
+  const extra = {
+    image: file.split('/').pop(),
+    width: image.width,
+    height: image.height,
+    faces: faces.length,
+  };
   let t = performance.now();
   await meter.warmup();
   report('attributes', 'session_setup', performance.now() - t, 'ms', extra);
