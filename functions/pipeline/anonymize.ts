@@ -44,7 +44,7 @@ import { FalcoEngine, type EngineOptions } from '../../models/falco/engine.js';
 import { checkLayers, type BundleManifest } from '../../models/bundle/manifest.js';
 import { alignFace, type Point } from './align.js';
 import { AttributeMeter } from './attributes.js';
-import { FaceDetector, type DetectFacesOptions, type DetectedFace } from './detect.js';
+import { FaceDetector, type DetectFacesOptions, type DetectedFace, type Rotation } from './detect.js';
 import {
   IdentityChecker,
   combinedVerdict,
@@ -559,7 +559,7 @@ class FalcoAnonymizer implements Anonymizer {
   private async verdicts(
     original: RgbImage,
     anonymized: RgbImage,
-    face: { box: Box; landmarks: Point[] },
+    face: { box: Box; landmarks: Point[]; angle?: Rotation },
   ): Promise<RecognizerVerdict[]> {
     try {
       return await this.identity.verdicts(original, anonymized, face);
@@ -573,7 +573,7 @@ class FalcoAnonymizer implements Anonymizer {
   private async verify(
     original: RgbImage,
     anonymized: RgbImage,
-    face: { box: Box; landmarks: Point[] },
+    face: { box: Box; landmarks: Point[]; angle?: Rotation },
     threshold: number,
   ): Promise<IdentityCheck> {
     try {

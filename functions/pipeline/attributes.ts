@@ -16,10 +16,8 @@
 import { attributeBox, EXPRESSIONS, FaceApi, type FaceApiOptions } from '../../models/faceapi/index.js';
 import type { Point } from './align.js';
 import type { RgbImage } from './image-io.js';
+import { uprightView, type Rotation } from './detect.js';
 import type { AttributeChange, Box, FaceAttributes } from './types.js';
-
-/** Quarter turn under which a face is upright (the detector's `angle`: the photo turned this far clockwise). */
-export type FaceTurn = 0 | 90 | 180 | 270;
 
 /** Mean-face 3-D points (arbitrary units, x right, y up, z towards the viewer) and their iBUG-68 indices. */
 const MODEL_POINTS: ReadonlyArray<[number, [number, number, number]]> = [
@@ -120,29 +118,30 @@ export class AttributeMeter {
   }
 
   /**
-   * The utility check of one replaced face: the attributes of the original (with the detector's landmarks) and
-   * of the anonymized face, measured on the anonymized image's own pixels: the 68-point net is run again on
-   * them inside the same detector box (no new detection), so the head pose and the nets' face region follow
-   * the new face, as face-api would measure it. Faces found turned (`angle` ≠ 0) are measured on an upright
-   * crop, as the detector computed their landmarks: the nets were trained on upright faces.
-   * Throws RangeError when the face has no pixels inside the image or no landmarks are found on the result.
+   * The utility check of one replaced face: its attributes on the original and on the anonymized image, both
+   * measured the same way — the 68-point net run inside the detector box (no new detection), then the nets on
+   * face-api's region for those landmarks — so the anonymized side is measured on its own pixels (pose and face
+   * region follow the new face, as face-api would measure it) and an unchanged face reports no change at all,
+   * whatever procedure gave the detector's landmarks. A face found turned (`angle` ≠ 0) is measured in its
+   * upright view (detect.ts `uprightView`): the nets were trained on upright faces.
+   * Throws RangeError when the face has no pixels inside the image or no landmarks are found.
    */
   async compare(
     original: RgbImage,
     anonymized: RgbImage,
-    face: { box: Box; landmarks: readonly Point[]; angle?: FaceTurn },
+    face: { box: Box; landmarks: readonly Point[]; angle?: Rotation },
   ): Promise<{ original: FaceAttributes; anonymized: FaceAttributes; change: AttributeChange }> {
-    const angle = face.angle ?? 0;
-    const view = angle === 0 ? undefined : uprightView(face.box, angle, original.width, original.height);
-    const a = view ? view.crop(original) : original;
-    const b = view ? view.crop(anonymized) : anonymized;
-    const box = view ? view.box : face.box;
-    const landmarks = view ? face.landmarks.map(view.toView) : face.landmarks;
-    const after = await this.models.landmarks(b, box);
-    if (!after) throw new RangeError('the face lies outside the image; no attributes');
-    const before = await this.measureAttributes(a, { box, landmarks });
-    const anon = await this.measureAttributes(b, { box, landmarks: after });
-    return { original: before, anonymized: anon, change: attributeChange(before, anon) };
+    // The same face geometry gives the same crop of both photos (angle 0: the photos themselves).
+    const box = uprightView(original, face).box;
+    const measure = async (photo: RgbImage): Promise<FaceAttributes> => {
+      const view = uprightView(photo, face).image;
+      const landmarks = await this.models.landmarks(view, box);
+      if (!landmarks) throw new RangeError('the face lies outside the image; no attributes');
+      return this.measureAttributes(view, { box, landmarks });
+    };
+    const before = await measure(original);
+    const after = await measure(anonymized);
+    return { original: before, anonymized: after, change: attributeChange(before, after) };
   }
 
   /** Creates the attribute nets' sessions now (otherwise on the first face measured). */
@@ -168,61 +167,4 @@ export function attributeChange(original: FaceAttributes, anonymized: FaceAttrib
       Math.abs(anonymized.pose.roll - original.pose.roll),
     ),
   };
-}
-
-/**
- * An upright window around a face found turned: the detector box grown by half its size on each side, cut from
- * the photo turned `angle` clockwise (pixels outside the photo are black). `toView` maps photo points into it,
- * `box` is the detector box there. Same turn convention as the detector (detect.ts) and face-method.ts, whose
- * helpers are private to them.
- */
-export function uprightView(
-  faceBox: Box,
-  angle: Exclude<FaceTurn, 0>,
-  width: number,
-  height: number,
-): { box: Box; toView: (p: Point) => Point; crop: (img: RgbImage) => RgbImage } {
-  const m = 0.5 * Math.max(faceBox.width, faceBox.height);
-  // The window in photo pixels (integer, may reach outside the photo).
-  const x0 = Math.floor(faceBox.x - m);
-  const y0 = Math.floor(faceBox.y - m);
-  const w = Math.ceil(faceBox.x + faceBox.width + m) - x0;
-  const h = Math.ceil(faceBox.y + faceBox.height + m) - y0;
-  const [vw, vh] = angle === 180 ? [w, h] : [h, w];
-  // Window-local photo point (x, y) → view point (u, v) for the window turned `angle` clockwise, and back.
-  const toView = ([px, py]: Point): Point => {
-    const x = px - x0;
-    const y = py - y0;
-    if (angle === 90) return [h - y, x];
-    if (angle === 180) return [w - x, h - y];
-    return [y, w - x];
-  };
-  const fromView = (u: number, v: number): Point => {
-    if (angle === 90) return [x0 + v, y0 + h - u];
-    if (angle === 180) return [x0 + w - u, y0 + h - v];
-    return [x0 + w - v, y0 + u];
-  };
-  const [ax, ay] = toView([faceBox.x, faceBox.y]);
-  const [bx, by] = toView([faceBox.x + faceBox.width, faceBox.y + faceBox.height]);
-  const box = {
-    x: Math.min(ax, bx),
-    y: Math.min(ay, by),
-    width: Math.abs(bx - ax),
-    height: Math.abs(by - ay),
-  };
-  const crop = (img: RgbImage): RgbImage => {
-    if (img.width !== width || img.height !== height)
-      throw new RangeError(`expected a ${width}×${height} image, got ${img.width}×${img.height}`);
-    const data = new Uint8Array(vw * vh * 3);
-    for (let v = 0; v < vh; v++)
-      for (let u = 0; u < vw; u++) {
-        const [px, py] = fromView(u + 0.5, v + 0.5);
-        const sx = Math.floor(px);
-        const sy = Math.floor(py);
-        if (sx < 0 || sy < 0 || sx >= width || sy >= height) continue;
-        data.set(img.data.subarray((sy * width + sx) * 3, (sy * width + sx) * 3 + 3), (v * vw + u) * 3);
-      }
-    return { width: vw, height: vh, data };
-  };
-  return { box, toView, crop };
 }
