@@ -4,8 +4,8 @@
  * here), the median wall time and the process CPU time (user + system, all threads: the figure least disturbed
  * by neighbours on a shared machine) of:
  * - `measure_one_side`: AttributeMeter.measureAttributes (age/gender + expression nets on a 112-px crop, pose);
- * - `compare_per_face`: AttributeMeter.compare, what the pipeline runs per FALCO face (both sides, plus one
- *   landmark pass on the result).
+ * - `compare_per_face`: AttributeMeter.compare, what the pipeline runs per FALCO face (both sides, each with a
+ *   landmark pass).
  * Session creation is reported apart (the pipeline creates the sessions at start-up).
  */
 import { readFileSync } from 'node:fs';
