@@ -39,7 +39,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { FaceApi, clipBox } from '../../models/faceapi/index.js';
+import { FaceApi, MANIFEST as FACEAPI_MANIFEST, clipBox } from '../../models/faceapi/index.js';
 import { FalcoEngine, type EngineOptions } from '../../models/falco/engine.js';
 import { checkLayers, type BundleManifest } from '../../models/bundle/manifest.js';
 import { alignFace, type Point } from './align.js';
@@ -262,7 +262,8 @@ class FalcoAnonymizer implements Anonymizer {
     private readonly detector: FaceDetector,
     private readonly identity: IdentityChecker,
     private readonly cfg: AnonymizerConfig,
-    private readonly meter: AttributeMeter,
+    /** Absent for a bundle without face-api's attribute nets (built before the utility check): no attributes. */
+    private readonly meter: AttributeMeter | undefined,
   ) {}
 
   anonymize(
@@ -543,6 +544,7 @@ class FalcoAnonymizer implements Anonymizer {
     faces: readonly DetectedFace[],
     reports: FaceReport[],
   ): Promise<void> {
+    if (!this.meter) return;
     for (const r of reports) {
       const face = r.method === 'falco' ? faces.find((f) => f.index === r.index) : undefined;
       if (!face) continue;
@@ -673,6 +675,17 @@ function identityOptions(cfg: AnonymizerConfig): IdentityCheckerOptions {
   return { recognizers: ['faceapi-128'] };
 }
 
+/** Whether the bundle carries face-api's age/gender and expression nets (bundles built before it do not). */
+function attributeNetsIn(cfg: AnonymizerConfig): boolean {
+  const dir = join(cfg.bundleDir, 'faceapi');
+  const ok = (['ageGender', 'expression'] as const).every((n) => existsSync(join(dir, FACEAPI_MANIFEST[n])));
+  if (!ok)
+    cfg.engine?.log?.(
+      `bundle ${cfg.bundleDir} has no face-api attribute nets (built before the utility check): reports carry no attributes; rebuild the bundle for them`,
+    );
+  return ok;
+}
+
 /** Open a bundle and its face-api nets; with `warm`, every session is created before returning. */
 export async function createAnonymizer(cfg: AnonymizerConfig): Promise<Anonymizer & { engine: FalcoEngine }> {
   const engine = await FalcoEngine.open(cfg.bundleDir, cfg.engine);
@@ -688,7 +701,7 @@ export async function createAnonymizer(cfg: AnonymizerConfig): Promise<Anonymize
     ...(cfg.engine?.provider ? { provider: cfg.engine.provider } : {}),
     ...(cfg.engine?.log ? { log: cfg.engine.log } : {}),
   });
-  const meter = new AttributeMeter(faceapi);
+  const meter = attributeNetsIn(cfg) ? new AttributeMeter(faceapi) : undefined;
   const a = new FalcoAnonymizer(
     engine,
     faceapi,
@@ -700,7 +713,7 @@ export async function createAnonymizer(cfg: AnonymizerConfig): Promise<Anonymize
   if (cfg.warm ?? true) {
     await engine.warmup();
     await faceapi.warmup();
-    await meter.warmup();
+    await meter?.warmup();
     engine.pool();
   }
   return a;

@@ -6,7 +6,7 @@
  * found turned is measured upright: its attributes equal those of the same face in the upright photo.
  */
 import { readFileSync } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
+import { cp, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -18,15 +18,16 @@ import { FaceDetector, uprightView } from '../../functions/pipeline/detect.js';
 import { decodeImage, type RgbImage } from '../../functions/pipeline/image-io.js';
 import type { Anonymizer, FaceAttributes } from '../../functions/pipeline/types.js';
 import { buildDemoBundle } from '../../models/bundle/demo.js';
-import { FaceApi } from '../../models/faceapi/index.js';
+import { FaceApi, MANIFEST } from '../../models/faceapi/index.js';
 import { SAMPLES } from './helpers.js';
 
 let anon: Anonymizer;
 let models: FaceApi;
 let meter: AttributeMeter;
+let dir: string;
 
 beforeAll(async () => {
-  const dir = join(await mkdtemp(join(tmpdir(), 'falco-utility-')), 'demo');
+  dir = join(await mkdtemp(join(tmpdir(), 'falco-utility-')), 'demo');
   await buildDemoBundle({ outDir: dir, poolSize: 8 });
   anon = await createAnonymizer({ bundleDir: dir, warm: true });
   models = new FaceApi({ modelDir: join(dir, 'faceapi') });
@@ -107,6 +108,24 @@ describe('utility check in the pipeline (demo bundle)', () => {
     const fallback = res.report.faces.filter((f) => f.method !== 'falco');
     expect(fallback.length).toBeGreaterThan(0);
     for (const f of fallback) expect(f.attributes).toBeUndefined();
+  }, 300_000);
+});
+
+describe('a bundle built before the utility check', () => {
+  it('without the attribute nets still anonymizes, with no attributes and a log line saying why', async () => {
+    const old = join(await mkdtemp(join(tmpdir(), 'falco-utility-old-')), 'demo');
+    await cp(dir, old, { recursive: true });
+    for (const n of ['ageGender', 'expression'] as const) await rm(join(old, 'faceapi', MANIFEST[n]));
+    const logs: string[] = [];
+    const a = await createAnonymizer({ bundleDir: old, engine: { log: (m) => logs.push(m) } });
+    try {
+      const res = await a.anonymize(await sample(640), { steps: 1, seed: 1, format: 'png' });
+      expect(res.report.faces.some((f) => f.method === 'falco')).toBe(true);
+      expect(res.report.faces.every((f) => f.attributes === undefined)).toBe(true);
+      expect(logs.join('\n')).toMatch(/no face-api attribute nets/);
+    } finally {
+      await a.close();
+    }
   }, 300_000);
 });
 
