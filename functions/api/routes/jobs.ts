@@ -22,8 +22,8 @@ import {
 import {
   claimIdempotencyKey,
   completeIdempotencyKey,
-  getJob,
   deleteImageItems,
+  discardPartialJob,
   getJobWithImages,
   listJobs,
   markJobDeleted,
@@ -350,7 +350,7 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
       );
     const idemPk = idemKey ? `IDEM#${tenant}#${sha256(idemKey)}` : undefined;
     const now = ctx.now();
-    const jobId = newJobId(now);
+    let jobId = newJobId(now);
 
     const replay = async (existing: IdempotencyItem) => {
       if (existing.bodyHash !== bodyHash) {
@@ -385,28 +385,27 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
         { 'Retry-After': String(rate.retryAfter) },
       );
     if (idemPk) {
-      const claim = () =>
-        claimIdempotencyKey(ctx, {
-          pk: idemPk,
-          sk: 'IDEM',
-          tenant,
-          bodyHash,
-          jobId,
-          createdAt: new Date(now).toISOString(),
-          state: 'in-progress',
-          lockUntil: Math.floor(now / 1000) + ctx.cfg.idempotencyLockSeconds,
-          ttl: Math.floor(now / 1000) + ctx.cfg.idempotencyHours * 3600,
-        });
-      let existing = await claim();
-      if (existing?.state !== 'in-progress' && existing?.jobId) {
-        // A key whose job is gone (erased before keys were released on erase) is free: release and claim again.
-        const held = await getJob(ctx, existing.jobId);
-        if (!held || held.status === 'deleted') {
-          await releaseIdempotencyKey(ctx, idemPk, existing.jobId);
-          existing = await claim();
-        }
+      const claim = await claimIdempotencyKey(ctx, {
+        pk: idemPk,
+        sk: 'IDEM',
+        tenant,
+        bodyHash,
+        jobId,
+        createdAt: new Date(now).toISOString(),
+        state: 'in-progress',
+        // Must outlive this function (API timeout 29 s < 60 s default): an expired lock means a dead request.
+        lockUntil: Math.floor(now / 1000) + ctx.cfg.idempotencyLockSeconds,
+        ttl: Math.floor(now / 1000) + ctx.cfg.idempotencyHours * 3600,
+      });
+      if (claim.kind === 'held') return replay(claim.item);
+      // Taken over from a request that died before writing its job: create that job, under the id it recorded.
+      jobId = claim.jobId;
+      if (claim.resumed) {
+        // What the dead request stored before dying (image items, originals) is not this job's: remove it.
+        const partial = await discardPartialJob(ctx, jobId);
+        await deletePrefix(ctx, ctx.cfg.uploadsBucket, inputPrefix(tenant, jobId));
+        ctx.log.warn('idempotency key taken over from a dead request', { jobId, tenant, partial });
       }
-      if (existing) return replay(existing);
     }
 
     let stored = 'nothing' as 'nothing' | 'inputs' | 'job';
