@@ -236,6 +236,16 @@ export async function transition<S extends string>(
   });
 }
 
+/** The job's image messages are on the queue: clear the flag the sweeper looks for (see JobItem.enqueuePending). */
+export async function markJobEnqueued(ctx: ServiceContext, jobId: string): Promise<void> {
+  await updateIf(ctx, {
+    TableName: ctx.cfg.jobsTable,
+    Key: { pk: jobPk(jobId), sk: 'JOB' },
+    UpdateExpression: 'REMOVE enqueuePending',
+    ConditionExpression: 'attribute_exists(pk)',
+  });
+}
+
 /** queued → running on the first image picked up; a no-op afterwards. */
 export async function markJobRunning(ctx: ServiceContext, jobId: string): Promise<void> {
   await transition(ctx, JOB, { key: { jobId }, to: 'running' });

@@ -29,6 +29,11 @@ export interface JobItem {
   webhookAttempts?: number;
   webhookLastError?: string;
   idempotencyKeyHash?: string;
+  /**
+   * True from the job's write until its image messages are on the queue. A creating request that died in between
+   * leaves it set: the sweeper enqueues the job's queued images once that request must be dead.
+   */
+  enqueuePending?: boolean;
   /** The delivery attempt allowed to run next (set when the job enters the outbox). */
   webhookNextAttempt?: number;
   /** epoch ms until which a dispatcher holds the current attempt. */

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PutCommand, GetCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { newJobId } from '../../functions/shared/ids.js';
+import { makeSweepHandler } from '../../functions/sweeper/handler.js';
 import { startLocalStack, type LocalStack } from '../../functions/local/stack.js';
 import { createStandInAnonymizer } from '../../functions/local/stand-in.js';
 import { transition, listJobs, getImage } from '../../functions/shared/jobs-repo.js';
@@ -24,6 +25,8 @@ let failWebhookSends = 0;
 /** A request "dies" at these writes: updates/deletes of this idempotency key, and the job item's put. */
 let killKeyWrites: string | undefined;
 let killJobPut = false;
+/** The request hangs for good (a Lambda frozen at its timeout) when it sends its image messages. */
+let hangJobEnqueue = false;
 
 beforeAll(async () => {
   stack = await startLocalStack({
@@ -39,6 +42,8 @@ beforeAll(async () => {
   stack.ctx.clients.sqs.middlewareStack.add(
     (next) => async (args) => {
       const input = args.input as { QueueUrl?: string; MessageBody?: string };
+      if (hangJobEnqueue && input.QueueUrl === stack.ctx.cfg.jobsQueueUrl && 'Entries' in args.input)
+        return new Promise<never>(() => undefined);
       if (failWebhookSends > 0 && input.QueueUrl === stack.ctx.cfg.webhooksQueueUrl && input.MessageBody) {
         failWebhookSends--;
         throw Object.assign(new Error('injected: webhook enqueue failed'), { name: 'ServiceUnavailable' });
@@ -279,6 +284,42 @@ describe('idempotency races', () => {
     });
     expect(done.images).toHaveLength(1);
     expect(await listKeys(stack, stack.ctx.cfg.uploadsBucket, `inputs/demo/${jobId}/`)).toEqual([]);
+  });
+
+  it('a request that dies between writing its job and queueing its images: the sweeper queues them', async () => {
+    const key = 'die-before-enqueue';
+    const pk = await idemPk(key);
+    const before = new Set(await jobsOf());
+    hangJobEnqueue = true;
+    const form = new FormData();
+    form.append('image', new Blob([SAMPLE], { type: 'image/jpeg' }), 'photo.jpg');
+    form.append('options', JSON.stringify({ steps: 1 }));
+    const gone = new AbortController();
+    const first = fetch(`${stack.url}/v1/jobs`, {
+      method: 'POST',
+      body: form,
+      headers: { authorization: `Bearer ${stack.apiKey}`, 'idempotency-key': key },
+      signal: gone.signal,
+    }).catch(() => 'aborted');
+    const jobId = await waitFor('the job item', async () => (await jobsOf()).find((j) => !before.has(j)));
+    gone.abort();
+    expect(await first).toBe('aborted');
+    hangJobEnqueue = false;
+    await expireLock(pk);
+    const retried = await post(key);
+    expect(retried.status).toBe(202);
+    expect(retried.data.id).toBe(jobId);
+    expect(retried.data.status).toBe('queued');
+    // The sweeper only looks once the creating request must be dead (its lock outlives the API timeout).
+    const s = makeSweepHandler(stack.ctx);
+    expect((await s()).unqueued).toBe(0);
+    const later = { ...stack.ctx, now: () => Date.now() + 61_000 };
+    expect((await makeSweepHandler(later)()).unqueued).toBe(1);
+    expect((await makeSweepHandler(later)()).unqueued).toBe(0);
+    await waitFor('the job to complete', async () => {
+      const r = await api(stack).call('GET', `/v1/jobs/${jobId}`);
+      return r.data.status === 'completed';
+    });
   });
 
   it("a deleted job's key is free", async () => {
