@@ -432,7 +432,7 @@ export async function setWebhookState(
     to: state.status,
     from: onlyFrom,
     set,
-    remove: ['gsi2pk', 'gsi2sk', 'webhookLeaseUntil'],
+    remove: ['gsi2pk', 'gsi2sk', 'webhookLeaseUntil', 'webhookSendingSince'],
   });
 }
 
@@ -440,31 +440,42 @@ export async function setWebhookState(
  * Claim delivery attempt `attempt` of a job's webhook: only the attempt that is next, and only if no other
  * dispatcher holds a live lease on it. Duplicate queue messages (the eager enqueue and the outbox sweep both
  * sent attempt 1; SQS redelivered) lose here, so an endpoint sees each attempt at most once per lease.
+ *
+ * The lease is also the attempt's "sending" mark (`webhookSendingSince`, the attempt's start): every outcome
+ * removes it, so a claim that finds an expired one knows the previous sender died mid-attempt with an unknown
+ * outcome. The endpoint may have received it; sending again is the at-least-once redelivery that receivers drop by
+ * `webhook-id`. Such a claim is `resend` and counts itself in `webhookResends` in the same write, so every
+ * redelivery is on the books.
  */
 export async function claimWebhookAttempt(
   ctx: ServiceContext,
   jobId: string,
   attempt: number,
   leaseMs: number,
-): Promise<'claimed' | 'busy' | 'stale'> {
+): Promise<'claimed' | 'resend' | 'busy' | 'stale'> {
   const now = ctx.now();
-  const ok = await updateIf(ctx, {
-    TableName: ctx.cfg.jobsTable,
-    Key: { pk: jobPk(jobId), sk: 'JOB' },
-    UpdateExpression: 'SET webhookLeaseUntil = :until, webhookAttempts = :n',
-    ConditionExpression:
-      'attribute_exists(pk) AND (#w = :p OR #w = :e) AND webhookNextAttempt = :n AND ' +
-      '(attribute_not_exists(webhookLeaseUntil) OR webhookLeaseUntil < :now)',
-    ExpressionAttributeNames: { '#w': 'webhookStatus' },
-    ExpressionAttributeValues: {
-      ':p': 'pending',
-      ':e': 'enqueued',
-      ':n': attempt,
-      ':now': now,
-      ':until': now + leaseMs,
-    },
-  });
-  if (ok) return 'claimed';
+  const claim = (resend: boolean) =>
+    updateIf(ctx, {
+      TableName: ctx.cfg.jobsTable,
+      Key: { pk: jobPk(jobId), sk: 'JOB' },
+      UpdateExpression:
+        'SET webhookLeaseUntil = :until, webhookSendingSince = :now, webhookAttempts = :n' +
+        (resend ? ' ADD webhookResends :one' : ''),
+      ConditionExpression:
+        'attribute_exists(pk) AND (#w = :p OR #w = :e) AND webhookNextAttempt = :n AND ' +
+        (resend ? 'webhookLeaseUntil < :now' : 'attribute_not_exists(webhookLeaseUntil)'),
+      ExpressionAttributeNames: { '#w': 'webhookStatus' },
+      ExpressionAttributeValues: {
+        ':p': 'pending',
+        ':e': 'enqueued',
+        ':n': attempt,
+        ':now': now,
+        ':until': now + leaseMs,
+        ...(resend ? { ':one': 1 } : {}),
+      },
+    });
+  if (await claim(false)) return 'claimed';
+  if (await claim(true)) return 'resend';
   const job = await getJob(ctx, jobId);
   const live =
     job &&

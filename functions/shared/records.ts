@@ -38,6 +38,10 @@ export interface JobItem {
   webhookNextAttempt?: number;
   /** epoch ms until which a dispatcher holds the current attempt. */
   webhookLeaseUntil?: number;
+  /** epoch ms when the attempt in flight started (the "sending" mark; removed with the lease by any outcome). */
+  webhookSendingSince?: number;
+  /** Attempts sent again because their sender died with the outcome unknown (possible redeliveries). */
+  webhookResends?: number;
   /** Sparse outbox index (gsi2): present while the webhook waits to be enqueued. */
   gsi2pk?: string;
   gsi2sk?: string;

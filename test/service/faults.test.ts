@@ -12,7 +12,9 @@ import { newJobId } from '../../functions/shared/ids.js';
 import { makeSweepHandler } from '../../functions/sweeper/handler.js';
 import { startLocalStack, type LocalStack } from '../../functions/local/stack.js';
 import { createStandInAnonymizer } from '../../functions/local/stand-in.js';
-import { transition, listJobs, getImage } from '../../functions/shared/jobs-repo.js';
+import { transition, listJobs, getImage, getJob } from '../../functions/shared/jobs-repo.js';
+import { processWebhookMessage } from '../../functions/webhooks/handler.js';
+import { deliver } from '../../functions/webhooks/deliver.js';
 import { IMAGE, JOB, WEBHOOK, isLegal, legalSources, type Machine } from '../../functions/shared/states.js';
 import { listUsage } from '../../functions/shared/usage-repo.js';
 import { jobPk, imageSk } from '../../functions/shared/records.js';
@@ -392,6 +394,44 @@ describe('lost events are recovered', () => {
     );
     await new Promise((r) => setTimeout(r, 1500));
     expect(hook.received.filter((r) => r.headers['webhook-id'] === `msg_${jobId}`)).toHaveLength(1);
+  });
+});
+
+describe('webhook redelivery is on the books', () => {
+  it('a dispatcher that dies after the HTTP delivery: the next one resends the same webhook-id and records it', async () => {
+    failWebhookSends = 1; // the eager enqueue fails: nothing but this test dispatches the job's webhook
+    const res = await api(stack).postImages([{ bytes: SAMPLE }], {
+      options: { steps: 1 },
+      webhook: hook.url,
+    });
+    const jobId = res.data.id as string;
+    await waitFor(
+      'job completed',
+      async () => (await api(stack).call('GET', `/v1/jobs/${jobId}`)).data.status === 'completed',
+    );
+    const msg = { v: 1 as const, jobId, tenant: 'demo', attempt: 1 };
+    const ofJob = () => hook.received.filter((r) => r.headers['webhook-id'] === `msg_${jobId}`);
+    // The first dispatcher delivers, then dies before recording it (its promise never settles).
+    void processWebhookMessage(stack.ctx, msg, async (...a) => {
+      await deliver(...a);
+      return new Promise<never>(() => undefined);
+    });
+    await waitFor('the first delivery', async () => ofJob().length === 1);
+    const mid = await getJob(stack.ctx, jobId);
+    expect(mid?.webhookStatus).toBe('pending');
+    expect(mid?.webhookSendingSince).toBeGreaterThan(0);
+    // While its lease lives nobody else sends; once it expired (past WEBHOOK_TIMEOUT_MS + 5 s) the next one does.
+    await expect(processWebhookMessage(stack.ctx, msg)).rejects.toThrow(/held by another dispatcher/);
+    const later = { ...stack.ctx, now: () => Date.now() + 60_000 };
+    expect(await processWebhookMessage(later, msg)).toBe('delivered');
+    const got = ofJob();
+    expect(got).toHaveLength(2);
+    expect(new Set(got.map((r) => r.headers['webhook-id'])).size).toBe(1);
+    const after = await getJob(stack.ctx, jobId);
+    expect(after).toMatchObject({ webhookStatus: 'delivered', webhookResends: 1 });
+    expect(after?.webhookSendingSince).toBeUndefined();
+    // A late duplicate message finds nothing to send.
+    expect(await processWebhookMessage(later, msg)).toBe('skipped');
   });
 });
 
