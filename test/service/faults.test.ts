@@ -499,6 +499,9 @@ describe('persistent local stack', () => {
       expect(done.images[0].status).toBe('done');
       const usage = (await listUsage(s2.ctx, 'demo', month())).filter((u) => u.jobId === jobId);
       expect(usage).toHaveLength(1);
+      // The key from before the restart still works.
+      const again = await api(s2, key).postImages([{ bytes: SAMPLE }], { options: { steps: 1 } });
+      expect(again.status).toBe(202);
     } finally {
       await s1?.kill();
       await s2?.stop();
