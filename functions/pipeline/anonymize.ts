@@ -42,7 +42,7 @@ import { FaceApi, clipBox } from '../../models/faceapi/index.js';
 import { FalcoEngine, type EngineOptions } from '../../models/falco/engine.js';
 import { checkLayers, type BundleManifest } from '../../models/bundle/manifest.js';
 import { alignFace, type Point } from './align.js';
-import { FaceDetector, type DetectFacesOptions } from './detect.js';
+import { FaceDetector, type DetectFacesOptions, type Rotation } from './detect.js';
 import {
   IdentityChecker,
   combinedVerdict,
@@ -527,7 +527,7 @@ class FalcoAnonymizer implements Anonymizer {
   private async verdicts(
     original: RgbImage,
     anonymized: RgbImage,
-    face: { box: Box; landmarks: Point[] },
+    face: { box: Box; landmarks: Point[]; angle?: Rotation },
   ): Promise<RecognizerVerdict[]> {
     try {
       return await this.identity.verdicts(original, anonymized, face);
@@ -541,7 +541,7 @@ class FalcoAnonymizer implements Anonymizer {
   private async verify(
     original: RgbImage,
     anonymized: RgbImage,
-    face: { box: Box; landmarks: Point[] },
+    face: { box: Box; landmarks: Point[]; angle?: Rotation },
     threshold: number,
   ): Promise<IdentityCheck> {
     try {

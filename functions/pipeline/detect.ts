@@ -11,13 +11,15 @@
  * - orientations: the same on the photo turned 90°, 180° and 270° (coarser levels only, per mode);
  * - merging: greedy by score, a box is dropped when it overlaps a kept one (IoU > 0.4) or lies mostly inside it
  *   (a face cut by a tile edge, or found again at another scale or rotation).
- * Landmarks are computed in the frame where the face was found (upright for that face) and mapped back.
+ * Each merged face's landmarks are computed in the quarter turn under which that face is upright, chosen from
+ * its own landmarks (`uprightFrame`), not from the pass that found it, and mapped back.
  */
 import sharp from 'sharp';
 import { FaceApi, nonMaxSuppression, type FaceApiOptions } from '../../models/faceapi/index.js';
 import { SSD_INPUT } from '../../models/faceapi/nets.js';
 import type { Point } from './align.js';
 import type { RgbImage } from './image-io.js';
+import { landmarkInconsistency } from './face-method.js';
 import { InputError, type Box } from './types.js';
 
 /**
@@ -90,10 +92,16 @@ export interface DetectedFace {
   score: number;
   /** 68 iBUG points, continuous pixel coordinates. */
   landmarks: Point[];
-  /** Clockwise turn of the photo in the pass that found the face (its "up" is this far from the photo's). */
+  /**
+   * Clockwise quarter turn of the photo under which this face is upright (its "up" is this far from the
+   * photo's), chosen from the face's own landmarks (`uprightFrame`); `landmarks` were computed in that frame.
+   */
   angle: Rotation;
-  /** Pyramid scale of that pass (input pixels per photo pixel), and whether it was a tile of the level. */
-  source: { scale: number; tiled: boolean };
+  /**
+   * Pyramid scale of the pass that found the face (input pixels per photo pixel), whether it was a tile of
+   * the level, and that pass's turn (which may differ from `angle`, the turn under which the face is upright).
+   */
+  source: { scale: number; tiled: boolean; foundAt: Rotation };
 }
 
 function checkOptions(o: DetectFacesOptions): Required<DetectFacesOptions> {
@@ -176,56 +184,31 @@ export class FaceDetector {
             };
             const box = clip(unturnBox(fb, angle, image.width, image.height), image.width, image.height);
             if (!box) continue;
-            candidates.push({ box, score: scores[i], angle, scale, tiled: tile.count > 1, frameBox: fb });
+            candidates.push({ box, score: scores[i], angle, scale, tiled: tile.count > 1 });
           }
         }
       }
     }
-    // Known defect: landmarks computed in a turned frame are wrong when the SSD scored the face best in a frame
-    // where it is not upright (it also scores turned faces). Until the frame is chosen by the face's own
-    // orientation, a face also found by an upright pass takes that pass's frame for its landmarks and angle.
-    const merged = mergeCandidates(candidates)
-      .slice(0, opts.maxFaces)
-      .map((c) => {
-        if (c.angle === 0) return c;
-        const upright = candidates.find((u) => u.angle === 0 && overlapRatio(u.box, c.box) > 0.5);
-        return upright ? { ...upright, box: c.box, score: c.score } : c;
-      });
     const faces: DetectedFace[] = [];
-    for (const c of merged) {
+    for (const c of mergeCandidates(candidates).slice(0, opts.maxFaces)) {
       if (Math.min(c.box.width, c.box.height) < opts.minFaceSize) continue;
-      const landmarks = await this.landmarksInFrame(image, c);
+      // The SSD scores a face turned by a quarter nearly as high as an upright one (measured: the frame with
+      // the best SSD score is not the upright one for 4–10 of the 22 sample faces), so the frame the face was
+      // found in says little about which way is up. The face's own landmarks do: see `uprightFrame`.
+      const frame = opts.mode === 'single' ? null : await uprightFrame(this.models, image, c.box, c.angle);
+      const angle = frame?.angle ?? c.angle;
+      const landmarks = frame?.landmarks ?? (await landmarksInTurn(this.models, image, c.box, angle));
       if (!landmarks) continue;
       faces.push({
         index: faces.length,
         box: { ...c.box },
         score: c.score,
         landmarks,
-        angle: c.angle,
-        source: { scale: c.scale, tiled: c.tiled },
+        angle,
+        source: { scale: c.scale, tiled: c.tiled, foundAt: c.angle },
       });
     }
     return faces;
-  }
-
-  /** Landmarks from the face turned upright (the frame it was found in), mapped back to photo pixels. */
-  private async landmarksInFrame(image: RgbImage, c: Candidate): Promise<Point[] | null> {
-    if (c.angle === 0) return this.models.landmarks(image, c.box);
-    // A crop of the turned frame around the box (the landmark net only reads the box), at scale 1.
-    const fb = c.frameBox;
-    const x0 = Math.floor(fb.x0);
-    const y0 = Math.floor(fb.y0);
-    const w = Math.max(1, Math.ceil(fb.x1) - x0);
-    const h = Math.max(1, Math.ceil(fb.y1) - y0);
-    const cropImg = turnedCrop(image, c.angle, x0, y0, w, h);
-    const pts = await this.models.landmarks(cropImg, {
-      x: fb.x0 - x0,
-      y: fb.y0 - y0,
-      width: fb.x1 - fb.x0,
-      height: fb.y1 - fb.y0,
-    });
-    if (!pts) return null;
-    return pts.map(([px, py]) => unturnPoint(px + x0, py + y0, c.angle, image.width, image.height));
   }
 
   async close(): Promise<void> {
@@ -248,8 +231,6 @@ interface Candidate {
   angle: Rotation;
   scale: number;
   tiled: boolean;
-  /** The box in the turned frame at scale 1 (where landmarks are computed). */
-  frameBox: FrameBox;
 }
 
 /**
@@ -276,6 +257,134 @@ export function tiles(w: number, h: number): Array<{ x: number; y: number; count
   return ys.flatMap((y) => xs.map((x) => ({ x, y, count: xs.length * ys.length })));
 }
 
+/** Landmarks of the face at photo box `box`, computed in the frame turned `angle` (mapped back to the photo). */
+export async function landmarksInTurn(
+  models: FaceApi,
+  image: RgbImage,
+  box: Box,
+  angle: Rotation,
+): Promise<Point[] | null> {
+  if (angle === 0) return models.landmarks(image, box);
+  const [ax, ay] = turnPoint(box.x, box.y, angle, image.width, image.height);
+  const [bx, by] = turnPoint(box.x + box.width, box.y + box.height, angle, image.width, image.height);
+  const fb = { x0: Math.min(ax, bx), y0: Math.min(ay, by), x1: Math.max(ax, bx), y1: Math.max(ay, by) };
+  const x0 = Math.floor(fb.x0);
+  const y0 = Math.floor(fb.y0);
+  const w = Math.max(1, Math.ceil(fb.x1) - x0);
+  const h = Math.max(1, Math.ceil(fb.y1) - y0);
+  const cropImg = turnedCrop(image, angle, x0, y0, w, h);
+  const pts = await models.landmarks(cropImg, {
+    x: fb.x0 - x0,
+    y: fb.y0 - y0,
+    width: fb.x1 - fb.x0,
+    height: fb.y1 - fb.y0,
+  });
+  if (!pts) return null;
+  return pts.map(([px, py]) => unturnPoint(px + x0, py + y0, angle, image.width, image.height));
+}
+
+/** A face seen upright: pixels, box and landmarks in the coordinates of `image`. */
+export interface UprightView {
+  image: RgbImage;
+  box: Box;
+  landmarks: Point[];
+}
+
+/**
+ * The face turned upright, for networks trained on upright faces (recognizers, attribute nets): a crop of the
+ * photo turned `angle` (the detector's turn for this face) around the box grown by `margin` of its side on each
+ * side, with box and landmarks in the crop's coordinates. Angle 0 returns the photo itself (no copy), so
+ * upright faces are measured exactly as before. The same face geometry gives the same crop of two photos of
+ * one size (original and anonymized), so their views compare pixel for pixel.
+ */
+export function uprightView(
+  image: RgbImage,
+  face: { box: Box; landmarks: readonly Point[]; angle?: Rotation },
+  margin = 0.5,
+): UprightView {
+  const angle = face.angle ?? 0;
+  if (angle === 0) return { image, box: { ...face.box }, landmarks: face.landmarks.map((p) => [p[0], p[1]]) };
+  const W = image.width;
+  const H = image.height;
+  const b = face.box;
+  const [ax, ay] = turnPoint(b.x, b.y, angle, W, H);
+  const [bx, by] = turnPoint(b.x + b.width, b.y + b.height, angle, W, H);
+  const fx = Math.min(ax, bx);
+  const fy = Math.min(ay, by);
+  const fw = Math.abs(bx - ax);
+  const fh = Math.abs(by - ay);
+  const pad = margin * Math.max(fw, fh);
+  const x0 = Math.floor(fx - pad);
+  const y0 = Math.floor(fy - pad);
+  const w = Math.ceil(fx + fw + pad) - x0;
+  const h = Math.ceil(fy + fh + pad) - y0;
+  return {
+    image: turnedCrop(image, angle, x0, y0, w, h),
+    box: { x: fx - x0, y: fy - y0, width: fw, height: fh },
+    landmarks: face.landmarks.map(([x, y]) => {
+      const [u, v] = turnPoint(x, y, angle, W, H);
+      return [u - x0, v - y0];
+    }),
+  };
+}
+
+/** Frame coordinates (photo turned `angle` clockwise) of a photo point: the inverse of `unturnPoint`. */
+function turnPoint(x: number, y: number, angle: Rotation, W: number, H: number): Point {
+  switch (angle) {
+    case 0:
+      return [x, y];
+    case 90:
+      return [H - y, x];
+    case 180:
+      return [W - x, H - y];
+    case 270:
+      return [y, W - x];
+  }
+}
+
+/** Box grown about its centre: the second crop of `uprightFrame`'s vote. */
+const FRAME_VOTE_EXPAND = 1.2;
+
+/**
+ * The quarter turn under which the face at `box` is upright, and its landmarks computed in that frame.
+ *
+ * The 68-point net was trained on upright faces: on an upright face its landmarks agree with those of the
+ * mirrored crop (mirrored back); on a face turned by a quarter or upside down it draws an upright face that
+ * is not there, and the two disagree (`landmarkInconsistency`). So every frame is tried and the most
+ * consistent one wins, averaged over the box and the box grown by FRAME_VOTE_EXPAND (two crops halve the
+ * net's crop-to-crop noise). Measured on the 22 sample faces at full size, 64 px and 40 px: the upright frame
+ * wins for 21/22 at every size; the exception is a face tilted 43° (sample1), for which the 270° frame is as
+ * good. The SSD's own score, tried first, picks a wrong frame for 4–10/22 (it is trained to find faces, not
+ * to tell their turn). The detection frame wins ties. 16 landmark-net runs per face.
+ */
+export async function uprightFrame(
+  models: FaceApi,
+  image: RgbImage,
+  box: Box,
+  foundAt: Rotation = 0,
+): Promise<{ angle: Rotation; landmarks: Point[]; inconsistency: number } | null> {
+  const e = FRAME_VOTE_EXPAND;
+  const big = {
+    x: box.x - (box.width * (e - 1)) / 2,
+    y: box.y - (box.height * (e - 1)) / 2,
+    width: box.width * e,
+    height: box.height * e,
+  };
+  let best: { angle: Rotation; landmarks: Point[]; inconsistency: number } | null = null;
+  for (const angle of [foundAt, ...([0, 90, 180, 270] as const).filter((a) => a !== foundAt)]) {
+    const landmarks = await landmarksInTurn(models, image, box, angle);
+    const wide = await landmarksInTurn(models, image, big, angle);
+    if (!landmarks || !wide) continue;
+    // landmarkInconsistency divides by the clipped box side: the grown box's figure is rescaled to `box`.
+    const inconsistency =
+      ((await landmarkInconsistency(models, image, box, landmarks, angle)) +
+        e * (await landmarkInconsistency(models, image, big, wide, angle))) /
+      2;
+    if (!best || inconsistency < best.inconsistency) best = { angle, landmarks, inconsistency };
+  }
+  return best;
+}
+
 /** Photo coordinates of a point given in the frame turned `angle` clockwise (continuous pixel coordinates). */
 function unturnPoint(x: number, y: number, angle: Rotation, W: number, H: number): Point {
   switch (angle) {
@@ -294,13 +403,6 @@ function unturnBox(b: FrameBox, angle: Rotation, W: number, H: number): Box {
   const [ax, ay] = unturnPoint(b.x0, b.y0, angle, W, H);
   const [bx, by] = unturnPoint(b.x1, b.y1, angle, W, H);
   return { x: Math.min(ax, bx), y: Math.min(ay, by), width: Math.abs(bx - ax), height: Math.abs(by - ay) };
-}
-
-/** Intersection over the smaller box. */
-function overlapRatio(a: Box, b: Box): number {
-  const ix = Math.max(0, Math.min(a.x + a.width, b.x + b.width) - Math.max(a.x, b.x));
-  const iy = Math.max(0, Math.min(a.y + a.height, b.y + b.height) - Math.max(a.y, b.y));
-  return (ix * iy) / Math.min(a.width * a.height, b.width * b.height);
 }
 
 function clip(b: Box, W: number, H: number): Box | null {

@@ -20,6 +20,7 @@ import {
   type RecognizerOptions,
 } from '../../models/recognizers/index.js';
 import type { Point } from './align.js';
+import { uprightView, type Rotation } from './detect.js';
 import type { RgbImage } from './image-io.js';
 import type { Box, RecognizerVerdict } from './types.js';
 
@@ -109,12 +110,20 @@ export class IdentityChecker {
    * contents instead (face-api) or is reported recognisable (fail safe) when it cannot embed at all.
    */
   async verdicts(
-    original: RgbImage,
-    anonymized: RgbImage,
-    face: { box: Box; landmarks: readonly Point[] },
+    originalPhoto: RgbImage,
+    anonymizedPhoto: RgbImage,
+    detected: { box: Box; landmarks: readonly Point[]; angle?: Rotation },
   ): Promise<RecognizerVerdict[]> {
     const cal = this.calibration;
     const names = this.options.recognizers ?? POLICY_RECOGNIZERS;
+    // Recognizers and the landmark net are trained on upright faces: a face of a turned photo is judged in the
+    // frame where it is upright (the detector's `angle`). Judged sideways, face-api's axis-aligned crop and the
+    // landmarks re-estimated on the output are wrong, the distance comes out large, and an unchanged face
+    // would pass as "not recognisable".
+    const view = uprightView(originalPhoto, detected);
+    const original = view.image;
+    const anonymized = uprightView(anonymizedPhoto, detected).image;
+    const face = { box: view.box, landmarks: view.landmarks };
     const lm = (await this.models.landmarks(anonymized, face.box)) ?? face.landmarks;
     const out: RecognizerVerdict[] = [];
     for (const name of names) {
@@ -156,11 +165,16 @@ export class IdentityChecker {
    * original landmarks are used.
    */
   async check(
-    original: RgbImage,
-    anonymized: RgbImage,
-    face: { box: Box; landmarks: readonly Point[] },
+    originalPhoto: RgbImage,
+    anonymizedPhoto: RgbImage,
+    detected: { box: Box; landmarks: readonly Point[]; angle?: Rotation },
     threshold = REIDENTIFICATION_THRESHOLD,
   ): Promise<IdentityCheck> {
+    // Judged upright, as in verdicts().
+    const view = uprightView(originalPhoto, detected);
+    const original = view.image;
+    const anonymized = uprightView(anonymizedPhoto, detected).image;
+    const face = { box: view.box, landmarks: view.landmarks };
     const a = await this.descriptor(original, face.landmarks);
     const lm = (await this.models.landmarks(anonymized, face.box)) ?? face.landmarks;
     const b = await this.descriptor(anonymized, lm);

@@ -1,12 +1,12 @@
 /**
  * Per-face method choice (functions/pipeline/face-method.ts) on a real sample face with the real face-api nets:
  * a big frontal face goes to FALCO, the same face shrunk below MIN_FALCO_FACE_PX is 'small', landmarks that
- * miss the box or a face turned by 90° are 'landmarks'.
+ * miss the box are 'landmarks', and a face turned with its photo is found upright by the detector's frame vote.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import sharp from 'sharp';
-import { FaceDetector, type DetectedFace } from '../../functions/pipeline/detect.js';
+import { FaceDetector, uprightFrame, type DetectedFace } from '../../functions/pipeline/detect.js';
 import {
   chooseMethod,
   landmarkInconsistency,
@@ -60,9 +60,7 @@ describe('face method choice', () => {
     expect(await chooseMethod(models, image, face)).toMatchObject({ falco: true });
   });
 
-  // KNOWN GAP (issue #10, left open): after the detector started keeping the upright frame of faces it also
-  // finds upright, these turned-face expectations fail; see acceptance.test.ts and the session's closing note.
-  it.skip('below the measured size → small; landmarks off the box or turned 90° → landmarks', async () => {
+  it('below the measured size → small; landmarks off the box → landmarks', async () => {
     const small = {
       ...face,
       box: { ...face.box, width: MIN_FALCO_FACE_PX - 1, height: MIN_FALCO_FACE_PX - 1 },
@@ -74,23 +72,42 @@ describe('face method choice', () => {
     };
     expect(maskBoxCoverage(shifted.box, shifted.landmarks)).toBe(0);
     expect(await chooseMethod(models, image, shifted)).toMatchObject({ falco: false, reason: 'landmarks' });
-    // Turned 90°: the upright-trained net's landmarks disagree with their mirror image or miss the box.
-    // (Upside-down faces can pass both gates: orientation is the detector's job, see detect.ts.)
-    const up = turned(image);
-    const box = {
-      x: image.height - face.box.y - face.box.height,
-      y: face.box.x,
-      width: face.box.height,
-      height: face.box.width,
-    };
-    const lm = (await models.landmarks(up, box))!;
-    const choice = await chooseMethod(models, up, { box, landmarks: lm });
-    expect(choice).toMatchObject({ falco: false, reason: 'landmarks' });
   });
 
-  // KNOWN GAP (issue #10, left open): after the detector started keeping the upright frame of faces it also
-  // finds upright, these turned-face expectations fail; see acceptance.test.ts and the session's closing note.
-  it.skip('a turned face found upright in its frame (detector angle) is judged in that frame', async () => {
+  it('a face in a photo turned 90°: the frame vote finds the turn that makes it upright, and its landmarks', async () => {
+    // The least tilted face of sample1 (eye line within 5° of level), turned with the photo.
+    const faces = await new FaceDetector(models).detect(image, { mode: 'fast' });
+    const level = faces.find((f) => {
+      const eye = (i: number[]) =>
+        i.reduce((a, k) => [a[0] + f.landmarks[k]![0] / 6, a[1] + f.landmarks[k]![1] / 6], [0, 0]);
+      const [l, r] = [eye([36, 37, 38, 39, 40, 41]), eye([42, 43, 44, 45, 46, 47])];
+      return Math.abs(Math.atan2(r[1]! - l[1]!, r[0]! - l[0]!)) < (5 * Math.PI) / 180;
+    })!;
+    expect(level).toBeDefined();
+    const up = turned(image);
+    const H = image.height;
+    const at = ([x, y]: readonly [number, number]): [number, number] => [H - y, x];
+    const b = level.box;
+    const box = { x: H - b.y - b.height, y: b.x, width: b.height, height: b.width };
+    const truth = level.landmarks.map(at);
+    const side = Math.sqrt(box.width * box.height);
+    const err = (lm: readonly (readonly [number, number])[]) =>
+      lm.reduce((a, p, k) => a + Math.hypot(p[0] - truth[k]![0], p[1] - truth[k]![1]), 0) / 68 / side;
+    // The photo is turned 90° clockwise, so the face is upright under a further 270°.
+    const vote = (await uprightFrame(models, up, box, 0))!;
+    expect(vote.angle).toBe(270);
+    expect(err(vote.landmarks)).toBeLessThan(0.03);
+    // What the upright-trained net draws on the sideways face, taken at face value, is far off.
+    const naive = (await models.landmarks(up, box))!;
+    expect(err(naive)).toBeGreaterThan(0.1);
+    expect(
+      await chooseMethod(models, up, { box, landmarks: vote.landmarks, angle: vote.angle }),
+    ).toMatchObject({
+      falco: true,
+    });
+  });
+
+  it('a turned face found upright in its frame (detector angle) is judged in that frame', async () => {
     // Half size keeps the detector's turned passes cheap; the faces stay ~80 px.
     const half = (
       await decodeImage(

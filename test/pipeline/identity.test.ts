@@ -75,6 +75,27 @@ describe('independent identity check (face-api 128-D recognizer)', () => {
     expect(r.reidentified).toBe(false);
   });
 
+  it('verdicts(): an untouched face of a photo turned 90° (no EXIF) is recognisable to every recognizer', async () => {
+    // Judged sideways (face-api's axis-aligned crop, landmarks re-estimated upright on a sideways face) the
+    // distance of a face to itself came out large: an unchanged face would have passed as anonymous.
+    const { data, info } = await sharp(bytes)
+      .resize({ width: 960 })
+      .rotate(90)
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    const turned: RgbImage = { width: info.width, height: info.height, data: new Uint8Array(data) };
+    const found = (await detector.detect(turned)).filter((f) => f.angle !== 0);
+    expect(found.length).toBeGreaterThanOrEqual(2);
+    for (const f of found) {
+      const v = await identity.verdicts(turned, turned, f);
+      expect(v.length).toBeGreaterThanOrEqual(2);
+      for (const r of v) {
+        expect(r.recognisable).toBe(true);
+        expect(r.distance).toBeLessThan(r.threshold / 4);
+      }
+    }
+  });
+
   it('compareDescriptors validates its inputs', () => {
     expect(euclideanDistance([0, 3], [4, 0])).toBe(5);
     expect(() => euclideanDistance([1], [1, 2])).toThrow(/differ/);
