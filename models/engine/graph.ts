@@ -106,6 +106,8 @@ export class Graph {
   readonly inputs: Tensor[] = [];
   readonly outputs: Tensor[] = [];
   readonly tape: TapeEntry[] = [];
+  /** Every tensor by name (node outputs, inputs, constants): what cost.ts reads the shapes from. */
+  readonly tensors = new Map<string, Tensor>();
   private counter = 0;
   private readonly scalarCache = new Map<string, Tensor>();
   private readonly scopes: string[] = [];
@@ -132,6 +134,7 @@ export class Graph {
     if (this.inputs.some((t) => t.name === name)) throw new ShapeError(`duplicate graph input ${name}`);
     const t = new Tensor(this, name, [...shape], dtype);
     this.inputs.push(t);
+    this.tensors.set(name, t);
     return t;
   }
 
@@ -150,7 +153,9 @@ export class Graph {
       throw new ShapeError(`constant ${name ?? ''}: ${data.length} values for shape ${shapeStr(shape)}`);
     const n = name ? this.uniqueName(name) : this.fresh('const');
     this.initializers.set(n, { name: n, dtype: dt, dims: [...shape], data });
-    return new Tensor(this, n, [...shape], dt);
+    const t = new Tensor(this, n, [...shape], dt);
+    this.tensors.set(n, t);
+    return t;
   }
 
   /** A float32 scalar constant of shape [] (cached, so repeated scalars share one initializer). */
@@ -190,6 +195,7 @@ export class Graph {
     domain?: string,
   ): Tensor[] {
     const outs = outputs.map((o) => new Tensor(this, this.fresh(opType), [...o.shape], o.dtype));
+    for (const t of outs) this.tensors.set(t.name, t);
     this.nodes.push({
       opType,
       domain,

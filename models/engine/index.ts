@@ -11,7 +11,8 @@ export * from './ops/shape.js';
 export * from './ops/pool.js';
 export * from './ops/resample.js';
 export * from './optim.js';
-export { toBytes, save, OPSET } from './serialize.js';
+export { toBytes, save, live, OPSET } from './serialize.js';
+export { denseFlops, type GraphCost } from './cost.js';
 export {
   Session,
   FeedError,

@@ -24,7 +24,7 @@ const bytesOf = (init: Initializer): Uint8Array =>
   new Uint8Array(init.data.buffer, init.data.byteOffset, init.data.byteLength);
 
 /** Nodes and initializers needed for the graph's outputs, in emission (= topological) order. */
-function live(g: Graph): { nodes: OnnxT.INodeProto[]; inits: Initializer[] } {
+export function live(g: Graph): { nodes: OnnxT.INodeProto[]; inits: Initializer[] } {
   const needed = new Set(g.outputs.map((t) => t.name));
   const keep: boolean[] = new Array(g.nodes.length).fill(false);
   for (let i = g.nodes.length - 1; i >= 0; i--) {

@@ -172,6 +172,8 @@ export class FalcoEngine {
     if (!s) {
       s = (async () => {
         const sess = await E.Session.create(join(this.dir, MODEL_FILES[name]), {
+          // The step runs 50 times per face: keep its activations in an arena between runs (runtime.ts).
+          ...(name === 'step' ? { arena: true } : {}),
           // Unset: FALCO_PROVIDER decides (runtime.ts), so the worker's task definition reaches every session.
           ...(this.opts.provider ? { provider: this.opts.provider } : {}),
           ...(this.opts.threads ? { threads: this.opts.threads } : {}),
@@ -369,7 +371,9 @@ export class FalcoEngine {
           }`,
         );
       s = E.Session.create(file, {
-        provider: this.opts.provider ?? 'auto',
+        // Unset: FALCO_PROVIDER decides, as for the other sessions (an explicit 'auto' here ignored it).
+        ...(this.opts.provider ? { provider: this.opts.provider } : {}),
+        arena: true,
         ...(this.opts.threads ? { threads: this.opts.threads } : {}),
         ...(this.opts.log ? { log: (m: string) => this.opts.log!(`step_b${batch}: ${m}`) } : {}),
       });
@@ -449,6 +453,8 @@ export class FalcoEngine {
     }));
     const steps = Math.max(0, ...faces.map((f) => f.p.steps));
     for (let i = 0; i < steps; i++) {
+      // As in `optimize`: an aborted job stops within one step (any face's signal stops the group).
+      for (const f of faces) f.p.signal?.throwIfAborted();
       const t0 = performance.now();
       const active = slots.map((s, b) => b < faces.length && i < s.p.steps);
       const lr = Float32Array.from(slots, (s, b) =>

@@ -1,14 +1,20 @@
 /**
  * Child process of bench/step.ts: load step.onnx, run N steps for its batch of B faces, print wall and
  * CPU time per step and peak RSS as JSON. CPU time (user + sys of this process) is reported next to wall
- * time because wall time on a shared machine measures the neighbours as much as the step.
+ * time because wall time on a shared machine measures the neighbours as much as the step; system time and
+ * minor page faults say how much of it is the kernel handing out fresh memory (what the arena removes).
+ *
+ * argv: file, steps, threads (0 = onnxruntime's choice), arena ('1' = the engine's setting, '0' = off).
  */
 import * as E from '../../models/engine/index.js';
 import { pattern } from '../../models/fixtures/pattern.js';
 
-const [file, n, threads] = process.argv.slice(2);
+const [file, n, threads, arena] = process.argv.slice(2);
 const t0 = performance.now();
-const s = await E.Session.create(file!, threads ? { threads: Number(threads) } : {});
+const s = await E.Session.create(file!, {
+  ...(Number(threads) > 0 ? { threads: Number(threads) } : {}),
+  arena: arena !== '0',
+});
 const createMs = performance.now() - t0;
 const tMeta = s.inner.inputMetadata.find((m) => m.name === 't') as { shape: number[] } | undefined;
 const [B, L] = tMeta!.shape as [number, number];
@@ -28,10 +34,12 @@ const tokens = pattern('bench.tokens', B * 197 * 768, -1, 1);
 const perFace = (x: number) => new Float32Array(B).fill(x);
 const stepMs: number[] = [];
 const cpuMs: number[] = [];
+const sysMs: number[] = [];
+const faults: number[] = [];
 for (let k = 1; k <= Number(n) + 1; k++) {
   const [bc1, bc2] = E.adamBiasCorrections(k);
   const a = performance.now();
-  const c = process.cpuUsage();
+  const r0 = process.resourceUsage();
   const o = await s.run({
     t,
     real,
@@ -47,17 +55,22 @@ for (let k = 1; k <= Number(n) + 1; k++) {
     lambda_id: perFace(10),
     lambda_attr: perFace(0.1),
   });
-  const cu = process.cpuUsage(c);
+  const r1 = process.resourceUsage();
+  const wall = performance.now() - a;
+  const user = (r1.userCPUTime - r0.userCPUTime) / 1000;
+  const sys = (r1.systemCPUTime - r0.systemCPUTime) / 1000;
   // The first run allocates onnxruntime's buffers: report steady-state steps only.
   if (k > 1) {
-    stepMs.push(performance.now() - a);
-    cpuMs.push((cu.user + cu.system) / 1000);
+    stepMs.push(wall);
+    cpuMs.push(user + sys);
+    sysMs.push(sys);
+    faults.push(r1.minorPageFault - r0.minorPageFault);
   }
   t = o.t_next!.data;
   m = o.m_next!.data;
   v = o.v_next!.data;
   process.stderr.write(
-    `B=${B} step ${k}: ${(performance.now() - a).toFixed(0)} ms wall, ${((cu.user + cu.system) / 1000).toFixed(0)} ms cpu, loss ${o.loss!.data[0]!.toFixed(3)}\n`,
+    `B=${B} step ${k}: ${wall.toFixed(0)} ms wall, ${(user + sys).toFixed(0)} ms cpu (${sys.toFixed(0)} sys, ${r1.minorPageFault - r0.minorPageFault} faults), loss ${o.loss!.data[0]!.toFixed(3)}\n`,
   );
 }
 console.log(
@@ -66,6 +79,8 @@ console.log(
     createMs,
     stepMs,
     cpuMs,
+    sysMs,
+    faults,
     maxRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
     provider: s.provider,
   }),
