@@ -13,6 +13,7 @@ import * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
 import type { Queues } from './queues.js';
 import type { Storage } from './storage.js';
+import { DEFAULT_STATUS_FILE, healthCheckCommand } from '../../functions/worker/health.js';
 
 export interface WorkersProps {
   readonly repoRoot: string;
@@ -208,6 +209,16 @@ export class Workers extends Construct {
       // Time for the worker to hand its message back (visibility 0) and stop after SIGTERM.
       stopTimeout: Duration.seconds(120),
       logging: ecs.LogDrivers.awsLogs({ logGroup: this.logGroup, streamPrefix: 'worker' }),
+      // Liveness without HTTP or curl (functions/worker/health.ts): node checks the heartbeat in the status file,
+      // which the worker refreshes while it loads, while idle and on every optimisation step; a hung engine goes
+      // stale and ECS replaces the task. The heartbeat exists from the process start, so a short grace suffices.
+      healthCheck: {
+        command: healthCheckCommand(DEFAULT_STATUS_FILE),
+        interval: Duration.seconds(30),
+        timeout: Duration.seconds(10),
+        retries: 3,
+        startPeriod: Duration.seconds(60),
+      },
       environment: {
         ...props.environment,
         BUNDLE_URI: bundleUri,
@@ -218,6 +229,8 @@ export class Workers extends Construct {
         // The GPU or nothing: a task whose CUDA provider cannot load stops at start (and the start-failure alarm
         // fires) instead of running the optimisation on the host's 4 vCPUs, ~100x slower (models/engine/runtime.ts).
         FALCO_PROVIDER: 'cuda',
+        // The file the health check reads (the same default, stated so both ends visibly agree).
+        WORKER_STATUS_FILE: DEFAULT_STATUS_FILE,
       },
     });
 

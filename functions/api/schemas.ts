@@ -154,14 +154,34 @@ const RecognizerVerdictSchema = z
 
 const FaceAttributesSchema = z
   .object({
-    age: z.number(),
+    age: z.number().openapi({ description: "Years (face-api's age/gender net)." }),
     gender: z.enum(['male', 'female']),
-    genderScore: z.number(),
-    expression: z.string(),
-    expressionScore: z.number(),
-    pose: z.object({ yaw: z.number(), pitch: z.number(), roll: z.number() }),
+    genderScore: z.number().openapi({ description: 'Probability of `gender`, 0.5..1.' }),
+    expression: z.string().openapi({
+      description:
+        "Most likely of face-api's 7 expressions (neutral, happy, sad, angry, fearful, disgusted, surprised).",
+      example: 'happy',
+    }),
+    expressionScore: z.number().openapi({ description: 'Probability of `expression`.' }),
+    expressions: z
+      .record(z.string(), z.number())
+      .optional()
+      .openapi({ description: 'Probability of each of the 7 expressions.' }),
+    pose: z.object({ yaw: z.number(), pitch: z.number(), roll: z.number() }).openapi({
+      description:
+        'Head pose from the 68 landmarks, degrees: yaw > 0 nose towards the image right, pitch > 0 up, roll > 0 counter-clockwise.',
+    }),
   })
   .openapi('FaceAttributes');
+
+const AttributeChangeSchema = z
+  .object({
+    ageDelta: z.number().openapi({ description: 'anonymized − original, years.' }),
+    genderKept: z.boolean(),
+    expressionKept: z.boolean(),
+    poseDeltaDeg: z.number().openapi({ description: 'Largest of |Δyaw|, |Δpitch|, |Δroll|, degrees.' }),
+  })
+  .openapi('AttributeChange');
 
 const FaceSchema = z
   .object({
@@ -183,9 +203,16 @@ const FaceSchema = z
     }),
     recognizers: z.array(RecognizerVerdictSchema).optional(),
     attributes: z
-      .object({ original: FaceAttributesSchema, anonymized: FaceAttributesSchema })
+      .object({
+        original: FaceAttributesSchema,
+        anonymized: FaceAttributesSchema,
+        change: AttributeChangeSchema,
+      })
       .optional()
-      .openapi({ description: 'What FALCO keeps, measured on the original and the anonymized face.' }),
+      .openapi({
+        description:
+          "The utility check: what FALCO promises to keep (age, gender, expression, head pose), measured by nets independent of the optimisation on the original face and on the returned pixels, and the change. Only for faces replaced by FALCO (method 'falco'); absent for fallback-covered faces, which give utility up by design.",
+      }),
     residual: z.boolean().optional().openapi({
       description: 'Found by the residual scan on the output (missed by detection), then covered.',
     }),

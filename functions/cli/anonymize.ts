@@ -27,7 +27,9 @@ import {
   InputError,
   PrivacyError,
   type AnonymizeOptions,
+  type FaceAttributes,
   type FaceMethod,
+  type FaceReport,
   type ImageReport,
   type OutputFormat,
   type RecognisablePolicy,
@@ -139,16 +141,52 @@ export function faceTable(rel: string, r: ImageReport): string {
       (v) =>
         `${v.recognizer} ${v.distance.toFixed(3)}/${v.threshold.toFixed(3)} ${v.recognisable ? 'SAME' : 'different'}`,
     );
-    let util = '';
-    if (f.attributes) {
-      const { original: o, anonymized: a } = f.attributes;
-      util =
-        ` | age ${o.age.toFixed(0)}→${a.age.toFixed(0)}, ${o.gender}→${a.gender}, ${o.expression}→${a.expression},` +
-        ` yaw ${o.pose.yaw.toFixed(0)}→${a.pose.yaw.toFixed(0)}°`;
-    }
-    lines.push(`  face ${f.index} ${box} ${method} | ${ids.join('; ') || 'no recognizer verdict'}${util}`);
+    lines.push(
+      `  face ${f.index} ${box} ${method} | ${ids.join('; ') || 'no recognizer verdict'} | ${utilityText(f)}`,
+    );
   }
   return `${lines.join('\n')}\n`;
+}
+
+/**
+ * The utility comparison of one face, original→anonymized: "age 31→29, F→F, happy→happy, pose Δ4°" (pose Δ: the
+ * largest change of yaw, pitch or roll). Fallback-covered faces are not measured (the pipeline gives their
+ * utility up): "utility n/a (pixelate)".
+ */
+export function utilityText(f: FaceReport): string {
+  const a = f.attributes;
+  if (!a) return f.method && f.method !== 'falco' ? `utility n/a (${f.method})` : 'utility not measured';
+  const g = (x: FaceAttributes) => (x.gender === 'female' ? 'F' : 'M');
+  return (
+    `age ${a.original.age.toFixed(0)}→${a.anonymized.age.toFixed(0)}, ${g(a.original)}→${g(a.anonymized)}, ` +
+    `${a.original.expression}→${a.anonymized.expression}, pose Δ${a.change.poseDeltaDeg.toFixed(0)}°`
+  );
+}
+
+/** Utility over the faces measured (FALCO faces): how often gender and expression were kept, typical changes. */
+export interface UtilitySummary {
+  measured: number;
+  genderKept: number;
+  expressionKept: number;
+  medianAbsAgeDelta: number;
+  medianPoseDeltaDeg: number;
+}
+
+export function utilitySummary(faces: readonly FaceReport[]): UtilitySummary | null {
+  const changes = faces.flatMap((f) => (f.attributes ? [f.attributes.change] : []));
+  if (!changes.length) return null;
+  const median = (v: number[]) => {
+    const s = [...v].sort((x, y) => x - y);
+    const k = s.length >> 1;
+    return s.length % 2 ? s[k]! : (s[k - 1]! + s[k]!) / 2;
+  };
+  return {
+    measured: changes.length,
+    genderKept: changes.filter((c) => c.genderKept).length,
+    expressionKept: changes.filter((c) => c.expressionKept).length,
+    medianAbsAgeDelta: median(changes.map((c) => Math.abs(c.ageDelta))),
+    medianPoseDeltaDeg: median(changes.map((c) => c.poseDeltaDeg)),
+  };
 }
 
 export interface BatchOptions {
@@ -178,6 +216,8 @@ export interface BatchSummary {
   /** Faces per `method:methodReason` (e.g. "falco", "pixelate:small", "pixelate:recognisable"). */
   methods: Record<string, number>;
   reidentified: number;
+  /** The utility check over the FALCO faces (null when none was measured). */
+  utility: UtilitySummary | null;
   meanIdentityDistance: number | null;
   meanFaceMs: number | null;
   wallMs: number;
@@ -293,6 +333,7 @@ export async function runBatch(inputs: string[], o: BatchOptions): Promise<Batch
       return acc;
     }, {}),
     reidentified: faces.filter((f) => f.reidentified).length,
+    utility: utilitySummary(faces),
     meanIdentityDistance: faces.length
       ? faces.reduce((a, f) => a + f.identityDistance, 0) / faces.length
       : null,

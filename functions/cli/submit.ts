@@ -33,6 +33,18 @@ import {
   type JobOptions,
 } from '../client/index.js';
 import { CliError } from './errors.js';
+import { faceTable } from './anonymize.js';
+import type { ImageReport } from '../pipeline/types.js';
+
+/** The downloaded report as an ImageReport, or null when it is not one (the table is a convenience). */
+function reportOf(text: string | Uint8Array): ImageReport | null {
+  try {
+    const r = JSON.parse(typeof text === 'string' ? text : Buffer.from(text).toString('utf8')) as ImageReport;
+    return Array.isArray(r?.faces) ? r : null;
+  } catch {
+    return null;
+  }
+}
 
 const IMAGE_EXT = new Set(['.jpg', '.jpeg', '.png', '.webp']);
 const EXT_OF: Record<string, string> = {
@@ -430,6 +442,9 @@ export async function runSubmit(o: SubmitOptions): Promise<SubmitSummary> {
         : JSON.stringify(img.report, null, 2);
       await writeAtomic(join(dir, result), bytes);
       await writeAtomic(join(dir, `${rel}.report.json`), report);
+      // The same per-face table as `anonymize` (box, method, verdicts, utility comparison).
+      const parsed = reportOf(report);
+      if (parsed) await writeAtomic(join(dir, `${rel}.faces.txt`), faceTable(rel, parsed));
     });
     await journal.file(rel, { state: 'done', progress: 1, result, report: `${rel}.report.json` });
     await rm(join(dir, `${rel}.error.json`), { force: true }); // from an earlier failed attempt

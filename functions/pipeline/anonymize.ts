@@ -1,7 +1,8 @@
 /**
  * One call = one photo anonymized FALCO-style: decode → detect → per face (align → e4e inversion →
  * nearest fake → latent composition → Adam steps → render → paste back → independent identity check)
- * → encode. Used by the service workers and the batch CLI through `createAnonymizer`.
+ * → residual scan → utility check (attributes of every FALCO face, original vs output) → encode. Used by the
+ * service workers and the batch CLI through `createAnonymizer`.
  *
  * Policies (decided here, reported in ImageReport):
  * - **No face found**: outcome 'no_faces'; the photo is returned with its pixels unchanged but
@@ -38,7 +39,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { FaceApi, clipBox } from '../../models/faceapi/index.js';
+import { FaceApi, MANIFEST as FACEAPI_MANIFEST, clipBox } from '../../models/faceapi/index.js';
 import {
   FalcoEngine,
   type EngineOptions,
@@ -48,7 +49,8 @@ import {
 } from '../../models/falco/engine.js';
 import { checkLayers, type BundleManifest } from '../../models/bundle/manifest.js';
 import { alignFace, type Point } from './align.js';
-import { FaceDetector, type DetectFacesOptions, type Rotation } from './detect.js';
+import { AttributeMeter } from './attributes.js';
+import { FaceDetector, type DetectFacesOptions, type DetectedFace, type Rotation } from './detect.js';
 import {
   IdentityChecker,
   combinedVerdict,
@@ -286,6 +288,8 @@ class FalcoAnonymizer implements Anonymizer {
     private readonly detector: FaceDetector,
     private readonly identity: IdentityChecker,
     private readonly cfg: AnonymizerConfig,
+    /** Absent for a bundle without face-api's attribute nets (built before the utility check): no attributes. */
+    private readonly meter: AttributeMeter | undefined,
   ) {}
 
   anonymize(
@@ -410,6 +414,7 @@ class FalcoAnonymizer implements Anonymizer {
       });
     }
     reports.sort((a, b) => a.index - b.index);
+    await time('attributes', () => this.utility(photo, out, faces, reports));
     progress({ fraction: 1 - ENCODE_SHARE, stage: 'encode' });
     // With PNG every untouched pixel is bit-exact; JPEG/WebP re-encoding is lossy everywhere (image-io.ts).
     const image = await time('encode', () => encodeImage(out, format));
@@ -650,6 +655,35 @@ class FalcoAnonymizer implements Anonymizer {
     };
   }
 
+  /**
+   * The utility check (issue #10): for every face FALCO replaced, the attributes FALCO promises to keep, on the
+   * original and on the final output's pixels (after every paste and fallback, so what is measured is what is
+   * returned, before lossy encoding), into `report.attributes`.
+   * Fallback-covered faces (pixelate, fill, blur — including FALCO faces obscured as still recognisable) are not
+   * measured: they give utility up by design, and the nets' answers on a mosaic or a flat fill mean nothing (a
+   * gender guess on a flat fill "matches" half the time and would read as "kept"; landmarks there are noise).
+   * Their `method` says why there is no comparison. Cost: one landmark pass and two attribute passes per side on
+   * a 112-px crop (`npm run bench -- attributes`).
+   */
+  private async utility(
+    photo: RgbImage,
+    out: RgbImage,
+    faces: readonly DetectedFace[],
+    reports: FaceReport[],
+  ): Promise<void> {
+    if (!this.meter) return;
+    for (const r of reports) {
+      const face = r.method === 'falco' ? faces.find((f) => f.index === r.index) : undefined;
+      if (!face) continue;
+      try {
+        r.attributes = await this.meter.compare(photo, out, face);
+      } catch (err) {
+        // A face whose landmarks fall off the image has no attribute region: no comparison, nothing to claim.
+        if (!(err instanceof RangeError)) throw err;
+      }
+    }
+  }
+
   /** Every independent recognizer's calibrated verdict on original vs anonymized for one face. */
   private async verdicts(
     original: RgbImage,
@@ -816,6 +850,17 @@ function identityOptions(cfg: AnonymizerConfig): IdentityCheckerOptions {
   return { recognizers: ['faceapi-128'] };
 }
 
+/** Whether the bundle carries face-api's age/gender and expression nets (bundles built before it do not). */
+function attributeNetsIn(cfg: AnonymizerConfig): boolean {
+  const dir = join(cfg.bundleDir, 'faceapi');
+  const ok = (['ageGender', 'expression'] as const).every((n) => existsSync(join(dir, FACEAPI_MANIFEST[n])));
+  if (!ok)
+    cfg.engine?.log?.(
+      `bundle ${cfg.bundleDir} has no face-api attribute nets (built before the utility check): reports carry no attributes; rebuild the bundle for them`,
+    );
+  return ok;
+}
+
 /** Open a bundle and its face-api nets; with `warm`, every session is created before returning. */
 export async function createAnonymizer(cfg: AnonymizerConfig): Promise<Anonymizer & { engine: FalcoEngine }> {
   const engine = await FalcoEngine.open(cfg.bundleDir, cfg.engine);
@@ -831,16 +876,19 @@ export async function createAnonymizer(cfg: AnonymizerConfig): Promise<Anonymize
     ...(cfg.engine?.provider ? { provider: cfg.engine.provider } : {}),
     ...(cfg.engine?.log ? { log: cfg.engine.log } : {}),
   });
+  const meter = attributeNetsIn(cfg) ? new AttributeMeter(faceapi) : undefined;
   const a = new FalcoAnonymizer(
     engine,
     faceapi,
     new FaceDetector(faceapi),
     new IdentityChecker(faceapi, identityOptions(cfg)),
     cfg,
+    meter,
   );
   if (cfg.warm ?? true) {
     await engine.warmup();
     await faceapi.warmup();
+    await meter?.warmup();
     engine.pool();
   }
   return a;

@@ -16,7 +16,8 @@
 import { attributeBox, EXPRESSIONS, FaceApi, type FaceApiOptions } from '../../models/faceapi/index.js';
 import type { Point } from './align.js';
 import type { RgbImage } from './image-io.js';
-import type { Box, FaceAttributes } from './types.js';
+import { uprightView, type Rotation } from './detect.js';
+import type { AttributeChange, Box, FaceAttributes } from './types.js';
 
 /** Mean-face 3-D points (arbitrary units, x right, y up, z towards the viewer) and their iBUG-68 indices. */
 const MODEL_POINTS: ReadonlyArray<[number, [number, number, number]]> = [
@@ -111,8 +112,42 @@ export class AttributeMeter {
       genderScore: male ? raw.male : 1 - raw.male,
       expression: EXPRESSIONS[best]!,
       expressionScore: raw.expressions[best]!,
+      expressions: Object.fromEntries(EXPRESSIONS.map((e, i) => [e, raw.expressions[i]!])),
       pose: headPose(face.landmarks),
     };
+  }
+
+  /**
+   * The utility check of one replaced face: its attributes on the original and on the anonymized image, both
+   * measured the same way — the 68-point net run inside the detector box (no new detection), then the nets on
+   * face-api's region for those landmarks — so the anonymized side is measured on its own pixels (pose and face
+   * region follow the new face, as face-api would measure it) and an unchanged face reports no change at all,
+   * whatever procedure gave the detector's landmarks. A face found turned (`angle` ≠ 0) is measured in its
+   * upright view (detect.ts `uprightView`): the nets were trained on upright faces.
+   * Throws RangeError when the face has no pixels inside the image or no landmarks are found.
+   */
+  async compare(
+    original: RgbImage,
+    anonymized: RgbImage,
+    face: { box: Box; landmarks: readonly Point[]; angle?: Rotation },
+  ): Promise<{ original: FaceAttributes; anonymized: FaceAttributes; change: AttributeChange }> {
+    // The same face geometry gives the same crop of both photos (angle 0: the photos themselves).
+    const box = uprightView(original, face).box;
+    const measure = async (photo: RgbImage): Promise<FaceAttributes> => {
+      const view = uprightView(photo, face).image;
+      const landmarks = await this.models.landmarks(view, box);
+      if (!landmarks) throw new RangeError('the face lies outside the image; no attributes');
+      return this.measureAttributes(view, { box, landmarks });
+    };
+    const before = await measure(original);
+    const after = await measure(anonymized);
+    return { original: before, anonymized: after, change: attributeChange(before, after) };
+  }
+
+  /** Creates the attribute nets' sessions now (otherwise on the first face measured). */
+  async warmup(): Promise<void> {
+    const one: RgbImage = { width: 1, height: 1, data: new Uint8Array(3) };
+    await this.models.attributesOfBox(one, { x: 0, y: 0, width: 1, height: 1 });
   }
 
   async close(): Promise<void> {
@@ -121,10 +156,7 @@ export class AttributeMeter {
 }
 
 /** Side-by-side comparison for reports: how far the anonymized face moved from the original. */
-export function attributeChange(
-  original: FaceAttributes,
-  anonymized: FaceAttributes,
-): { ageDelta: number; genderKept: boolean; expressionKept: boolean; poseDeltaDeg: number } {
+export function attributeChange(original: FaceAttributes, anonymized: FaceAttributes): AttributeChange {
   return {
     ageDelta: anonymized.age - original.age,
     genderKept: original.gender === anonymized.gender,

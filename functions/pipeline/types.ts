@@ -61,8 +61,20 @@ export interface FaceAttributes {
   /** Most likely expression (face-api's 7 classes) and its probability. */
   expression: string;
   expressionScore: number;
+  /** Every expression class's probability (face-api's 7: neutral, happy, sad, angry, fearful, disgusted, surprised). */
+  expressions?: Record<string, number>;
   /** Head pose from the 68 landmarks, degrees. */
   pose: { yaw: number; pitch: number; roll: number };
+}
+
+/** How far the anonymized face moved from the original on what FALCO promises to keep (attributeChange). */
+export interface AttributeChange {
+  /** anonymized − original, years. */
+  ageDelta: number;
+  genderKept: boolean;
+  expressionKept: boolean;
+  /** Largest of |Δyaw|, |Δpitch|, |Δroll|, degrees. */
+  poseDeltaDeg: number;
 }
 
 export interface Box {
@@ -90,8 +102,12 @@ export interface FaceReport {
   methodReason?: string;
   /** Every independent recognizer's verdict; `reidentified` above is the policy's combined verdict. */
   recognizers?: RecognizerVerdict[];
-  /** Utility check: the same attributes measured on the original and on the anonymized face. */
-  attributes?: { original: FaceAttributes; anonymized: FaceAttributes };
+  /**
+   * Utility check: the same attributes measured on the original and on the anonymized face (the output's
+   * pixels), and the change. Only for faces replaced by FALCO (`method` 'falco'); absent for fallback-covered
+   * faces, whose utility is given up by design (functions/pipeline/anonymize.ts says why).
+   */
+  attributes?: { original: FaceAttributes; anonymized: FaceAttributes; change: AttributeChange };
   /** Found on the output by the residual scan (overlapped no replaced region) and covered then. */
   residual?: boolean;
 }

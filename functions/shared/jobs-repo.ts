@@ -23,6 +23,7 @@ import {
 import type { ImageReport } from '../pipeline/types.js';
 import { IMAGE, JOB, WEBHOOK, legalSources, type Machine } from './states.js';
 import { releaseInFlight } from './admission.js';
+import { isId } from './ids.js';
 
 /** gsi2 partitions: the webhook outbox and the images in flight (both sparse: the key exists only while listed). */
 export const OUTBOX_INDEX = 'OUTBOX';
@@ -117,6 +118,30 @@ export async function putJob(ctx: ServiceContext, job: JobItem, images: ImageIte
   );
 }
 
+/**
+ * What a request that died before writing its job item may have left under the job's key: image items (they are
+ * written first). A retry that takes over its idempotency key, and so its job id, removes them before writing
+ * its own, or the job would count images nobody queued. Returns how many were removed.
+ */
+export async function discardPartialJob(ctx: ServiceContext, jobId: string): Promise<number> {
+  const out = await ctx.clients.ddb.send(
+    new QueryCommand({
+      TableName: ctx.cfg.jobsTable,
+      KeyConditionExpression: 'pk = :pk',
+      ExpressionAttributeValues: { ':pk': jobPk(jobId) },
+      ConsistentRead: true,
+      ProjectionExpression: 'pk, sk',
+    }),
+  );
+  const items = out.Items ?? [];
+  if (items.some((i) => i.sk === 'JOB')) throw new Error(`job ${jobId} exists: not a partial write`);
+  for (const i of items)
+    await ctx.clients.ddb.send(
+      new DeleteCommand({ TableName: ctx.cfg.jobsTable, Key: { pk: i.pk, sk: i.sk } }),
+    );
+  return items.length;
+}
+
 export interface ListPage {
   jobs: JobItem[];
   nextKey?: Record<string, unknown>;
@@ -208,6 +233,16 @@ export async function transition<S extends string>(
     ConditionExpression: cond,
     ExpressionAttributeNames: names,
     ExpressionAttributeValues: values,
+  });
+}
+
+/** The job's image messages are on the queue: clear the flag the sweeper looks for (see JobItem.enqueuePending). */
+export async function markJobEnqueued(ctx: ServiceContext, jobId: string): Promise<void> {
+  await updateIf(ctx, {
+    TableName: ctx.cfg.jobsTable,
+    Key: { pk: jobPk(jobId), sk: 'JOB' },
+    UpdateExpression: 'REMOVE enqueuePending',
+    ConditionExpression: 'attribute_exists(pk)',
   });
 }
 
@@ -397,7 +432,7 @@ export async function setWebhookState(
     to: state.status,
     from: onlyFrom,
     set,
-    remove: ['gsi2pk', 'gsi2sk', 'webhookLeaseUntil'],
+    remove: ['gsi2pk', 'gsi2sk', 'webhookLeaseUntil', 'webhookSendingSince'],
   });
 }
 
@@ -405,31 +440,42 @@ export async function setWebhookState(
  * Claim delivery attempt `attempt` of a job's webhook: only the attempt that is next, and only if no other
  * dispatcher holds a live lease on it. Duplicate queue messages (the eager enqueue and the outbox sweep both
  * sent attempt 1; SQS redelivered) lose here, so an endpoint sees each attempt at most once per lease.
+ *
+ * The lease is also the attempt's "sending" mark (`webhookSendingSince`, the attempt's start): every outcome
+ * removes it, so a claim that finds an expired one knows the previous sender died mid-attempt with an unknown
+ * outcome. The endpoint may have received it; sending again is the at-least-once redelivery that receivers drop by
+ * `webhook-id`. Such a claim is `resend` and counts itself in `webhookResends` in the same write, so every
+ * redelivery is on the books.
  */
 export async function claimWebhookAttempt(
   ctx: ServiceContext,
   jobId: string,
   attempt: number,
   leaseMs: number,
-): Promise<'claimed' | 'busy' | 'stale'> {
+): Promise<'claimed' | 'resend' | 'busy' | 'stale'> {
   const now = ctx.now();
-  const ok = await updateIf(ctx, {
-    TableName: ctx.cfg.jobsTable,
-    Key: { pk: jobPk(jobId), sk: 'JOB' },
-    UpdateExpression: 'SET webhookLeaseUntil = :until, webhookAttempts = :n',
-    ConditionExpression:
-      'attribute_exists(pk) AND (#w = :p OR #w = :e) AND webhookNextAttempt = :n AND ' +
-      '(attribute_not_exists(webhookLeaseUntil) OR webhookLeaseUntil < :now)',
-    ExpressionAttributeNames: { '#w': 'webhookStatus' },
-    ExpressionAttributeValues: {
-      ':p': 'pending',
-      ':e': 'enqueued',
-      ':n': attempt,
-      ':now': now,
-      ':until': now + leaseMs,
-    },
-  });
-  if (ok) return 'claimed';
+  const claim = (resend: boolean) =>
+    updateIf(ctx, {
+      TableName: ctx.cfg.jobsTable,
+      Key: { pk: jobPk(jobId), sk: 'JOB' },
+      UpdateExpression:
+        'SET webhookLeaseUntil = :until, webhookSendingSince = :now, webhookAttempts = :n' +
+        (resend ? ' ADD webhookResends :one' : ''),
+      ConditionExpression:
+        'attribute_exists(pk) AND (#w = :p OR #w = :e) AND webhookNextAttempt = :n AND ' +
+        (resend ? 'webhookLeaseUntil < :now' : 'attribute_not_exists(webhookLeaseUntil)'),
+      ExpressionAttributeNames: { '#w': 'webhookStatus' },
+      ExpressionAttributeValues: {
+        ':p': 'pending',
+        ':e': 'enqueued',
+        ':n': attempt,
+        ':now': now,
+        ':until': now + leaseMs,
+        ...(resend ? { ':one': 1 } : {}),
+      },
+    });
+  if (await claim(false)) return 'claimed';
+  if (await claim(true)) return 'resend';
   const job = await getJob(ctx, jobId);
   const live =
     job &&
@@ -496,43 +542,102 @@ export async function deleteImageItems(
   }
 }
 
+/** What a request got when it asked for an idempotency key. */
+export type IdempotencyClaim =
+  /**
+   * This request holds the key and creates job `jobId`. `resumed`: it took the key over from a request that died
+   * holding it before its job was written; the job id is the dead request's own, recorded when it took the key.
+   */
+  | { kind: 'owned'; jobId: string; resumed: boolean }
+  /** Another request holds it (in progress, lock live) or it names an existing job: replay or 409. */
+  | { kind: 'held'; item: IdempotencyItem };
+
 /**
- * Claim an idempotency key in one conditional write: it succeeds when the key is absent, expired (DynamoDB TTL
- * deletes lazily, so an expired item may still be there), or held "in progress" by a request whose lock has
- * expired (it crashed or timed out). Two racing requests cannot both win, unlike a get-then-put. Returns null
- * when this request now owns the key, else the item that holds it.
+ * Claim an idempotency key. The job id is recorded in the key when it is taken, before the job is written, so
+ * whatever happens to the request afterwards the key names the one job it may create:
+ *  - absent or expired (DynamoDB TTL deletes lazily, so an expired item may still be there): one conditional put
+ *    takes it with a fresh job id; two racing requests cannot both win, unlike a get-then-put;
+ *  - held in progress by a request whose lock expired (it crashed or timed out: the lock outlives the API
+ *    function's timeout, so that request is dead): if its job exists, it died between writing the job and
+ *    completing the key, so the key is completed and the retry replays that job; if not, the key is taken over
+ *    with a conditional update that keeps the recorded job id (one winner), and the retry creates that job;
+ *  - naming a job that was erased (or is gone): released and claimed afresh.
  *
  * Why not `@aws-lambda-powertools/idempotency`: it caches the first *response* and replays it, while a replay
  * here must answer the job's *current* state; its records live in its own key schema (one more table or
  * attribute set for the stack and the emulators), it cannot scope a key to a tenant plus a body hash the way the
- * API's 409 `idempotency-key-reused` needs, and it has no way to free a key when its job is erased. The
- * condition below is the same one Powertools uses; owning ~40 lines is cheaper than adapting around it.
+ * API's 409 `idempotency-key-reused` needs, it has no way to free a key when its job is erased, and its expired
+ * in-progress record is simply overwritten, which is the very gap (a second job) closed here.
  */
 export async function claimIdempotencyKey(
   ctx: ServiceContext,
   item: IdempotencyItem,
-): Promise<IdempotencyItem | null> {
-  const nowS = Math.floor(ctx.now() / 1000);
-  try {
-    await ctx.clients.ddb.send(
-      new PutCommand({
+): Promise<IdempotencyClaim> {
+  const read = async () =>
+    (
+      await ctx.clients.ddb.send(
+        new GetCommand({
+          TableName: ctx.cfg.jobsTable,
+          Key: { pk: item.pk, sk: 'IDEM' },
+          ConsistentRead: true,
+        }),
+      )
+    ).Item as IdempotencyItem | undefined;
+  // Each round ends with a claim or a write that changed the key; contention past a few rounds is a 409 (retry).
+  for (let round = 0; round < 3; round++) {
+    const nowS = Math.floor(ctx.now() / 1000);
+    try {
+      await ctx.clients.ddb.send(
+        new PutCommand({
+          TableName: ctx.cfg.jobsTable,
+          Item: item,
+          ConditionExpression: 'attribute_not_exists(pk) OR #ttl < :now',
+          ExpressionAttributeNames: { '#ttl': 'ttl' },
+          ExpressionAttributeValues: { ':now': nowS },
+        }),
+      );
+      return { kind: 'owned', jobId: item.jobId, resumed: false };
+    } catch (err) {
+      if (!isConditionalCheckFailed(err)) throw err;
+    }
+    const held = await read();
+    if (!held) continue; // released between the two calls
+    const inProgress = held.state === 'in-progress';
+    if (inProgress && (held.lockUntil ?? 0) >= nowS) return { kind: 'held', item: held };
+    // The recorded id reaches a table key: only an id of the exact format is looked up.
+    const job = isId('job', held.jobId) ? await getJob(ctx, held.jobId) : null;
+    if (job && job.status !== 'deleted') {
+      if (inProgress) await completeIdempotencyKey(ctx, item.pk, held.jobId);
+      return { kind: 'held', item: { ...held, state: 'done' } };
+    }
+    if (inProgress && isId('job', held.jobId)) {
+      const took = await updateIf(ctx, {
         TableName: ctx.cfg.jobsTable,
-        Item: item,
-        ConditionExpression:
-          'attribute_not_exists(pk) OR #ttl < :now OR (#state = :prog AND lockUntil < :now)',
-        ExpressionAttributeNames: { '#ttl': 'ttl', '#state': 'state' },
-        ExpressionAttributeValues: { ':now': nowS, ':prog': 'in-progress' },
-      }),
-    );
-    return null;
-  } catch (err) {
-    if (!isConditionalCheckFailed(err)) throw err;
+        Key: { pk: item.pk, sk: 'IDEM' },
+        UpdateExpression: 'SET bodyHash = :b, lockUntil = :lock, createdAt = :c, #ttl = :ttl',
+        // One winner among racing retries: the lock must still be the expired one this request read.
+        ConditionExpression: `#state = :prog AND jobId = :j AND ${
+          held.lockUntil === undefined ? 'attribute_not_exists(lockUntil)' : 'lockUntil = :old'
+        }`,
+        ExpressionAttributeNames: { '#state': 'state', '#ttl': 'ttl' },
+        ExpressionAttributeValues: {
+          ':b': item.bodyHash,
+          ':lock': item.lockUntil,
+          ':c': item.createdAt,
+          ':ttl': item.ttl,
+          ':prog': 'in-progress',
+          ...(held.lockUntil === undefined ? {} : { ':old': held.lockUntil }),
+          ':j': held.jobId,
+        },
+      });
+      if (took) return { kind: 'owned', jobId: held.jobId, resumed: true };
+      continue;
+    }
+    // Done, but its job was erased or is gone (or the record is unusable): the key is free.
+    await releaseIdempotencyKey(ctx, item.pk, held.jobId);
   }
-  const out = await ctx.clients.ddb.send(
-    new GetCommand({ TableName: ctx.cfg.jobsTable, Key: { pk: item.pk, sk: 'IDEM' }, ConsistentRead: true }),
-  );
-  // Gone between the two calls (released or erased): report it as held so the caller retries rather than racing.
-  return (out.Item as IdempotencyItem | undefined) ?? { ...item, jobId: '', state: 'in-progress' };
+  // Gone or changing under us every time: report it as held so the caller retries rather than racing.
+  return { kind: 'held', item: { ...item, jobId: '', state: 'in-progress' } };
 }
 
 /** in-progress → done once the job exists (only by the request that holds the key). */

@@ -4,7 +4,7 @@
  * Lambda retries) can replay any of them: conditional status transitions, a conditional usage put, and a
  * single conditional "finish" whose winner alone enqueues the webhook.
  */
-import { SendMessageCommand } from '@aws-sdk/client-sqs';
+import { SendMessageBatchCommand, SendMessageCommand } from '@aws-sdk/client-sqs';
 import type { ServiceContext } from './context.js';
 import {
   getImage,
@@ -21,7 +21,13 @@ import { FORMATS, formatOfExtension } from '../pipeline/formats.js';
 import { deleteObject, getObjectBytes } from './storage.js';
 import { reportKey as reportKeyOf } from './layout.js';
 import { errFields } from './logger.js';
-import { TERMINAL_IMAGE, type JobItem, type WebhookMessage } from './records.js';
+import {
+  TERMINAL_IMAGE,
+  type ImageItem,
+  type ImageMessage,
+  type JobItem,
+  type WebhookMessage,
+} from './records.js';
 import type { ImageReport } from '../pipeline/types.js';
 
 /** Reports above this size are stored without per-step losses (DynamoDB items max out at 400 KB). */
@@ -148,4 +154,47 @@ export async function failImage(
   if (ref.inputKey) await deleteObject(ctx, ctx.cfg.uploadsBucket, ref.inputKey);
   await maybeFinishJob(ctx, ref.jobId);
   return changed;
+}
+
+/**
+ * Put one message per image on the jobs queue (batches of 10). An image that could not be queued is failed now,
+ * unbilled: it would otherwise stay queued forever. Used by job creation and by the sweeper for a job whose
+ * creating request died before this (a duplicate message is harmless: the worker skips terminal images).
+ */
+export async function enqueueImages(ctx: ServiceContext, job: JobItem, items: ImageItem[]): Promise<void> {
+  for (let i = 0; i < items.length; i += 10) {
+    const chunk = items.slice(i, i + 10);
+    const entries = chunk.map((img) => {
+      const msg: ImageMessage = {
+        v: 1,
+        tenant: job.tenant,
+        jobId: job.jobId,
+        imageId: img.imageId,
+        inputKey: img.inputKey,
+        options: job.options,
+        outputFormat: img.outputFormat,
+      };
+      return { Id: String(img.index), MessageBody: JSON.stringify(msg) };
+    });
+    let failed: string[] = [];
+    try {
+      const out = await ctx.clients.sqs.send(
+        new SendMessageBatchCommand({ QueueUrl: ctx.cfg.jobsQueueUrl, Entries: entries }),
+      );
+      failed = (out.Failed ?? []).map((f) => f.Id!);
+    } catch (err) {
+      ctx.log.error('enqueue failed', { jobId: job.jobId, error: (err as Error).message });
+      failed = entries.map((e) => e.Id);
+    }
+    // An image that could not be queued would stay "queued" forever: fail it now (not billed).
+    for (const id of failed) {
+      const img = chunk.find((x) => String(x.index) === id)!;
+      await failImage(
+        ctx,
+        img,
+        'enqueue-failed',
+        'the image could not be queued for processing; please resubmit',
+      );
+    }
+  }
 }

@@ -29,10 +29,19 @@ export interface JobItem {
   webhookAttempts?: number;
   webhookLastError?: string;
   idempotencyKeyHash?: string;
+  /**
+   * True from the job's write until its image messages are on the queue. A creating request that died in between
+   * leaves it set: the sweeper enqueues the job's queued images once that request must be dead.
+   */
+  enqueuePending?: boolean;
   /** The delivery attempt allowed to run next (set when the job enters the outbox). */
   webhookNextAttempt?: number;
   /** epoch ms until which a dispatcher holds the current attempt. */
   webhookLeaseUntil?: number;
+  /** epoch ms when the attempt in flight started (the "sending" mark; removed with the lease by any outcome). */
+  webhookSendingSince?: number;
+  /** Attempts sent again because their sender died with the outcome unknown (possible redeliveries). */
+  webhookResends?: number;
   /** Sparse outbox index (gsi2): present while the webhook waits to be enqueued. */
   gsi2pk?: string;
   gsi2sk?: string;

@@ -7,6 +7,8 @@
  *  - reconciler: an image `processing` with no progress for RECONCILE_AFTER_SECONDS — its worker is gone. If its
  *    result is in S3 (the completion event was lost) it is completed from S3; if not, it is re-queued once and
  *    failed unbilled the second time.
+ *  - unqueued: a job whose creating request died between writing it and queueing its images (enqueuePending
+ *    still set once IDEMPOTENCY_LOCK_SECONDS passed, which outlives the API function): its images are queued now;
  *  - stragglers: open jobs whose images are all terminal (the finishing step died) are finished;
  *  - orphaned originals (a request died between storing inputs and writing its job) are deleted;
  *  - retention (local stack only; AWS has TTL and bucket lifecycle rules): expired items and objects go.
@@ -18,12 +20,20 @@ import type { ServiceContext } from '../shared/context.js';
 import {
   getImage,
   getJob,
+  getJobWithImages,
+  markJobEnqueued,
   listOpenJobs,
   listOutbox,
   listProcessingSince,
   requeueStalledImage,
 } from '../shared/jobs-repo.js';
-import { completeImage, enqueueWebhook, failImage, maybeFinishJob } from '../shared/lifecycle.js';
+import {
+  completeImage,
+  enqueueImages,
+  enqueueWebhook,
+  failImage,
+  maybeFinishJob,
+} from '../shared/lifecycle.js';
 import { errFields } from '../shared/logger.js';
 import { parseResultKey } from '../shared/layout.js';
 import { deleteObject } from '../shared/storage.js';
@@ -37,6 +47,7 @@ export interface SweepSummary {
   expired: number;
   orphans: number;
   finished: number;
+  unqueued: number;
   errors: number;
 }
 
@@ -155,6 +166,32 @@ export async function sweepOrphanInputs(ctx: ServiceContext, s: SweepSummary): P
 }
 
 /**
+ * Jobs whose image messages may never have been sent: the creating request died after writing the job. Looked at
+ * only once that request must be dead (its idempotency lock outlives the API function's timeout). Messages may
+ * have gone out just before the death: a second copy is harmless (the worker skips terminal images).
+ */
+export async function sweepUnqueued(ctx: ServiceContext, s: SweepSummary): Promise<void> {
+  const before = iso(ctx.now() - ctx.cfg.idempotencyLockSeconds * 1000);
+  for (const jobId of await listOpenJobs(ctx, before)) {
+    try {
+      const data = await getJobWithImages(ctx, jobId);
+      if (!data?.job.enqueuePending) continue;
+      const queued = data.images.filter((i) => i.status === 'queued');
+      ctx.log.warn('queueing the images of a job whose creating request died', {
+        jobId,
+        images: queued.length,
+      });
+      await enqueueImages(ctx, data.job, queued);
+      await markJobEnqueued(ctx, jobId);
+      s.unqueued++;
+    } catch (err) {
+      s.errors++;
+      ctx.log.error('queueing an unqueued job failed', { jobId, ...errFields(err) });
+    }
+  }
+}
+
+/**
  * Jobs open for longer than the reconcile deadline whose images are all terminal: the step that made the last
  * image terminal died before finishing the job (e.g. the reconciler itself, which nothing retries). Finish them.
  */
@@ -228,14 +265,16 @@ export function makeSweepHandler(ctx: ServiceContext) {
       expired: 0,
       orphans: 0,
       finished: 0,
+      unqueued: 0,
       errors: 0,
     };
     await sweepOutbox(ctx, s);
     await reconcile(ctx, s);
+    await sweepUnqueued(ctx, s);
     await finishStragglers(ctx, s);
     await sweepOrphanInputs(ctx, s);
     if (ctx.cfg.local) await expireLocal(ctx, s);
-    if (s.outbox + s.completed + s.requeued + s.failed + s.orphans + s.finished + s.errors > 0)
+    if (s.outbox + s.completed + s.requeued + s.failed + s.orphans + s.finished + s.unqueued + s.errors > 0)
       ctx.log.info('sweep', { ...s });
     return s;
   };

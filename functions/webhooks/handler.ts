@@ -42,6 +42,18 @@ async function send(ctx: ServiceContext, msg: WebhookMessage, delaySeconds: numb
   );
 }
 
+/** A write that must not be lost to a transient error: a few quick tries before giving up to the queue. */
+async function persist<T>(write: () => Promise<T>, tries = 4): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await write();
+    } catch (err) {
+      if (i >= tries) throw err;
+      await new Promise((r) => setTimeout(r, 50 * 2 ** i));
+    }
+  }
+}
+
 export type AttemptOutcome = 'delivered' | 'retry' | 'failed' | 'skipped' | 'deferred';
 
 export async function processWebhookMessage(
@@ -64,6 +76,12 @@ export async function processWebhookMessage(
   const claim = await claimWebhookAttempt(ctx, job.jobId, msg.attempt, ctx.cfg.webhook.timeoutMs + 5_000);
   if (claim === 'stale') return 'skipped';
   if (claim === 'busy') throw new WebhookBusy(job.jobId, msg.attempt);
+  if (claim === 'resend')
+    ctx.log.warn('webhook attempt sent again: its previous sender died with the outcome unknown', {
+      jobId: job.jobId,
+      attempt: msg.attempt,
+      previousStart: job.webhookSendingSince,
+    });
   const secret = await getWebhookSecret(ctx, job.tenant);
   if (!secret) {
     ctx.log.error('tenant missing; cannot sign webhook', { jobId: job.jobId });
@@ -95,7 +113,9 @@ export async function processWebhookMessage(
     result = { ok: false, error: errFields(err).errorMessage as string };
   }
   if (result.ok) {
-    await setWebhookState(ctx, job.jobId, { status: 'delivered', attempts: msg.attempt });
+    // The endpoint has it: a lost 'delivered' write would mean sending it again, so a transient failure of that
+    // write is retried here rather than left to the queue's redelivery.
+    await persist(() => setWebhookState(ctx, job.jobId, { status: 'delivered', attempts: msg.attempt }));
     ctx.log.info('webhook delivered', {
       jobId: job.jobId,
       attempt: msg.attempt,

@@ -65,6 +65,8 @@ export async function processImageMessage(
   msg: ImageMessage,
   /** Aborted by the worker when it stops (SIGTERM) or crashes on purpose (chaos tests). */
   stop?: AbortSignal,
+  /** Called on every progress callback of the engine: the worker's liveness while it works (health.ts). */
+  alive?: () => void,
 ): Promise<ProcessOutcome> {
   const { tenant, jobId, imageId } = msg;
   const log = ctx.log;
@@ -98,6 +100,7 @@ export async function processImageMessage(
   let lastWrite = 0;
   let writing: Promise<void> = Promise.resolve();
   const onProgress = (p: Progress) => {
+    alive?.();
     const t = Date.now();
     if (t - lastWrite < PROGRESS_INTERVAL_MS) return;
     lastWrite = t;

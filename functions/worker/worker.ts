@@ -22,6 +22,13 @@ export interface WorkerOptions {
   shutdownGraceMs?: number;
   /** ECS scale-in protection while an image is processed (default: from the task metadata; none locally). */
   protection?: TaskProtection;
+  /**
+   * Signs of life for the health check (health.ts): on a timer while no image is in flight, and on every progress
+   * callback of the engine while one is, so a hung engine stops the beats.
+   */
+  alive?: () => void;
+  /** How often the idle timer signals life (default 5 s). */
+  aliveEveryMs?: number;
 }
 
 export interface RunningWorker {
@@ -98,7 +105,7 @@ export function startWorker(
         await protection.set(true);
         let outcome;
         try {
-          outcome = await processImageMessage(ctx, anonymizer, msg, abort.signal);
+          outcome = await processImageMessage(ctx, anonymizer, msg, abort.signal, opts.alive);
         } finally {
           await protection.set(false);
         }
@@ -121,6 +128,13 @@ export function startWorker(
   });
   consumer.on('error', (err) => ctx.log.error('consumer error', errFields(err)));
   consumer.start();
+  const aliveTimer = opts.alive
+    ? setInterval(() => {
+        if (!inFlight) opts.alive!();
+      }, opts.aliveEveryMs ?? 5000)
+    : undefined;
+  aliveTimer?.unref();
+  opts.alive?.();
   ctx.log.info('worker started', {
     queue: ctx.cfg.jobsQueueUrl.split('/').pop(),
     visibilityTimeout,
@@ -133,6 +147,7 @@ export function startWorker(
       while (inFlight) await (inFlight as { done: Promise<void> }).done;
     },
     crash: async () => {
+      clearInterval(aliveTimer);
       stopping ??= Promise.resolve();
       consumer.stop({ abort: true });
       abort.abort(new Error('worker crashed (simulated)'));
@@ -158,6 +173,7 @@ export function startWorker(
           }
         }
         abort = new AbortController();
+        clearInterval(aliveTimer);
         ctx.log.info('worker stopped');
       })()),
   };

@@ -66,7 +66,8 @@ export function defaultModelDir(): string {
 
 export type NetName = 'ssd' | 'landmarks' | 'recognition' | 'expression' | 'ageGender';
 
-const MANIFEST: Record<NetName, string> = {
+/** Each net's weights manifest file in a face-api model directory. */
+export const MANIFEST: Record<NetName, string> = {
   ssd: 'ssd_mobilenetv1_model-weights_manifest.json',
   landmarks: 'face_landmark_68_model-weights_manifest.json',
   recognition: 'face_recognition_model-weights_manifest.json',

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { collectInputs, runBatch } from '../../functions/cli/anonymize.js';
-import { InputError } from '../../functions/pipeline/types.js';
+import { InputError, type FaceReport } from '../../functions/pipeline/types.js';
 import { noFaceJpeg, samplePng, toyBundle } from './helpers.js';
 
 let bundle: string;
@@ -72,6 +72,25 @@ describe('anonymize CLI', () => {
     expect(table).toMatch(/detected \d+, residual \d+/);
     expect(table).toMatch(/face 0 \[\d+,\d+ \d+×\d+\] (falco|pixelate)/);
     expect(table).toMatch(/faceapi-128 \d\.\d{3}\/0\.\d+ (SAME|different)/);
+    // The utility comparison per face, from the report's own numbers: measured FALCO faces show
+    // original→anonymized, fallback faces say it is not applicable.
+    const faces = rep.report.faces as FaceReport[];
+    for (const f of faces) {
+      const a = f.attributes;
+      const sex = (g: string) => (g === 'female' ? 'F' : 'M');
+      const want = a
+        ? `age ${a.original.age.toFixed(0)}→${a.anonymized.age.toFixed(0)}, ${sex(a.original.gender)}→${sex(a.anonymized.gender)}, ${a.original.expression}→${a.anonymized.expression}, pose Δ${a.change.poseDeltaDeg.toFixed(0)}°`
+        : `utility n/a (${f.method})`;
+      expect(table.split('\n').find((l) => l.startsWith(`  face ${f.index} `))).toContain(want);
+      expect(f.method === 'falco').toBe(a !== undefined);
+    }
+    const measured = faces.filter((f) => f.attributes);
+    expect(measured.length).toBeGreaterThan(0);
+    expect(s.utility).toMatchObject({
+      measured: measured.length,
+      genderKept: measured.filter((f) => f.attributes!.original.gender === f.attributes!.anonymized.gender)
+        .length,
+    });
     expect(s.facesFound + s.residualFaces).toBe(s.faces);
     expect(Object.values(s.methods).reduce((a, b) => a + b, 0)).toBe(s.faces);
 

@@ -3,6 +3,11 @@ import type { IConstruct } from 'constructs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JOBS_MAX_RECEIVE_COUNT, WEBHOOKS_MAX_RECEIVE_COUNT } from '../../cdk/constructs/queues.js';
 import { logicalId, synthService, type Synthesized } from './synth.js';
+import {
+  DEFAULT_STATUS_FILE,
+  HEALTH_CHECK_SCRIPT,
+  HEARTBEAT_MAX_AGE_S,
+} from '../../functions/worker/health.js';
 
 // One synthesis for the whole file (default configuration: on-demand GPUs, stack-owned models bucket).
 let s: Synthesized;
@@ -294,6 +299,19 @@ describe('GPU workers', () => {
       (e) => e.Name,
     );
     for (const name of CONTRACT_ENV) expect(env).toContain(name);
+  });
+
+  it('has a container health check on the heartbeat of the status file the worker writes (node, no curl)', () => {
+    const task = resourcesOfType('AWS::ECS::TaskDefinition')[0][1];
+    const worker = (task.ContainerDefinitions as Record<string, unknown>[])[0];
+    const hc = worker.HealthCheck as Record<string, unknown>;
+    expect(hc).toMatchObject({ Interval: 30, Timeout: 10, Retries: 3, StartPeriod: 60 });
+    const command = hc.Command as string[];
+    expect(command.slice(0, 3)).toEqual(['CMD', 'node', '-e']);
+    expect(command.slice(3)).toEqual([HEALTH_CHECK_SCRIPT, DEFAULT_STATUS_FILE, String(HEARTBEAT_MAX_AGE_S)]);
+    expect(worker.Environment).toContainEqual({ Name: 'WORKER_STATUS_FILE', Value: DEFAULT_STATUS_FILE });
+    // Unhealthy only after the grace, the checks and the max age: longer than the slowest stretch without a step.
+    expect(HEARTBEAT_MAX_AGE_S).toBeGreaterThan(Number(hc.Interval) * Number(hc.Retries));
   });
 
   it('runs the worker on CUDA or not at all, with task protection and a crash-loop alarm', () => {

@@ -10,14 +10,23 @@
  *  - webhook-enqueue: a SendMessage to the webhooks queue fails;
  *  - handler-timeout: a DynamoDB call times out, so whichever handler made it (API, worker, completion, DLQ,
  *    webhooks, sweeper) stops at that point, like a Lambda killed at its timeout.
- * Books: every job terminal; every done image billed exactly once and every failed image not billed; every
- * finished job's webhook received exactly once (by webhook-id); no originals left in the uploads bucket.
+ * Every kind fires at least once: the first few eligible calls of each per-call kind are skipped by a seeded
+ * count, then the next one fires for sure (later ones by probability), and each kill kind has a seeded first time;
+ * the fault phase lasts until every kind fired (bounded by maxFaultPhaseMs).
+ *
+ * Books: every job terminal, one job per Idempotency-Key; every done image billed exactly once and every failed
+ * image not billed; every finished job's webhook under exactly one webhook-id (never none, never two ids for one
+ * job), each delivery's signature verifying; no originals left in the uploads bucket. Webhooks are at-least-once:
+ * a sender that dies between the HTTP delivery and recording it makes the next one send the same webhook-id again
+ * (receivers drop it by id, as Standard Webhooks says). Those redeliveries are counted apart from the ids, next to
+ * the resends the service itself recorded (`webhookResends`, an attempt whose sender died mid-attempt).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { ScanCommand } from '@aws-sdk/lib-dynamodb';
+import { Webhook } from 'standardwebhooks';
 import { startLocalStack, type LocalStack } from '../../functions/local/stack.js';
 import { createStandInAnonymizer } from '../../functions/local/stand-in.js';
 import { startWorker, type RunningWorker } from '../../functions/worker/worker.js';
@@ -44,6 +53,11 @@ export interface ChaosOptions {
   settleMs: number;
   /** Stop injecting after this long even if not every kind of fault fired yet. */
   maxFaultPhaseMs: number;
+  /**
+   * Per-call kinds: the first firing comes after a seeded number of eligible calls below this (then surely);
+   * kill kinds: the first one at a seeded time below the kind's interval.
+   */
+  firstWithin: Record<'s3-event' | 'webhook-enqueue' | 'handler-timeout', number>;
   log?: (line: string) => void;
 }
 
@@ -61,6 +75,7 @@ export const CHAOS_DEFAULTS: ChaosOptions = {
   pHandlerTimeout: 0.01,
   settleMs: 300_000,
   maxFaultPhaseMs: 900_000,
+  firstWithin: { 's3-event': 3, 'webhook-enqueue': 2, 'handler-timeout': 200 },
 };
 
 export type FaultKind = 'worker-kill' | 'stack-kill' | 's3-event' | 'webhook-enqueue' | 'handler-timeout';
@@ -74,12 +89,24 @@ export interface ChaosBooks {
   imagesDone: number;
   imagesFailed: number;
   lostJobs: number;
+  /** Idempotency-Keys that produced more than one job. */
+  duplicateJobs: number;
   doubleBills: number;
   failedButBilled: number;
   doneButUnbilled: number;
   webhooksExpected: number;
+  /** Finished jobs with a webhook URL and no webhook-id received. */
   lostWebhooks: number;
+  /** Finished jobs whose deliveries carried more than one webhook-id (one job event told twice). */
   duplicatedWebhooks: number;
+  /** Deliveries whose signature does not verify with the tenant's secret, or whose id is not their job event's. */
+  unverifiedWebhooks: number;
+  /** HTTP deliveries of an id already received (at-least-once redeliveries; receivers de-duplicate by id). */
+  webhookRedeliveries: number;
+  /** Attempts the service itself sent again after their sender died mid-attempt (sum of webhookResends). */
+  webhookResendsRecorded: number;
+  /** Attempts after a failed one (timeouts, refusals: the endpoint may still have received the failed one). */
+  webhookRetries: number;
   leftoverOriginals: number;
   settleMs: number;
   wallMs: number;
@@ -102,6 +129,19 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
     'handler-timeout': 0,
   };
   const total = () => Object.values(faults).reduce((a, b) => a + b, 0);
+  // Eligible calls of each per-call kind still to let through before its first firing (seeded).
+  const skipFirst = {
+    's3-event': Math.floor(random() * o.firstWithin['s3-event']),
+    'webhook-enqueue': Math.floor(random() * o.firstWithin['webhook-enqueue']),
+    'handler-timeout': Math.floor(random() * o.firstWithin['handler-timeout']),
+  };
+  /** Whether this eligible call of `kind` fails: surely once its seeded skip count is used up, then by `p`. */
+  const fire = (kind: keyof typeof skipFirst, p: number): boolean => {
+    if (!armed) return false;
+    const hit = faults[kind] === 0 ? skipFirst[kind]-- <= 0 : random() < p;
+    if (hit) faults[kind]++;
+    return hit;
+  };
   let armed = true;
   const anonymizer = createStandInAnonymizer({ stepMs: o.stepMs });
   const closeable = { ...anonymizer, close: async () => undefined }; // shared across restarts
@@ -114,13 +154,7 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
       sweepIntervalMs: 300,
       jobsVisibilityTimeout: 2,
       maxReceiveCount: 6,
-      dropS3Event: () => {
-        if (armed && random() < o.pS3Event) {
-          faults['s3-event']++;
-          return true;
-        }
-        return false;
-      },
+      dropS3Event: () => fire('s3-event', o.pS3Event),
       env: {
         RECONCILE_AFTER_SECONDS: '2',
         OUTBOX_GRACE_SECONDS: '1',
@@ -134,12 +168,10 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
       (next) => async (args) => {
         const input = args.input as { QueueUrl?: string; MessageBody?: string };
         if (
-          armed &&
           input.MessageBody &&
           input.QueueUrl === s.ctx.cfg.webhooksQueueUrl &&
-          random() < o.pWebhookEnqueue
+          fire('webhook-enqueue', o.pWebhookEnqueue)
         ) {
-          faults['webhook-enqueue']++;
           throw Object.assign(new Error('chaos: webhook enqueue failed'), { name: 'ServiceUnavailable' });
         }
         return next(args);
@@ -148,8 +180,7 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
     );
     s.ctx.clients.ddb.middlewareStack.add(
       (next) => async (args) => {
-        if (armed && random() < o.pHandlerTimeout) {
-          faults['handler-timeout']++;
+        if (fire('handler-timeout', o.pHandlerTimeout)) {
           throw Object.assign(new Error('chaos: handler timed out'), { name: 'TimeoutError' });
         }
         return next(args);
@@ -209,8 +240,8 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
   })();
 
   // Scheduled kills at random points.
-  let nextWorkerKill = Date.now() + random() * o.workerKillEveryMs * 2;
-  let nextStackKill = Date.now() + o.stackKillEveryMs * (0.5 + random());
+  let nextWorkerKill = Date.now() + random() * o.workerKillEveryMs;
+  let nextStackKill = Date.now() + o.stackKillEveryMs * (0.25 + 0.75 * random());
   let submittedAll = false;
   void submitting.then(() => (submittedAll = true));
   // Until enough faults fired, each kind at least once (bounded: maxFaultPhaseMs).
@@ -224,6 +255,12 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
     const now = Date.now();
     if (Math.random() < 0.01)
       log(`faults ${total()} ${JSON.stringify(faults)}, submitted ${submitted.length}`);
+    // After the first kill of each kind, kills pause until every per-call kind fired: those need work to flow
+    // (results written, jobs finishing), which back-to-back restarts on a slow machine would starve. Then kills go
+    // on until enough faults fired.
+    const killing =
+      faults['worker-kill'] === 0 || faults['stack-kill'] === 0 || (everyKind() && total() < o.minFaults);
+    if (!killing) continue;
     if (now >= nextStackKill) {
       nextStackKill = now + o.stackKillEveryMs * (0.5 + random());
       faults['stack-kill']++;
@@ -263,18 +300,41 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
     } while (startKey);
     return out;
   };
+  // Deliveries by job (from the signed body, not the header): the distinct webhook-ids and the raw count.
+  const secret = stack.webhookSecret;
   const received = () => {
-    const m = new Map<string, number>();
-    for (const r of hook.received)
-      m.set(r.headers['webhook-id']!, (m.get(r.headers['webhook-id']!) ?? 0) + 1);
-    return m;
+    const byJob = new Map<string, { ids: Set<string>; deliveries: number }>();
+    let unverified = 0;
+    for (const r of hook.received) {
+      let jobId: string;
+      try {
+        // The signature over (id, the delivery's own timestamp, body): Webhook.verify would also refuse deliveries
+        // older than its 5-minute replay window, and a long run's first ones are.
+        const id = r.headers['webhook-id']!;
+        const at = new Date(Number(r.headers['webhook-timestamp']) * 1000);
+        const expected = new Webhook(secret).sign(id, at, r.body);
+        if (!(r.headers['webhook-signature'] ?? '').split(' ').includes(expected))
+          throw new Error('signature does not verify');
+        jobId = (JSON.parse(r.body) as { data: { id: string } }).data.id;
+      } catch {
+        unverified++;
+        continue;
+      }
+      // Signed, but under an id that is not its job event's: counted, and still grouped (a second id is a duplicate).
+      if (r.headers['webhook-id'] !== `msg_${jobId}`) unverified++;
+      const e = byJob.get(jobId) ?? { ids: new Set<string>(), deliveries: 0 };
+      e.ids.add(r.headers['webhook-id']!);
+      e.deliveries++;
+      byJob.set(jobId, e);
+    }
+    return { byJob, unverified };
   };
   for (;;) {
     const items = await scan<JobItem | ImageItem>(stack.ctx.cfg.jobsTable);
     const jobs = items.filter((i): i is JobItem => i.sk === 'JOB' && i.status !== 'deleted');
     const open = jobs.filter((j) => j.status === 'queued' || j.status === 'running');
-    const got = received();
-    const waiting = jobs.filter((j) => j.webhookUrl && !got.has(`msg_${j.jobId}`));
+    const got = received().byJob;
+    const waiting = jobs.filter((j) => j.webhookUrl && !got.has(j.jobId));
     if ((open.length === 0 && waiting.length === 0) || Date.now() - tSettle > o.settleMs) break;
     if (Math.random() < 0.1)
       log(
@@ -295,7 +355,10 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
   const bills = new Map<string, number>();
   for (const u of usage)
     bills.set(`${u.jobId}/${u.imageId}`, (bills.get(`${u.jobId}/${u.imageId}`) ?? 0) + 1);
-  const got = received();
+  const { byJob: got, unverified } = received();
+  const perKey = new Map<string, number>();
+  for (const j of jobs)
+    if (j.idempotencyKeyHash) perKey.set(j.idempotencyKeyHash, (perKey.get(j.idempotencyKeyHash) ?? 0) + 1);
   const originals = await stack.ctx.clients.s3.send(
     new ListObjectsV2Command({ Bucket: stack.ctx.cfg.uploadsBucket, Prefix: 'inputs/' }),
   );
@@ -309,14 +372,19 @@ export async function runChaos(partial: Partial<ChaosOptions> = {}): Promise<Cha
     imagesDone: images.filter((i) => i.status === 'done').length,
     imagesFailed: images.filter((i) => i.status === 'failed').length,
     lostJobs: jobs.length - finished.length + Math.max(0, o.jobs - jobs.length),
+    duplicateJobs: [...perKey.values()].filter((n) => n > 1).length,
     doubleBills: [...bills.values()].filter((n) => n > 1).length,
     failedButBilled: images.filter((i) => i.status === 'failed' && bills.has(`${i.jobId}/${i.imageId}`))
       .length,
     doneButUnbilled: images.filter((i) => i.status === 'done' && !bills.has(`${i.jobId}/${i.imageId}`))
       .length,
     webhooksExpected: finished.filter((j) => j.webhookUrl).length,
-    lostWebhooks: finished.filter((j) => j.webhookUrl && !got.has(`msg_${j.jobId}`)).length,
-    duplicatedWebhooks: [...got.values()].filter((n) => n > 1).length,
+    lostWebhooks: finished.filter((j) => j.webhookUrl && !got.has(j.jobId)).length,
+    duplicatedWebhooks: [...got.values()].filter((e) => e.ids.size > 1).length,
+    unverifiedWebhooks: unverified,
+    webhookRedeliveries: [...got.values()].reduce((n, e) => n + e.deliveries - e.ids.size, 0),
+    webhookResendsRecorded: jobs.reduce((n, j) => n + (j.webhookResends ?? 0), 0),
+    webhookRetries: jobs.reduce((n, j) => n + Math.max(0, (j.webhookAttempts ?? 1) - 1), 0),
     leftoverOriginals: originals.KeyCount ?? 0,
     settleMs,
     wallMs: Date.now() - t0,

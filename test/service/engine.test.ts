@@ -15,6 +15,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildDemoBundle } from '../../models/bundle/demo.js';
 import { api, SAMPLE2, waitFor } from './helpers.js';
+import { JobSchema } from '../../functions/api/schemas.js';
+import type { FaceReport } from '../../functions/pipeline/types.js';
 
 let stack: LocalStack;
 
@@ -60,6 +62,16 @@ describe('real engine (demo bundle)', () => {
       expect(f.reidentified).toBe(false);
       expect(f.losses.length).toBeGreaterThanOrEqual(2);
     }
+    // The job view shows the utility check of every FALCO face (issue #10), and the whole job JSON is what
+    // the OpenAPI schema documents: parsing strips undocumented fields, so any would show as a difference.
+    const falco = img.report.faces.filter((f: FaceReport) => f.method === 'falco');
+    expect(falco.length).toBeGreaterThan(0);
+    for (const f of falco as FaceReport[]) {
+      expect(f.attributes!.original.age).toBeGreaterThan(0);
+      expect(f.attributes!.anonymized.pose).toBeDefined();
+      expect(typeof f.attributes!.change.genderKept).toBe('boolean');
+    }
+    expect(JobSchema.parse(job)).toEqual(job);
     const out = await sharp(Buffer.from(await (await fetch(img.result.url)).arrayBuffer())).metadata();
     expect([out.format, out.width]).toEqual(['webp', 800]);
     const usage = (await listUsage(stack.ctx, 'demo', new Date().toISOString().slice(0, 7))).filter(

@@ -7,19 +7,28 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PutCommand, GetCommand } from '@aws-sdk/lib-dynamodb';
+import { PutCommand, GetCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { newJobId } from '../../functions/shared/ids.js';
+import { makeSweepHandler } from '../../functions/sweeper/handler.js';
 import { startLocalStack, type LocalStack } from '../../functions/local/stack.js';
 import { createStandInAnonymizer } from '../../functions/local/stand-in.js';
-import { transition, listJobs, getImage } from '../../functions/shared/jobs-repo.js';
+import { transition, listJobs, getImage, getJob } from '../../functions/shared/jobs-repo.js';
+import { processWebhookMessage } from '../../functions/webhooks/handler.js';
+import { deliver } from '../../functions/webhooks/deliver.js';
 import { IMAGE, JOB, WEBHOOK, isLegal, legalSources, type Machine } from '../../functions/shared/states.js';
 import { listUsage } from '../../functions/shared/usage-repo.js';
 import { jobPk, imageSk } from '../../functions/shared/records.js';
-import { api, SAMPLE, startReceiver, waitFor, type Receiver } from './helpers.js';
+import { api, listKeys, SAMPLE, startReceiver, waitFor, type Receiver } from './helpers.js';
 
 let stack: LocalStack;
 let hook: Receiver;
 let dropEvents = false;
 let failWebhookSends = 0;
+/** A request "dies" at these writes: updates/deletes of this idempotency key, and the job item's put. */
+let killKeyWrites: string | undefined;
+let killJobPut = false;
+/** The request hangs for good (a Lambda frozen at its timeout) when it sends its image messages. */
+let hangJobEnqueue = false;
 
 beforeAll(async () => {
   stack = await startLocalStack({
@@ -35,6 +44,8 @@ beforeAll(async () => {
   stack.ctx.clients.sqs.middlewareStack.add(
     (next) => async (args) => {
       const input = args.input as { QueueUrl?: string; MessageBody?: string };
+      if (hangJobEnqueue && input.QueueUrl === stack.ctx.cfg.jobsQueueUrl && 'Entries' in args.input)
+        return new Promise<never>(() => undefined);
       if (failWebhookSends > 0 && input.QueueUrl === stack.ctx.cfg.webhooksQueueUrl && input.MessageBody) {
         failWebhookSends--;
         throw Object.assign(new Error('injected: webhook enqueue failed'), { name: 'ServiceUnavailable' });
@@ -42,6 +53,21 @@ beforeAll(async () => {
       return next(args);
     },
     { step: 'initialize', name: 'faultInjection' },
+  );
+  stack.ctx.clients.ddb.middlewareStack.add(
+    (next) => async (args) => {
+      const input = args.input as {
+        Key?: { pk?: unknown };
+        Item?: { sk?: unknown };
+        UpdateExpression?: string;
+      };
+      const dies =
+        (killKeyWrites !== undefined && input.Key?.pk === killKeyWrites) ||
+        (killJobPut && input.Item?.sk === 'JOB');
+      if (dies) throw Object.assign(new Error('injected: the request died here'), { name: 'TimeoutError' });
+      return next(args);
+    },
+    { step: 'initialize', name: 'requestDeath' },
   );
   hook = await startReceiver();
 });
@@ -123,6 +149,15 @@ describe('idempotency races', () => {
     return `IDEM#demo#${createHash('sha256').update(key).digest('hex')}`;
   };
   const jobsOf = async () => (await listJobs(stack.ctx, 'demo', 100)).jobs.map((j) => j.jobId);
+  const expireLock = (pk: string) =>
+    stack.ctx.clients.ddb.send(
+      new UpdateCommand({
+        TableName: stack.ctx.cfg.jobsTable,
+        Key: { pk, sk: 'IDEM' },
+        UpdateExpression: 'SET lockUntil = :past',
+        ExpressionAttributeValues: { ':past': Math.floor(Date.now() / 1000) - 1 },
+      }),
+    );
 
   it('concurrent requests against an expired key create one job', async () => {
     const key = 'race-expired';
@@ -156,11 +191,13 @@ describe('idempotency races', () => {
   it("a crashed request's key is held until its lock expires, then reusable", async () => {
     const key = 'race-crashed';
     const nowS = Math.floor(Date.now() / 1000);
+    // A request that recorded its job id in the key, then died before writing any of its job.
+    const deadJobId = newJobId();
     const item = {
       pk: await idemPk(key),
       sk: 'IDEM',
       tenant: 'demo',
-      jobId: 'job_dead',
+      jobId: deadJobId,
       state: 'in-progress',
       ttl: nowS + 3600,
     };
@@ -178,6 +215,7 @@ describe('idempotency races', () => {
     );
     const held = await post(key);
     expect(held.status).toBe(409);
+    expect(held.data.code ?? held.data.type).toMatch(/idempotency-in-progress/);
     await stack.ctx.clients.ddb.send(
       new PutCommand({
         TableName: stack.ctx.cfg.jobsTable,
@@ -187,7 +225,103 @@ describe('idempotency races', () => {
     const retried = await post(key);
     expect(retried.status).toBe(202);
     expect(retried.headers.get('idempotent-replayed')).toBeNull();
-    expect(retried.data.id).not.toBe(first.data.id);
+    // The retry creates the job the dead request would have: the id recorded in the key.
+    expect(retried.data.id).toBe(deadJobId);
+    expect((await post(key)).data.id).toBe(deadJobId);
+  });
+
+  it('a request that dies between writing its job and completing its key: the retry answers with that job', async () => {
+    const key = 'die-after-job';
+    const pk = await idemPk(key);
+    const before = new Set(await jobsOf());
+    // The fault: every write that would complete (or free) this key fails, as if the process died there.
+    killKeyWrites = pk;
+    const first = await post(key);
+    killKeyWrites = undefined;
+    expect(first.status).toBe(500);
+    const created = (await jobsOf()).filter((j) => !before.has(j));
+    expect(created).toHaveLength(1);
+    const idem = await stack.ctx.clients.ddb.send(
+      new GetCommand({ TableName: stack.ctx.cfg.jobsTable, Key: { pk, sk: 'IDEM' } }),
+    );
+    expect(idem.Item).toMatchObject({ state: 'in-progress', jobId: created[0] });
+    // While its lock lives, a retry waits; once it expired, the retry gets the existing job.
+    expect((await post(key)).status).toBe(409);
+    await expireLock(pk);
+    const retried = await post(key);
+    expect(retried.status).toBe(202);
+    expect(retried.headers.get('idempotent-replayed')).toBe('true');
+    expect(retried.data.id).toBe(created[0]);
+    expect((await jobsOf()).filter((j) => !before.has(j))).toEqual(created);
+    const done = await waitFor('the job to complete', async () => {
+      const r = await api(stack).call('GET', `/v1/jobs/${created[0]}`);
+      return r.data.status === 'completed' ? r.data : null;
+    });
+    expect(done.images).toHaveLength(1);
+  });
+
+  it('a request that dies after writing image items but before its job: the retry creates that job, whole', async () => {
+    const key = 'die-before-job';
+    const pk = await idemPk(key);
+    const before = new Set(await jobsOf());
+    killJobPut = true;
+    killKeyWrites = pk; // the failure handler cannot free the key either: the process is gone
+    const first = await post(key);
+    killJobPut = false;
+    killKeyWrites = undefined;
+    expect(first.status).toBe(500);
+    expect((await jobsOf()).filter((j) => !before.has(j))).toHaveLength(0);
+    const idem = await stack.ctx.clients.ddb.send(
+      new GetCommand({ TableName: stack.ctx.cfg.jobsTable, Key: { pk, sk: 'IDEM' } }),
+    );
+    const jobId = idem.Item!.jobId as string;
+    await expireLock(pk);
+    const retried = await post(key);
+    expect(retried.status).toBe(202);
+    expect(retried.data.id).toBe(jobId);
+    // Only the retry's own image: the dead request's image item and original are gone.
+    const done = await waitFor('the job to complete', async () => {
+      const r = await api(stack).call('GET', `/v1/jobs/${jobId}`);
+      return r.data.status === 'completed' ? r.data : null;
+    });
+    expect(done.images).toHaveLength(1);
+    expect(await listKeys(stack, stack.ctx.cfg.uploadsBucket, `inputs/demo/${jobId}/`)).toEqual([]);
+  });
+
+  it('a request that dies between writing its job and queueing its images: the sweeper queues them', async () => {
+    const key = 'die-before-enqueue';
+    const pk = await idemPk(key);
+    const before = new Set(await jobsOf());
+    hangJobEnqueue = true;
+    const form = new FormData();
+    form.append('image', new Blob([SAMPLE], { type: 'image/jpeg' }), 'photo.jpg');
+    form.append('options', JSON.stringify({ steps: 1 }));
+    const gone = new AbortController();
+    const first = fetch(`${stack.url}/v1/jobs`, {
+      method: 'POST',
+      body: form,
+      headers: { authorization: `Bearer ${stack.apiKey}`, 'idempotency-key': key },
+      signal: gone.signal,
+    }).catch(() => 'aborted');
+    const jobId = await waitFor('the job item', async () => (await jobsOf()).find((j) => !before.has(j)));
+    gone.abort();
+    expect(await first).toBe('aborted');
+    hangJobEnqueue = false;
+    await expireLock(pk);
+    const retried = await post(key);
+    expect(retried.status).toBe(202);
+    expect(retried.data.id).toBe(jobId);
+    expect(retried.data.status).toBe('queued');
+    // The sweeper only looks once the creating request must be dead (its lock outlives the API timeout).
+    const s = makeSweepHandler(stack.ctx);
+    expect((await s()).unqueued).toBe(0);
+    const later = { ...stack.ctx, now: () => Date.now() + 61_000 };
+    expect((await makeSweepHandler(later)()).unqueued).toBe(1);
+    expect((await makeSweepHandler(later)()).unqueued).toBe(0);
+    await waitFor('the job to complete', async () => {
+      const r = await api(stack).call('GET', `/v1/jobs/${jobId}`);
+      return r.data.status === 'completed';
+    });
   });
 
   it("a deleted job's key is free", async () => {
@@ -263,6 +397,44 @@ describe('lost events are recovered', () => {
   });
 });
 
+describe('webhook redelivery is on the books', () => {
+  it('a dispatcher that dies after the HTTP delivery: the next one resends the same webhook-id and records it', async () => {
+    failWebhookSends = 1; // the eager enqueue fails: nothing but this test dispatches the job's webhook
+    const res = await api(stack).postImages([{ bytes: SAMPLE }], {
+      options: { steps: 1 },
+      webhook: hook.url,
+    });
+    const jobId = res.data.id as string;
+    await waitFor(
+      'job completed',
+      async () => (await api(stack).call('GET', `/v1/jobs/${jobId}`)).data.status === 'completed',
+    );
+    const msg = { v: 1 as const, jobId, tenant: 'demo', attempt: 1 };
+    const ofJob = () => hook.received.filter((r) => r.headers['webhook-id'] === `msg_${jobId}`);
+    // The first dispatcher delivers, then dies before recording it (its promise never settles).
+    void processWebhookMessage(stack.ctx, msg, async (...a) => {
+      await deliver(...a);
+      return new Promise<never>(() => undefined);
+    });
+    await waitFor('the first delivery', async () => ofJob().length === 1);
+    const mid = await getJob(stack.ctx, jobId);
+    expect(mid?.webhookStatus).toBe('pending');
+    expect(mid?.webhookSendingSince).toBeGreaterThan(0);
+    // While its lease lives nobody else sends; once it expired (past WEBHOOK_TIMEOUT_MS + 5 s) the next one does.
+    await expect(processWebhookMessage(stack.ctx, msg)).rejects.toThrow(/held by another dispatcher/);
+    const later = { ...stack.ctx, now: () => Date.now() + 60_000 };
+    expect(await processWebhookMessage(later, msg)).toBe('delivered');
+    const got = ofJob();
+    expect(got).toHaveLength(2);
+    expect(new Set(got.map((r) => r.headers['webhook-id'])).size).toBe(1);
+    const after = await getJob(stack.ctx, jobId);
+    expect(after).toMatchObject({ webhookStatus: 'delivered', webhookResends: 1 });
+    expect(after?.webhookSendingSince).toBeUndefined();
+    // A late duplicate message finds nothing to send.
+    expect(await processWebhookMessage(later, msg)).toBe('skipped');
+  });
+});
+
 describe('cancellation', () => {
   it('DELETE mid-optimization stops the work within a step or two (its next progress write is refused)', async () => {
     // 500 steps × 20 ms = 10 s of work if nothing stopped it.
@@ -327,6 +499,9 @@ describe('persistent local stack', () => {
       expect(done.images[0].status).toBe('done');
       const usage = (await listUsage(s2.ctx, 'demo', month())).filter((u) => u.jobId === jobId);
       expect(usage).toHaveLength(1);
+      // The key from before the restart still works.
+      const again = await api(s2, key).postImages([{ bytes: SAMPLE }], { options: { steps: 1 } });
+      expect(again.status).toBe(202);
     } finally {
       await s1?.kill();
       await s2?.stop();

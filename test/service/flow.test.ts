@@ -358,6 +358,16 @@ describe('API surface', () => {
       'multipart/form-data',
     ]);
     expect(doc.components.schemas.Job.properties.images).toBeTruthy();
+    // The per-face utility check (issue #10) is documented: both sides and the change.
+    const attrs = doc.components.schemas.FaceReport.properties.attributes;
+    expect(Object.keys(attrs.properties).sort()).toEqual(['anonymized', 'change', 'original']);
+    expect(Object.keys(doc.components.schemas.AttributeChange.properties).sort()).toEqual([
+      'ageDelta',
+      'expressionKept',
+      'genderKept',
+      'poseDeltaDeg',
+    ]);
+    expect(doc.components.schemas.FaceAttributes.properties.expressions).toBeTruthy();
     expect(doc.components.securitySchemes.bearer).toEqual(
       expect.objectContaining({ type: 'http', scheme: 'bearer' }),
     );

@@ -136,6 +136,10 @@ describe('submit <dir>', () => {
       expect(bytes.equals(await readFile(join(root, p)))).toBe(false);
       const report = JSON.parse(await readFile(join(root, `${p}.report.json`), 'utf8'));
       expect(report.faces.length).toBeGreaterThan(0);
+      // The per-face table beside it, as `anonymize` writes it (this stack's stand-in covers with a fill).
+      const table = await readFile(join(root, `${p}.faces.txt`), 'utf8');
+      expect(table).toMatch(new RegExp(`face 0 \\[\\d+,\\d+ \\d+×\\d+\\] ${report.faces[0].method}`));
+      expect(table).toContain(`utility n/a (${report.faces[0].method})`);
     }
     // Exactly once: each result object was fetched once over both runs, each file uploaded once.
     const results = new Map<string, number>();

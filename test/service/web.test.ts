@@ -12,6 +12,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { createAnonymizer } from '../../functions/pipeline/anonymize.js';
 import { buildDemoBundle } from '../../models/bundle/demo.js';
 import { SAMPLE_PATH } from './helpers.js';
+import type { ImageReport } from '../../functions/pipeline/types.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const haveChromium = existsSync(CHROMIUM);
@@ -110,6 +111,28 @@ describe.skipIf(!haveChromium)('demo web page', () => {
     expect(await done.locator('.frame').first().locator('svg rect[fill="none"]').count()).toBe(faces);
     expect(await done.locator('.frame').last().locator('svg rect[fill="none"]').count()).toBe(faces);
     expect(await done.locator('tbody').textContent()).toMatch(/different person|still recognisable/);
+    // Per face, from the card's own raw report: the box, and the utility comparison (original → anonymized,
+    // both measured) for FALCO faces or "n/a" for fallback faces (issue #10).
+    const report = JSON.parse((await done.locator('details pre').textContent())!) as ImageReport;
+    const rows = await done.locator('tbody tr').allTextContents();
+    report.faces.forEach((f, i) => {
+      expect(rows[i]).toContain(`at ${Math.round(f.box.x)},${Math.round(f.box.y)} · `);
+      const a = f.attributes;
+      if (!a) {
+        expect(f.method).not.toBe('falco');
+        expect(rows[i]).toContain(`n/a (${f.method}`);
+        return;
+      }
+      const sex = (g: string) => (g === 'female' ? 'F' : 'M');
+      for (const bit of [
+        `age ${a.original.age.toFixed(0)}→${a.anonymized.age.toFixed(0)}`,
+        `${sex(a.original.gender)}→${sex(a.anonymized.gender)}`,
+        `${a.original.expression}→${a.anonymized.expression}`,
+        `pose Δ${a.change.poseDeltaDeg.toFixed(0)}°`,
+      ])
+        expect(rows[i]).toContain(bit);
+    });
+    expect(report.faces.some((f) => f.attributes)).toBe(true);
     expect(await done.locator('.summary').textContent()).toMatch(
       /^3 faces found · (\d+ more found on the output by the residual scan · )?bundle demo-[0-9a-f]+ \(demo\)/,
     );

@@ -5,7 +5,7 @@
  * stack's emulators, on the CPU (FALCO_PROVIDER=cpu; the task definition sets cuda). It downloads the model
  * bundle from S3 (BUNDLE_URI), reports its status, anonymizes a job end to end and stops cleanly on SIGTERM.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -14,6 +14,7 @@ import { CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalStack, type LocalStack } from '../../functions/local/stack.js';
 import { bundleWorker } from '../../functions/worker/bundle.js';
+import { healthCheckCommand } from '../../functions/worker/health.js';
 import { buildDemoBundle } from '../../models/bundle/demo.js';
 import { REPO_ROOT } from '../../models/fixtures/paths.js';
 import { api, SAMPLE, waitFor } from './helpers.js';
@@ -82,7 +83,8 @@ describe('worker image entry point (bundled, as the CMD runs it)', () => {
       async () => {
         if (child!.exitCode !== null) throw new Error(`worker exited ${child!.exitCode}:\n${out}`);
         try {
-          return JSON.parse(readFileSync(statusFile, 'utf8')) as Record<string, unknown>;
+          const s = JSON.parse(readFileSync(statusFile, 'utf8')) as Record<string, unknown>;
+          return s.ready ? s : null; // written from the start (ready: false) for the health check
         } catch {
           return null;
         }
@@ -97,6 +99,9 @@ describe('worker image entry point (bundled, as the CMD runs it)', () => {
       bundleId: expect.stringMatching(/^demo-/),
     });
     expect(out).toMatch(/"message":"worker engine ready"/);
+    // The task definition's health check, run as ECS runs it, passes against the live worker.
+    const [, , ...hcArgs] = healthCheckCommand(statusFile);
+    expect(spawnSync(process.execPath, hcArgs, { encoding: 'utf8' }).status).toBe(0);
     expect(out).toMatch(/onnxruntime session on CPU \(FALCO_PROVIDER=cpu\)/);
 
     const res = await api(stack).postImages([{ bytes: SAMPLE }], { options: { steps: 2 } });

@@ -1,7 +1,6 @@
 /** Job routes. Every lookup is scoped to the caller's tenant; another tenant's job is indistinguishable from none (404). */
 import { createHash } from 'node:crypto';
 import { createRoute, z, type OpenAPIHono } from '@hono/zod-openapi';
-import { SendMessageBatchCommand } from '@aws-sdk/client-sqs';
 import { wakeFleet } from '../../shared/fleet.js';
 import type { Context } from 'hono';
 import type { ServiceContext } from '../../shared/context.js';
@@ -16,21 +15,21 @@ import {
   imageSk,
   type IdempotencyItem,
   type ImageItem,
-  type ImageMessage,
   type JobItem,
 } from '../../shared/records.js';
 import {
   claimIdempotencyKey,
   completeIdempotencyKey,
-  getJob,
   deleteImageItems,
+  discardPartialJob,
   getJobWithImages,
   listJobs,
   markJobDeleted,
+  markJobEnqueued,
   putJob,
   releaseIdempotencyKey,
 } from '../../shared/jobs-repo.js';
-import { failImage } from '../../shared/lifecycle.js';
+import { enqueueImages } from '../../shared/lifecycle.js';
 import { TERMINAL_IMAGE } from '../../shared/records.js';
 import { deleteObject, deletePrefix, getObjectBytes, putObject } from '../../shared/storage.js';
 import { CONTENT_TYPES } from '../../shared/layout.js';
@@ -350,7 +349,7 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
       );
     const idemPk = idemKey ? `IDEM#${tenant}#${sha256(idemKey)}` : undefined;
     const now = ctx.now();
-    const jobId = newJobId(now);
+    let jobId = newJobId(now);
 
     const replay = async (existing: IdempotencyItem) => {
       if (existing.bodyHash !== bodyHash) {
@@ -385,28 +384,27 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
         { 'Retry-After': String(rate.retryAfter) },
       );
     if (idemPk) {
-      const claim = () =>
-        claimIdempotencyKey(ctx, {
-          pk: idemPk,
-          sk: 'IDEM',
-          tenant,
-          bodyHash,
-          jobId,
-          createdAt: new Date(now).toISOString(),
-          state: 'in-progress',
-          lockUntil: Math.floor(now / 1000) + ctx.cfg.idempotencyLockSeconds,
-          ttl: Math.floor(now / 1000) + ctx.cfg.idempotencyHours * 3600,
-        });
-      let existing = await claim();
-      if (existing?.state !== 'in-progress' && existing?.jobId) {
-        // A key whose job is gone (erased before keys were released on erase) is free: release and claim again.
-        const held = await getJob(ctx, existing.jobId);
-        if (!held || held.status === 'deleted') {
-          await releaseIdempotencyKey(ctx, idemPk, existing.jobId);
-          existing = await claim();
-        }
+      const claim = await claimIdempotencyKey(ctx, {
+        pk: idemPk,
+        sk: 'IDEM',
+        tenant,
+        bodyHash,
+        jobId,
+        createdAt: new Date(now).toISOString(),
+        state: 'in-progress',
+        // Must outlive this function (API timeout 29 s < 60 s default): an expired lock means a dead request.
+        lockUntil: Math.floor(now / 1000) + ctx.cfg.idempotencyLockSeconds,
+        ttl: Math.floor(now / 1000) + ctx.cfg.idempotencyHours * 3600,
+      });
+      if (claim.kind === 'held') return replay(claim.item);
+      // Taken over from a request that died before writing its job: create that job, under the id it recorded.
+      jobId = claim.jobId;
+      if (claim.resumed) {
+        // What the dead request stored before dying (image items, originals) is not this job's: remove it.
+        const partial = await discardPartialJob(ctx, jobId);
+        await deletePrefix(ctx, ctx.cfg.uploadsBucket, inputPrefix(tenant, jobId));
+        ctx.log.warn('idempotency key taken over from a dead request', { jobId, tenant, partial });
       }
-      if (existing) return replay(existing);
     }
 
     let stored = 'nothing' as 'nothing' | 'inputs' | 'job';
@@ -503,6 +501,7 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
           webhookUrl: parsed.webhook,
           webhookStatus: parsed.webhook ? 'pending' : 'none',
           idempotencyKeyHash: idemKey ? sha256(idemKey) : undefined,
+          enqueuePending: true,
           ttl,
         };
         await putJob(ctx, job, items);
@@ -514,6 +513,7 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
       stored = 'job';
       // From here each image releases its own slot when it becomes terminal (enqueue failures included).
       await enqueueImages(ctx, job, items);
+      await markJobEnqueued(ctx, jobId);
       if (idemPk) await completeIdempotencyKey(ctx, idemPk, jobId);
       await wakeFleet(ctx); // a fleet at zero starts booting now, not at the next scaling alarm (fleet.ts)
       ctx.log.info('job created', {
@@ -582,42 +582,4 @@ export function registerJobs(app: OpenAPIHono<ApiEnv>, ctx: ServiceContext): voi
     ctx.log.info('job erased', { jobId: job.jobId, tenant });
     return c.body(null, 204);
   });
-}
-
-async function enqueueImages(ctx: ServiceContext, job: JobItem, items: ImageItem[]): Promise<void> {
-  for (let i = 0; i < items.length; i += 10) {
-    const chunk = items.slice(i, i + 10);
-    const entries = chunk.map((img) => {
-      const msg: ImageMessage = {
-        v: 1,
-        tenant: job.tenant,
-        jobId: job.jobId,
-        imageId: img.imageId,
-        inputKey: img.inputKey,
-        options: job.options,
-        outputFormat: img.outputFormat,
-      };
-      return { Id: String(img.index), MessageBody: JSON.stringify(msg) };
-    });
-    let failed: string[] = [];
-    try {
-      const out = await ctx.clients.sqs.send(
-        new SendMessageBatchCommand({ QueueUrl: ctx.cfg.jobsQueueUrl, Entries: entries }),
-      );
-      failed = (out.Failed ?? []).map((f) => f.Id!);
-    } catch (err) {
-      ctx.log.error('enqueue failed', { jobId: job.jobId, error: (err as Error).message });
-      failed = entries.map((e) => e.Id);
-    }
-    // An image that could not be queued would stay "queued" forever: fail it now (not billed).
-    for (const id of failed) {
-      const img = chunk.find((x) => String(x.index) === id)!;
-      await failImage(
-        ctx,
-        img,
-        'enqueue-failed',
-        'the image could not be queued for processing; please resubmit',
-      );
-    }
-  }
 }

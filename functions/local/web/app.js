@@ -170,30 +170,59 @@
     return list;
   }
 
+  /**
+   * The utility comparison, original → anonymized, one compact line ("age 31→29 · F→F · happy→happy · pose Δ4°"),
+   * each part green when kept (age within 5 years, same gender, same expression, pose within 10°) and red when
+   * not; the full numbers in the tooltip. Faces covered by a fallback are not measured (their utility is given
+   * up by design): "n/a".
+   */
   function attributes(f) {
     const a = f.attributes;
-    if (!a || !a.original || !a.anonymized) return el('span', { class: 'hint', text: 'not measured' });
+    if (!a || !a.original || !a.anonymized || !a.change) {
+      const fallback = f.method && f.method !== 'falco';
+      return el('span', {
+        class: 'hint',
+        text: fallback ? `n/a (${f.method}: not kept by design)` : 'not measured',
+      });
+    }
     const o = a.original;
     const n = a.anonymized;
-    const rows = [
-      ['age', `${fmt(o.age, 0)} → ${fmt(n.age, 0)}`],
-      ['gender', `${o.gender} → ${n.gender}`],
-      ['expression', `${o.expression} → ${n.expression}`],
-      ['head yaw', `${fmt(o.pose && o.pose.yaw, 0)}° → ${fmt(n.pose && n.pose.yaw, 0)}°`],
+    const c = a.change;
+    const sex = (x) => (x.gender === 'female' ? 'F' : 'M');
+    const part = (kept, text, title) => el('span', { class: kept ? 'kept' : 'lost', text, title });
+    const pose = (x) =>
+      `yaw ${fmt(x.pose.yaw, 0)}°, pitch ${fmt(x.pose.pitch, 0)}°, roll ${fmt(x.pose.roll, 0)}°`;
+    const parts = [
+      part(
+        Math.abs(c.ageDelta) <= 5,
+        `age ${fmt(o.age, 0)}→${fmt(n.age, 0)}`,
+        `age ${fmt(o.age, 1)} → ${fmt(n.age, 1)} years`,
+      ),
+      part(
+        c.genderKept,
+        `${sex(o)}→${sex(n)}`,
+        `${o.gender} (${fmt(o.genderScore)}) → ${n.gender} (${fmt(n.genderScore)})`,
+      ),
+      part(
+        c.expressionKept,
+        `${o.expression}→${n.expression}`,
+        `${o.expression} (${fmt(o.expressionScore)}) → ${n.expression} (${fmt(n.expressionScore)})`,
+      ),
+      part(
+        c.poseDeltaDeg <= 10,
+        `pose Δ${fmt(c.poseDeltaDeg, 0)}°`,
+        `${pose(o)} → ${pose(n)} (largest change ${fmt(c.poseDeltaDeg, 1)}°)`,
+      ),
     ];
-    return el(
-      'div',
-      {},
-      ...rows.map(([k, v]) => el('div', {}, el('span', { class: 'hint', text: k + ' ' }), v)),
-    );
+    // Comma-separated like the CLI's line; each part stays on one line when the cell wraps.
+    const line = el('div', { class: 'utility' });
+    parts.forEach((p, i) => line.append(...(i ? [', ', p] : [p])));
+    return line;
   }
 
   function facesTable(report) {
-    const head = el(
-      'tr',
-      {},
-      ...['Face', 'Method', 'Identity check', 'Kept attributes'].map((h) => el('th', { text: h })),
-    );
+    const titles = ['Face', 'Method', 'Identity check', 'Utility: original → anonymized'];
+    const head = el('tr', {}, ...titles.map((h) => el('th', { text: h })));
     const body = report.faces.map((f, i) =>
       el(
         'tr',
@@ -203,7 +232,10 @@
           {},
           el('span', { class: 'swatch', style: `background:${COLORS[i % COLORS.length]}` }),
           `#${i + 1}`,
-          el('div', { class: 'hint', text: `detector ${fmt(f.score)}` }),
+          el('div', {
+            class: 'hint',
+            text: `at ${fmt(f.box.x, 0)},${fmt(f.box.y, 0)} · ${fmt(f.box.width, 0)}×${fmt(f.box.height, 0)} px · detector ${fmt(f.score)}`,
+          }),
         ),
         el(
           'td',
@@ -218,6 +250,8 @@
         el('td', {}, attributes(f)),
       ),
     );
+    // Each cell names its column, for the narrow layout where rows are stacked (index.html, @media).
+    for (const row of body) [...row.children].forEach((td, k) => td.setAttribute('data-label', titles[k]));
     return el(
       'div',
       { class: 'table-wrap' },
