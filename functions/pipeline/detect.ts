@@ -157,6 +157,7 @@ export class FaceDetector {
     const plan = PLANS[opts.mode];
     const candidates: Candidate[] = [];
     const sources = new SourceCache(image);
+    const gain = exposureGain(image);
     for (const angle of [0, 90, 180, 270] as const) {
       const minFace = angle === 0 ? plan.minFace : plan.minFaceTurned;
       if (!Number.isFinite(minFace)) continue;
@@ -168,7 +169,7 @@ export class FaceDetector {
         const lw = fw * scale;
         const lh = fh * scale;
         for (const tile of tiles(lw, lh)) {
-          const input = renderTile(src, image, angle, scale, tile.x, tile.y);
+          const input = renderTile(src, image, angle, scale, tile.x, tile.y, gain);
           if (isFlat(input)) continue;
           const { boxes, scores } = await this.models.ssdDecoded(input);
           const keep = nonMaxSuppression(boxes, scores, opts.maxFaces, 0.5, minScore);
@@ -500,6 +501,7 @@ function renderTile(
   scale: number,
   tx: number,
   ty: number,
+  gain = 1,
 ): Float32Array {
   const n = SSD_INPUT;
   const out = new Float32Array(3 * n * n);
@@ -533,11 +535,46 @@ function renderTile(
         const v11 = d[(r1 + x1) * 3 + c];
         const top = v00 + (v01 - v00) * ax;
         const bot = v10 + (v11 - v10) * ax;
-        out[c * plane + o] = (top + (bot - top) * ay - 127.5) / 127.5;
+        out[c * plane + o] = (Math.min(255, (top + (bot - top) * ay) * gain) - 127.5) / 127.5;
       }
     }
   }
   return out;
+}
+
+/** A photo whose brightest 1 % is below this (max channel, 0..255) is treated as under-exposed. */
+const DARK_P99 = 160;
+/** Largest brightening `exposureGain` applies (a photo darkened ×0.25 is restored). */
+const MAX_GAIN = 4;
+
+/**
+ * Brightening for an under-exposed photo, applied to every SSD input: the SSD was trained on normally exposed
+ * photos and misses faces in dark ones (the `dark` coverage bucket, photos ×0.25: 18/22 found without it,
+ * exactly as many as one whole-photo pass). The gain brings the photo's 99th percentile (max channel, on a
+ * ≤ 64k-pixel subsample) to 240, at most ×MAX_GAIN; photos with p99 ≥ DARK_P99 get 1 and see exactly the
+ * inputs they saw before.
+ */
+export function exposureGain(image: RgbImage): number {
+  const n = image.width * image.height;
+  const step = Math.max(1, Math.floor(n / 65536));
+  const hist = new Uint32Array(256);
+  let count = 0;
+  for (let i = 0; i < n; i += step) {
+    const o = i * 3;
+    hist[Math.max(image.data[o]!, image.data[o + 1]!, image.data[o + 2]!)]++;
+    count++;
+  }
+  let above = 0;
+  let p99 = 255;
+  for (let v = 255; v >= 0; v--) {
+    above += hist[v]!;
+    if (above >= count * 0.01) {
+      p99 = v;
+      break;
+    }
+  }
+  if (p99 >= DARK_P99) return 1;
+  return Math.min(MAX_GAIN, 240 / Math.max(p99, 1));
 }
 
 /** Side of the blocks whose contrast `isFlat` measures, in input pixels (half the smallest reliable face). */
