@@ -41,12 +41,13 @@ async function updateIf(ctx: ServiceContext, input: UpdateCommandInput): Promise
   }
 }
 
-export async function getJobWithImages(
+/** Every item under a job's partition (the job and its images), all pages, strongly consistent. */
+async function jobPartition(
   ctx: ServiceContext,
   jobId: string,
-): Promise<{ job: JobItem; images: ImageItem[] } | null> {
-  let job: JobItem | undefined;
-  const images: ImageItem[] = [];
+  projection?: string,
+): Promise<Array<Record<string, unknown>>> {
+  const items: Array<Record<string, unknown>> = [];
   let start: Record<string, unknown> | undefined;
   do {
     const out = await ctx.clients.ddb.send(
@@ -56,14 +57,26 @@ export async function getJobWithImages(
         ExpressionAttributeValues: { ':pk': jobPk(jobId) },
         ConsistentRead: true,
         ExclusiveStartKey: start,
+        ...(projection ? { ProjectionExpression: projection } : {}),
       }),
     );
-    for (const item of out.Items ?? []) {
-      if (item.sk === 'JOB') job = item as JobItem;
-      else if (typeof item.sk === 'string' && item.sk.startsWith('IMG#')) images.push(item as ImageItem);
-    }
+    items.push(...(out.Items ?? []));
     start = out.LastEvaluatedKey;
   } while (start);
+  return items;
+}
+
+export async function getJobWithImages(
+  ctx: ServiceContext,
+  jobId: string,
+): Promise<{ job: JobItem; images: ImageItem[] } | null> {
+  let job: JobItem | undefined;
+  const images: ImageItem[] = [];
+  for (const item of await jobPartition(ctx, jobId)) {
+    if (item.sk === 'JOB') job = item as unknown as JobItem;
+    else if (typeof item.sk === 'string' && item.sk.startsWith('IMG#'))
+      images.push(item as unknown as ImageItem);
+  }
   if (!job) return null;
   images.sort((a, b) => a.index - b.index);
   return { job, images };
@@ -124,16 +137,7 @@ export async function putJob(ctx: ServiceContext, job: JobItem, images: ImageIte
  * its own, or the job would count images nobody queued. Returns how many were removed.
  */
 export async function discardPartialJob(ctx: ServiceContext, jobId: string): Promise<number> {
-  const out = await ctx.clients.ddb.send(
-    new QueryCommand({
-      TableName: ctx.cfg.jobsTable,
-      KeyConditionExpression: 'pk = :pk',
-      ExpressionAttributeValues: { ':pk': jobPk(jobId) },
-      ConsistentRead: true,
-      ProjectionExpression: 'pk, sk',
-    }),
-  );
-  const items = out.Items ?? [];
+  const items = await jobPartition(ctx, jobId, 'pk, sk');
   if (items.some((i) => i.sk === 'JOB')) throw new Error(`job ${jobId} exists: not a partial write`);
   for (const i of items)
     await ctx.clients.ddb.send(

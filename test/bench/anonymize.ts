@@ -106,9 +106,12 @@ async function demo(args: string[], threads?: number): Promise<DemoFigures | und
   }
 }
 
-async function full(threads: number | undefined, demoFig: DemoFigures | undefined): Promise<void> {
+/**
+ * The graph builders and FALCO's full-size pattern weights (the goldens' specs). Imported on demand: graph
+ * building code is only needed for the full-size figures.
+ */
+async function fullPatternWeights() {
   const spec = (f: string) => loadSpec(fixturePath(f));
-  // Imported here: graph building code is only needed for this figure.
   const graphs =
     (await import('../../models/falco/graphs.js')) as typeof import('../../models/falco/graphs.js');
   const w = graphs.falcoWeightsFromMaps({
@@ -117,6 +120,11 @@ async function full(threads: number | undefined, demoFig: DemoFigures | undefine
     farl: spec('farl_vitb16.spec.json'),
     e4e: spec('e4e_irse50.spec.json'),
   });
+  return { graphs, w };
+}
+
+async function full(threads: number | undefined, demoFig: DemoFigures | undefined): Promise<void> {
+  const { graphs, w } = await fullPatternWeights();
   const dir = join(REPO_ROOT, 'var', 'bench-full');
   await mkdir(dir, { recursive: true });
   const opts = { provider: 'auto' as const, ...(threads ? { threads } : {}) };
@@ -231,15 +239,7 @@ async function e2eBundle(batch: number): Promise<string> {
   const stepB = join(dir, `step_b${batch}.onnx`);
   if (existsSync(join(dir, 'manifest.json')) && (batch < 2 || existsSync(stepB))) return dir;
   const t0 = performance.now();
-  const spec = (f: string) => loadSpec(fixturePath(f));
-  const graphs =
-    (await import('../../models/falco/graphs.js')) as typeof import('../../models/falco/graphs.js');
-  const w = graphs.falcoWeightsFromMaps({
-    generator: spec('stylegan2_genforce_r1024.spec.json'),
-    arcface: spec('arcface_irse50.spec.json'),
-    farl: spec('farl_vitb16.spec.json'),
-    e4e: spec('e4e_irse50.spec.json'),
-  });
+  const { graphs, w } = await fullPatternWeights();
   const comp = { source: 'fixture pattern weights', sha256: '0'.repeat(64), license: 'test' };
   await assembleBundle({
     outDir: dir,

@@ -79,6 +79,21 @@ afterAll(async () => {
 
 const month = () => new Date().toISOString().slice(0, 7);
 
+/** A one-image job whose webhook enqueue fails once, run to completion; returns its id. */
+async function completedJobWithFailedWebhookEnqueue(): Promise<string> {
+  failWebhookSends = 1;
+  const res = await api(stack).postImages([{ bytes: SAMPLE }], {
+    options: { steps: 1 },
+    webhook: hook.url,
+  });
+  const jobId = res.data.id as string;
+  await waitFor(
+    'job completed',
+    async () => (await api(stack).call('GET', `/v1/jobs/${jobId}`)).data.status === 'completed',
+  );
+  return jobId;
+}
+
 describe('state machines', () => {
   const machines: Array<Machine<string>> = [JOB, IMAGE, WEBHOOK] as never;
 
@@ -373,16 +388,7 @@ describe('lost events are recovered', () => {
   });
 
   it('a failed webhook enqueue after the job finished: the outbox sweep delivers it exactly once', async () => {
-    failWebhookSends = 1;
-    const res = await api(stack).postImages([{ bytes: SAMPLE }], {
-      options: { steps: 1 },
-      webhook: hook.url,
-    });
-    const jobId = res.data.id as string;
-    await waitFor(
-      'job completed',
-      async () => (await api(stack).call('GET', `/v1/jobs/${jobId}`)).data.status === 'completed',
-    );
+    const jobId = await completedJobWithFailedWebhookEnqueue();
     expect(failWebhookSends).toBe(0);
     const job = (await api(stack).call('GET', `/v1/jobs/${jobId}`)).data;
     expect(job.webhook.status).toBe('pending');
@@ -399,16 +405,8 @@ describe('lost events are recovered', () => {
 
 describe('webhook redelivery is on the books', () => {
   it('a dispatcher that dies after the HTTP delivery: the next one resends the same webhook-id and records it', async () => {
-    failWebhookSends = 1; // the eager enqueue fails: nothing but this test dispatches the job's webhook
-    const res = await api(stack).postImages([{ bytes: SAMPLE }], {
-      options: { steps: 1 },
-      webhook: hook.url,
-    });
-    const jobId = res.data.id as string;
-    await waitFor(
-      'job completed',
-      async () => (await api(stack).call('GET', `/v1/jobs/${jobId}`)).data.status === 'completed',
-    );
+    // The eager enqueue fails: nothing but this test dispatches the job's webhook.
+    const jobId = await completedJobWithFailedWebhookEnqueue();
     const msg = { v: 1 as const, jobId, tenant: 'demo', attempt: 1 };
     const ofJob = () => hook.received.filter((r) => r.headers['webhook-id'] === `msg_${jobId}`);
     // The first dispatcher delivers, then dies before recording it (its promise never settles).
