@@ -12,7 +12,7 @@
  */
 import { readFileSync } from 'node:fs';
 import sharp, { type Sharp } from 'sharp';
-import { FaceDetector } from '../../functions/pipeline/detect.js';
+import { FaceDetector, type Rotation } from '../../functions/pipeline/detect.js';
 import { decodeImage, type RgbImage } from '../../functions/pipeline/image-io.js';
 import { ffhqAlignment } from '../../functions/pipeline/align.js';
 import { convexHull, pasteFace } from '../../functions/pipeline/paste.js';
@@ -24,6 +24,8 @@ export interface SampleFace extends FaceGeometry {
   /** Identity label: `s<photo>f<index>`. */
   id: string;
   image: RgbImage;
+  /** The quarter turn under which the detector judged the face upright (its landmarks come from that frame). */
+  angle: Rotation;
 }
 
 export const VARIANTS = ['jitter', 'resize', 'jpeg', 'flip', 'blur'] as const;
@@ -38,7 +40,7 @@ export async function sampleFaces(models: FaceApi, photos = [1, 2, 3, 4, 5, 6]):
   for (const n of photos) {
     const { image } = await decodeImage(readFileSync(samplePath(n)));
     for (const f of await det.detect(image))
-      out.push({ id: `s${n}f${f.index}`, image, box: f.box, landmarks: f.landmarks });
+      out.push({ id: `s${n}f${f.index}`, image, box: f.box, landmarks: f.landmarks, angle: f.angle });
   }
   return out;
 }
