@@ -187,7 +187,14 @@ const FaceSchema = z
   .object({
     index: z.number().int(),
     box: z.object({ x: z.number(), y: z.number(), width: z.number(), height: z.number() }),
-    score: z.number(),
+    score: z.number().openapi({ description: "The SSD detector's score for this face." }),
+    confirmedBy: z
+      .object({ detector: z.literal('blazeface'), score: z.number() })
+      .optional()
+      .openapi({
+        description:
+          'Present when the SSD scored the face under its threshold (an occluded, blurred or tilted face) and a second detector family confirmed it: which one, and its score.',
+      }),
     losses: z.array(z.array(z.number())),
     identityDistance: z.number(),
     reidentified: z.boolean(),

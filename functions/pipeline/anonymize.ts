@@ -555,7 +555,13 @@ class FalcoAnonymizer implements Anonymizer {
   private async anonymizeFace(
     photo: RgbImage,
     current: RgbImage,
-    face: { index: number; box: Box; score: number; landmarks: Point[] },
+    face: {
+      index: number;
+      box: Box;
+      score: number;
+      landmarks: Point[];
+      source?: { confirmedBy?: FaceReport['confirmedBy'] };
+    },
     opts: ResolvedOptions,
     progress: (fraction: number, p: Omit<Progress, 'fraction'>) => void,
     signal?: AbortSignal,
@@ -619,6 +625,7 @@ class FalcoAnonymizer implements Anonymizer {
       index: face.index,
       box: { x: face.box.x, y: face.box.y, width: face.box.width, height: face.box.height },
       score: face.score,
+      ...(face.source?.confirmedBy ? { confirmedBy: { ...face.source.confirmedBy } } : {}),
       losses,
       identityDistance: faceApi?.distance ?? 0,
       reidentified: recognisable,
@@ -811,7 +818,7 @@ function strongFallback(m: FaceMethod): FallbackMethod {
 }
 
 function fallbackReport(
-  face: { index: number; box: Box; score: number },
+  face: { index: number; box: Box; score: number; source?: { confirmedBy?: FaceReport['confirmedBy'] } },
   method: FallbackMethod,
   reason: string,
   verdicts: RecognizerVerdict[],
@@ -821,6 +828,7 @@ function fallbackReport(
     index: face.index,
     box: { x: face.box.x, y: face.box.y, width: face.box.width, height: face.box.height },
     score: face.score,
+    ...(face.source?.confirmedBy ? { confirmedBy: { ...face.source.confirmedBy } } : {}),
     losses: [],
     identityDistance: verdicts[0]?.distance ?? 0,
     // The region is covered by the fallback; the recognizers' raw verdicts stay in `recognizers`.

@@ -295,8 +295,9 @@ export class FaceDetector {
   /**
    * Score fusion: merged candidates at or above `threshold` stand on the SSD's score. A weaker one stands only
    * if BlazeFace, the second detector family, scores a face at the same box (≥ CONFIRM_SCORE) *and* the
-   * landmark net draws a consistent face there in its upright frame (≤ CONFIRM_INCONSISTENCY), and its centre
-   * does not lie inside a face already kept (a chin or forehead box of a found face is not a second face).
+   * landmark net draws a consistent face there in its upright frame (≤ CONFIRM_INCONSISTENCY), and it does not
+   * overlap a face already kept (`overlapsFace`: a chin, forehead or head box of a found face is not a second
+   * face; the size-64 scene had one such duplicate).
    * The frame found on the way is handed on so `detect` does not compute it again.
    */
   private async verifyWeak(
@@ -310,12 +311,7 @@ export class FaceDetector {
     const out: Array<Candidate & { confirmedBy?: number; frame?: Frame }> = [...strong];
     for (const c of merged) {
       if (c.score >= threshold) continue;
-      const cx = c.box.x + c.box.width / 2;
-      const cy = c.box.y + c.box.height / 2;
-      const inside = out.some(
-        (k) => cx >= k.box.x && cx <= k.box.x + k.box.width && cy >= k.box.y && cy <= k.box.y + k.box.height,
-      );
-      if (inside) continue;
+      if (out.some((k) => overlapsFace(c.box, k.box))) continue;
       const p = await this.confirmer.scoreAt(image, c.box, gain);
       if (p < CONFIRM_SCORE) continue;
       const frame = await uprightFrame(this.models, image, c.box, c.angle);
@@ -328,6 +324,19 @@ export class FaceDetector {
     if (this.owned) await this.models.close();
     await this.confirmer?.close();
   }
+}
+
+/**
+ * Whether weak box `c` is another view of kept face `k`: its centre lies in `k`, or they share more than 30 % of
+ * the smaller box (mergeCandidates' rule for equals is 0.4 IoU / 70 %; a weak box gets a stricter one).
+ */
+function overlapsFace(c: Box, k: Box): boolean {
+  const cx = c.x + c.width / 2;
+  const cy = c.y + c.height / 2;
+  if (cx >= k.x && cx <= k.x + k.width && cy >= k.y && cy <= k.y + k.height) return true;
+  const ix = Math.max(0, Math.min(c.x + c.width, k.x + k.width) - Math.max(c.x, k.x));
+  const iy = Math.max(0, Math.min(c.y + c.height, k.y + k.height) - Math.max(c.y, k.y));
+  return ix * iy > 0.3 * Math.min(c.width * c.height, k.width * k.height);
 }
 
 function pickEngine(o: FaceApiOptions | undefined): BlazeFaceOptions {

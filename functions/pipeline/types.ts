@@ -87,7 +87,10 @@ export interface Box {
 export interface FaceReport {
   index: number;
   box: Box;
+  /** The SSD's score (below the detection threshold when `confirmedBy` is set). */
   score: number;
+  /** The second detector family that confirmed a face the SSD scored under its threshold, and its score. */
+  confirmedBy?: { detector: 'blazeface'; score: number };
   /** loss, id, attr before each optimization step. */
   losses: Array<[number, number, number]>;
   /** Independent check (face-api 128-D recognizer, not used by the optimization). */
