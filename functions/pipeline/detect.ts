@@ -334,9 +334,14 @@ function overlapsFace(c: Box, k: Box): boolean {
   const cx = c.x + c.width / 2;
   const cy = c.y + c.height / 2;
   if (cx >= k.x && cx <= k.x + k.width && cy >= k.y && cy <= k.y + k.height) return true;
-  const ix = Math.max(0, Math.min(c.x + c.width, k.x + k.width) - Math.max(c.x, k.x));
-  const iy = Math.max(0, Math.min(c.y + c.height, k.y + k.height) - Math.max(c.y, k.y));
-  return ix * iy > 0.3 * Math.min(c.width * c.height, k.width * k.height);
+  return intersectionArea(c, k) > 0.3 * Math.min(c.width * c.height, k.width * k.height);
+}
+
+/** Area shared by two boxes (0 when they do not overlap). */
+function intersectionArea(a: Box, b: Box): number {
+  const ix = Math.max(0, Math.min(a.x + a.width, b.x + b.width) - Math.max(a.x, b.x));
+  const iy = Math.max(0, Math.min(a.y + a.height, b.y + b.height) - Math.max(a.y, b.y));
+  return ix * iy;
 }
 
 function pickEngine(o: FaceApiOptions | undefined): BlazeFaceOptions {
@@ -559,15 +564,7 @@ export function mergeCandidates<T extends { box: Box; score: number }>(cands: re
   const kept: T[] = [];
   for (const c of order) {
     const dup = kept.some((k) => {
-      const ix = Math.max(
-        0,
-        Math.min(c.box.x + c.box.width, k.box.x + k.box.width) - Math.max(c.box.x, k.box.x),
-      );
-      const iy = Math.max(
-        0,
-        Math.min(c.box.y + c.box.height, k.box.y + k.box.height) - Math.max(c.box.y, k.box.y),
-      );
-      const inter = ix * iy;
+      const inter = intersectionArea(c.box, k.box);
       const a = c.box.width * c.box.height;
       const b = k.box.width * k.box.height;
       return inter / (a + b - inter) > 0.4 || inter > 0.7 * Math.min(a, b);
