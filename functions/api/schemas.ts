@@ -189,11 +189,11 @@ const FaceSchema = z
     box: z.object({ x: z.number(), y: z.number(), width: z.number(), height: z.number() }),
     score: z.number().openapi({ description: "The SSD detector's score for this face." }),
     confirmedBy: z
-      .object({ detector: z.literal('blazeface'), score: z.number() })
+      .object({ detector: z.literal('blazeface'), score: z.number(), faceMesh: z.number().optional() })
       .optional()
       .openapi({
         description:
-          'Present when the SSD scored the face under its threshold (an occluded, blurred or tilted face) and a second detector family confirmed it: which one, and its score.',
+          "Present when the SSD scored the face under its threshold (an occluded, blurred or tilted face) and a second detector family confirmed it: which one, and its score. When the SSD did not see the face at all (its score is 0) and BlazeFace found it, `faceMesh` is the third vote: FaceMesh's face flag.",
       }),
     losses: z.array(z.array(z.number())),
     identityDistance: z.number(),

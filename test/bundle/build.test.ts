@@ -152,6 +152,7 @@ describe.runIf(supported)('models build: end to end at demo size', () => {
     expect(m.components.human?.sha256).toMatch(/^[0-9a-f]{64}$/);
     expect(existsSync(join(out, 'human', 'faceres.json'))).toBe(true);
     expect(existsSync(join(out, 'human', 'blazeface.json'))).toBe(true);
+    expect(existsSync(join(out, 'human', 'facemesh.json'))).toBe(true);
     expect(existsSync(join(out, 'faceapi', 'age_gender_model-weights_manifest.json'))).toBe(true);
     expect(existsSync(join(out, 'faceapi', 'face_expression_model-weights_manifest.json'))).toBe(true);
     await buildPool(out, { n: 4 });

@@ -1,13 +1,17 @@
 /**
- * Score fusion of two detector families (functions/pipeline/detect.ts `verifyWeak`, models/blazeface): the
+ * Score fusion of detector families (functions/pipeline/detect.ts, models/blazeface, models/facemesh): the
  * SSD's weak candidates stand only when BlazeFace sees a face at the same box and the landmark net draws a
- * consistent face there. Real values: coverage scenes with ground-truth boxes (test/coverage/scenes.ts), the
- * same scene with fusion off as the control.
+ * consistent face there (`verifyWeak`); faces the SSD does not see at all are proposed by BlazeFace and stand
+ * only with FaceMesh's face flag as a third vote (`blazeProposals`). Real values: coverage scenes with
+ * ground-truth boxes (test/coverage/scenes.ts), the same scene with fusion off, or with the face-flag vote
+ * made blind, as the control.
  */
 import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BLAZEFACE_INPUT, BlazeFace, centredCrop } from '../../models/blazeface/index.js';
 import { FaceDetector } from '../../functions/pipeline/detect.js';
+import { FaceMesh } from '../../models/facemesh/index.js';
+import type { Box } from '../../functions/pipeline/types.js';
 import { decodeImage } from '../../functions/pipeline/image-io.js';
 import { FaceApi } from '../../models/faceapi/index.js';
 import { samplePath } from '../faceapi/oracle.js';
@@ -17,8 +21,12 @@ const models = new FaceApi({ threads: 2 });
 const blaze = new BlazeFace({ threads: 2 });
 const fused = new FaceDetector(models, { confirm: blaze });
 const ssdOnly = new FaceDetector(models, { confirm: false });
+// The control for the third vote: a face flag that always says "face".
+const blindFlag = { scoreAt: async () => 1, close: async () => {} } as unknown as FaceMesh;
+const twoVotes = new FaceDetector(models, { confirm: blaze, mesh: blindFlag });
 afterAll(async () => {
   await fused.close();
+  await twoVotes.close();
   await models.close();
 });
 // The bench's canvas: the scenes below are the ones measured there.
@@ -36,6 +44,11 @@ describe('BlazeFace on our engine', () => {
     expect(at(128, 128 + 5)).toBeCloseTo(((32 + 5) * 4) / 127.5 - 1, 2);
     expect(at(0, 0)).toBe(0);
     expect(at(128, 250)).toBe(0);
+    // Turned 90° clockwise: the photo's x axis now runs down the crop's rows.
+    const t = centredCrop(img, 32, 32, BLAZEFACE_INPUT, 1, BLAZEFACE_INPUT, 90);
+    const tat = (i: number, j: number) => t[(i * BLAZEFACE_INPUT + j) * 3]!;
+    expect(tat(128 + 5, 128)).toBeCloseTo(((32 + 5) * 4) / 127.5 - 1, 2);
+    expect(tat(128, 128 + 5)).toBeCloseTo((32 * 4) / 127.5 - 1, 2);
   });
 
   it('scores the sample faces where they are, not beside them or on a blank photo', async () => {
@@ -72,4 +85,48 @@ describe('weak SSD candidates confirmed by BlazeFace', () => {
     const scene = scenes.find((s) => s.name === 'none-texture/pattern4')!;
     expect(await fused.detect(scene.image, { mode: 'default' })).toEqual([]);
   }, 120_000);
+});
+
+describe('faces the SSD does not see, proposed by BlazeFace', () => {
+  it('the face flag scores the sample faces as faces and background as none', async () => {
+    const mesh = new FaceMesh({ threads: 2 });
+    try {
+      const { image } = await decodeImage(readFileSync(samplePath(1)));
+      for (const f of await models.detect(image))
+        expect(await mesh.scoreAt(image, f.box)).toBeGreaterThan(0.9);
+      // The top-left corner of sample1 (wall, no face).
+      expect(await mesh.scoreAt(image, { x: 10, y: 10, width: 200, height: 200 })).toBeLessThan(0.1);
+    } finally {
+      await mesh.close();
+    }
+  }, 60_000);
+
+  it('finds the tilted face under a bar over the eyes that the SSD scores 0.00, and only with proposals', async () => {
+    const [scene] = await generateScenes({ buckets: ['occlude-eyes'], samples: [4], canvas, models });
+    const truth = scene!.faces[0]!;
+    const on = await fused.detect(scene!.image, { mode: 'default' });
+    const off = await ssdOnly.detect(scene!.image, { mode: 'default' });
+    const covers = (fs: typeof on) => fs.filter((f) => matchFaces([f.box], [truth]).hits === 1);
+    expect(covers(off)).toEqual([]);
+    const [found] = covers(on);
+    expect(found).toBeDefined();
+    expect(found!.score).toBe(0);
+    expect(found!.source.confirmedBy!.faceMesh).toBeGreaterThanOrEqual(0.9);
+    expect(
+      matchFaces(
+        on.map((f) => f.box),
+        scene!.faces,
+      ).extra,
+    ).toEqual([]);
+  }, 180_000);
+
+  it('hands and clothing BlazeFace proposes on sample1 are rejected by the face flag, not by the other votes', async () => {
+    const [scene] = await generateScenes({ buckets: ['full'], samples: [1], canvas, models });
+    const boxes = (fs: Array<{ box: Box }>) => fs.map((f) => f.box);
+    const three = await fused.detect(scene!.image, { mode: 'default' });
+    expect(matchFaces(boxes(three), scene!.faces)).toMatchObject({ hits: 3, extra: [] });
+    // With a face flag that always says "face", BlazeFace re-centred and the landmark vote let non-faces through.
+    const two = await twoVotes.detect(scene!.image, { mode: 'default' });
+    expect(matchFaces(boxes(two), scene!.faces).extra.length).toBeGreaterThan(0);
+  }, 180_000);
 });
