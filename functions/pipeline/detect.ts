@@ -16,7 +16,10 @@
  * its own landmarks (`uprightFrame`), not from the pass that found it, and mapped back.
  * - score fusion ('default', 'thorough'): the SSD scores occluded, blurred and tilted faces low, so upright
  *   candidates down to WEAK_SCORE are kept and stand if a second detector family (BlazeFace,
- *   models/blazeface) confirms them and the landmark net draws a consistent face there (`verifyWeak`).
+ *   models/blazeface) confirms them and the landmark net draws a consistent face there (`verifyWeak`);
+ * - proposals ('default', 'thorough'): some occluded faces the SSD does not score at all, so BlazeFace also runs
+ *   as a detector of its own, and what it finds stands only on three votes, FaceMesh's face flag
+ *   (models/facemesh) among them (`blazeProposals`).
  */
 import sharp from 'sharp';
 import {
