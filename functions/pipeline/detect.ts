@@ -9,7 +9,8 @@
  *   net's input down to the whole photo in ×2 steps, each level cut into overlapping 512-px tiles
  *   (down-scaling is area-averaged by sharp first, so fine detail does not alias away); tiles without any
  *   contrast are skipped (`isFlat`);
- * - orientations: the same on the photo turned 90°, 180° and 270° (coarser levels only, per mode);
+ * - orientations: the same on the photo turned 90°, 180° and 270° (coarser levels only, per mode), and on the
+ *   photo turned ±45° for faces tilted between the quarter turns (`tiltedPasses`);
  * - merging: greedy by score, a box is dropped when it overlaps a kept one (IoU > 0.4) or lies mostly inside it
  *   (a face cut by a tile edge, or found again at another scale or rotation).
  * Each merged face's landmarks are computed in the quarter turn under which that face is upright, chosen from
@@ -68,6 +69,8 @@ interface Plan {
   inputFace: number;
   /** Whether SSD candidates between WEAK_SCORE and the threshold are kept when BlazeFace confirms them. */
   confirmWeak: boolean;
+  /** Smallest face the ±45° passes look for (Infinity: no such passes; `tiltedPasses`). */
+  minFaceTilted: number;
   /**
    * Smallest face BlazeFace looks for as a detector of its own, for faces the SSD does not see (Infinity: none;
    * `blazeProposals`).
@@ -83,6 +86,7 @@ const PLANS: Record<DetectMode, Plan> = {
     turnedScore: 0.7,
     inputFace: 32,
     confirmWeak: false,
+    minFaceTilted: Infinity,
     minFaceProposed: Infinity,
   },
   fast: {
@@ -91,6 +95,7 @@ const PLANS: Record<DetectMode, Plan> = {
     turnedScore: 0.7,
     inputFace: 32,
     confirmWeak: false,
+    minFaceTilted: Infinity,
     minFaceProposed: Infinity,
   },
   default: {
@@ -99,6 +104,7 @@ const PLANS: Record<DetectMode, Plan> = {
     turnedScore: 0.7,
     inputFace: 40,
     confirmWeak: true,
+    minFaceTilted: 96,
     minFaceProposed: 64,
   },
   // 32: on the size-16 scene the residual scan in this mode found all 11 faces detection had missed (22/22).
@@ -108,6 +114,7 @@ const PLANS: Record<DetectMode, Plan> = {
     turnedScore: 0.7,
     inputFace: 32,
     confirmWeak: true,
+    minFaceTilted: 48,
     minFaceProposed: 64,
   },
 };
@@ -121,6 +128,13 @@ export function plannedPasses(width: number, height: number, mode: DetectMode): 
     if (!Number.isFinite(minFace)) continue;
     const [fw, fh] = angle % 180 ? [height, width] : [width, height];
     for (const s of pyramid(fw, fh, minFace, plan.inputFace)) n += tiles(fw * s, fh * s).length;
+  }
+  if (Number.isFinite(plan.minFaceTilted)) {
+    // Upper bound: the turned canvas's black corners are skipped as flat tiles when run.
+    for (const tilt of TILTS) {
+      const [fw, fh] = tiltedSize(width, height, tilt);
+      for (const s of pyramid(fw, fh, plan.minFaceTilted, plan.inputFace)) n += tiles(fw * s, fh * s).length;
+    }
   }
   return n;
 }
@@ -165,6 +179,8 @@ export interface DetectedFace {
     scale: number;
     tiled: boolean;
     foundAt: Rotation;
+    /** Set when a ±45° pass found the face (`tiltedPasses`): that pass's turn in degrees, clockwise. */
+    tilt?: number;
     /**
      * Set when the SSD scored the face below the detection threshold and the second detector family
      * confirmed it (`verifyWeak`): BlazeFace's probability at the box. `faceMesh` is set, and `score` is 0,
@@ -230,6 +246,8 @@ export interface FaceDetectorOptions {
    * BlazeFace proposals.
    */
   mesh?: FaceMesh | false;
+  /** `false`: no ±45° passes in any mode (the A/B control of `tiltedPasses`). Default true. */
+  tilted?: boolean;
 }
 
 /** Owns the detector/landmark sessions; create once per process and reuse. */
@@ -238,6 +256,7 @@ export class FaceDetector {
   private readonly owned: boolean;
   private readonly confirmer: BlazeFace | null;
   private readonly mesh: FaceMesh | null;
+  private readonly tilted: boolean;
 
   constructor(models?: FaceApi | FaceApiOptions, options: FaceDetectorOptions = {}) {
     this.owned = !(models instanceof FaceApi);
@@ -246,6 +265,7 @@ export class FaceDetector {
       options.confirm === false
         ? null
         : (options.confirm ?? new BlazeFace(models instanceof FaceApi ? {} : pickEngine(models)));
+    this.tilted = options.tilted ?? true;
     this.mesh =
       options.mesh === false || this.confirmer === null
         ? null
@@ -277,40 +297,23 @@ export class FaceDetector {
         for (const tile of tiles(lw, lh)) {
           const input = renderTile(src, image, angle, scale, tile.x, tile.y, gain);
           if (isFlat(input)) continue;
-          const { boxes, scores } = await this.models.ssdDecoded(input);
-          const keep = nonMaxSuppression(boxes, scores, opts.maxFaces, 0.5, minScore);
-          for (const i of keep) {
-            // Tile-relative [ymin, xmin, ymax, xmax] → level → turned frame → photo.
-            const q = (k: number) => boxes[i * 4 + k] * SSD_INPUT;
-            // A box touching an edge shared with a neighbouring tile is a face cut by the tiling: a face up to
-            // TILE_OVERLAP lies whole in the neighbour, a larger one is found at a coarser level.
-            // Likewise a face wider than TILE_OVERLAP at a finer level belongs to a coarser one, where it is whole
-            // and at a size the net knows (here it comes out as half-face boxes: a forehead, a chin).
-            const E = 2;
-            if (
-              (scale !== scales[0] && Math.max(q(2) - q(0), q(3) - q(1)) > TILE_OVERLAP) ||
-              (tile.x > 0 && q(1) <= E) ||
-              (tile.y > 0 && q(0) <= E) ||
-              (tile.x + SSD_INPUT < lw - 0.5 && q(3) >= SSD_INPUT - E) ||
-              (tile.y + SSD_INPUT < lh - 0.5 && q(2) >= SSD_INPUT - E)
-            ) {
-              continue;
-            }
-            const fb = {
-              x0: (tile.x + Math.max(0, q(1))) / scale,
-              y0: (tile.y + Math.max(0, q(0))) / scale,
-              x1: (tile.x + Math.min(SSD_INPUT, q(3))) / scale,
-              y1: (tile.y + Math.min(SSD_INPUT, q(2))) / scale,
-            };
+          for (const { fb, score } of await this.tileFaces(input, tile, lw, lh, scale, scale !== scales[0], {
+            maxFaces: opts.maxFaces,
+            minScore,
+          })) {
             const box = clip(unturnBox(fb, angle, image.width, image.height), image.width, image.height);
             if (!box) continue;
-            candidates.push({ box, score: scores[i], angle, scale, tiled: tile.count > 1 });
+            candidates.push({ box, score, angle, scale, tiled: tile.count > 1 });
           }
         }
       }
     }
     const mergedSsd = mergeCandidates(candidates);
     const merged: Proposed[] = await this.verifyWeak(mergedSsd, opts.scoreThreshold, image, gain);
+    if (this.tilted && Number.isFinite(plan.minFaceTilted)) {
+      const tilted = await this.tiltedPasses(image, sources, gain, plan, opts, confirm);
+      merged.push(...(await this.verifyTilted(tilted, merged, image, gain, opts.scoreThreshold, plan)));
+    }
     if (confirm && this.mesh && Number.isFinite(plan.minFaceProposed)) {
       merged.push(
         ...(await this.blazeProposals(image, sources, gain, plan.minFaceProposed, mergedSsd, merged)),
@@ -337,6 +340,7 @@ export class FaceDetector {
           scale: c.scale,
           tiled: c.tiled,
           foundAt: c.angle,
+          ...(c.tilt !== undefined ? { tilt: c.tilt } : {}),
           ...(c.confirmedBy !== undefined
             ? {
                 confirmedBy: {
@@ -350,6 +354,138 @@ export class FaceDetector {
       });
     }
     return faces;
+  }
+
+  /**
+   * The SSD's faces in one 512×512 input (tile (tile.x, tile.y) of a lw×lh level at `scale`), as boxes of the
+   * level's frame in frame pixels (÷ scale). A box touching an edge shared with a neighbouring tile is a face cut
+   * by the tiling: a face up to TILE_OVERLAP lies whole in the neighbour, a larger one is found at a coarser
+   * level. Likewise a face wider than TILE_OVERLAP at a finer level (`finer`) belongs to a coarser one, where it
+   * is whole and at a size the net knows (here it comes out as half-face boxes: a forehead, a chin).
+   */
+  private async tileFaces(
+    input: Float32Array,
+    tile: { x: number; y: number },
+    lw: number,
+    lh: number,
+    scale: number,
+    finer: boolean,
+    o: { maxFaces: number; minScore: number },
+  ): Promise<Array<{ fb: FrameBox; score: number }>> {
+    const { boxes, scores } = await this.models.ssdDecoded(input);
+    const out: Array<{ fb: FrameBox; score: number }> = [];
+    for (const i of nonMaxSuppression(boxes, scores, o.maxFaces, 0.5, o.minScore)) {
+      // Tile-relative [ymin, xmin, ymax, xmax] → level → frame.
+      const q = (k: number) => boxes[i * 4 + k] * SSD_INPUT;
+      const E = 2;
+      if (
+        (finer && Math.max(q(2) - q(0), q(3) - q(1)) > TILE_OVERLAP) ||
+        (tile.x > 0 && q(1) <= E) ||
+        (tile.y > 0 && q(0) <= E) ||
+        (tile.x + SSD_INPUT < lw - 0.5 && q(3) >= SSD_INPUT - E) ||
+        (tile.y + SSD_INPUT < lh - 0.5 && q(2) >= SSD_INPUT - E)
+      ) {
+        continue;
+      }
+      out.push({
+        fb: {
+          x0: (tile.x + Math.max(0, q(1))) / scale,
+          y0: (tile.y + Math.max(0, q(0))) / scale,
+          x1: (tile.x + Math.min(SSD_INPUT, q(3))) / scale,
+          y1: (tile.y + Math.min(SSD_INPUT, q(2))) / scale,
+        },
+        score: scores[i]!,
+      });
+    }
+    return out;
+  }
+
+  /**
+   * The SSD on the photo turned ±45° (TILTS): the quarter turns leave faces tilted ~45° from every frame they
+   * try, and the SSD does not see a face turned more than ~30° (a face looking down, in a photo turned 30°: 0.00
+   * upright, 0.83 in the −45° pass). Each level of the pyramid is the down-scaled photo turned by sharp (the
+   * corners outside the photo are black and skipped as flat); a box found there is mapped back corner by corner
+   * and the photo box is their bounding box (it covers the tilted face whole). Candidates from WEAK_SCORE up
+   * (from the threshold when nothing confirms weak ones), merged among themselves.
+   */
+  private async tiltedPasses(
+    image: RgbImage,
+    sources: SourceCache,
+    gain: number,
+    plan: Plan,
+    opts: Required<DetectFacesOptions>,
+    confirm: boolean,
+  ): Promise<Candidate[]> {
+    const minScore = confirm ? Math.min(opts.scoreThreshold, WEAK_SCORE) : opts.scoreThreshold;
+    const out: Candidate[] = [];
+    for (const tilt of TILTS) {
+      const [fw, fh] = tiltedSize(image.width, image.height, tilt);
+      const scales = pyramid(fw, fh, plan.minFaceTilted, plan.inputFace);
+      for (const scale of scales) {
+        const { level, toPhoto } = await tiltedLevel(image, await sources.at(scale), scale, tilt);
+        for (const tile of tiles(level.width, level.height)) {
+          const input = renderTile(level, level, 0, 1, tile.x, tile.y, gain);
+          if (isFlat(input)) continue;
+          const found = await this.tileFaces(input, tile, level.width, level.height, 1, scale !== scales[0], {
+            maxFaces: opts.maxFaces,
+            minScore,
+          });
+          for (const { fb, score } of found) {
+            const corners = [
+              toPhoto(fb.x0, fb.y0),
+              toPhoto(fb.x1, fb.y0),
+              toPhoto(fb.x0, fb.y1),
+              toPhoto(fb.x1, fb.y1),
+            ];
+            const xs = corners.map((c) => c[0]);
+            const ys = corners.map((c) => c[1]);
+            const box = clip(
+              {
+                x: Math.min(...xs),
+                y: Math.min(...ys),
+                width: Math.max(...xs) - Math.min(...xs),
+                height: Math.max(...ys) - Math.min(...ys),
+              },
+              image.width,
+              image.height,
+            );
+            if (box) out.push({ box, score, angle: 0, scale, tiled: true, tilt });
+          }
+        }
+      }
+    }
+    return mergeCandidates(out);
+  }
+
+  /**
+   * Which ±45° finds stand: none that overlaps a face already kept (the upright and quarter-turn passes find
+   * most faces, with tighter boxes; a tilted pass's box is the bounding box of a turned one). Then the same
+   * bars as a quarter-turn pass: `turnedScore` on the SSD's score alone, and between WEAK_SCORE and that the
+   * two votes of `verifyWeak` (BlazeFace at the box, landmark consistency).
+   */
+  private async verifyTilted(
+    tilted: Candidate[],
+    kept: readonly Proposed[],
+    image: RgbImage,
+    gain: number,
+    threshold: number,
+    plan: Plan,
+  ): Promise<Proposed[]> {
+    const bar = Math.max(threshold, plan.turnedScore);
+    const out: Proposed[] = [];
+    for (const c of tilted) {
+      if ([...kept, ...out].some((k) => overlapsFace(c.box, k.box))) continue;
+      if (c.score >= bar) {
+        out.push(c);
+        continue;
+      }
+      if (!this.confirmer || !plan.confirmWeak) continue;
+      const p = await this.confirmer.scoreAt(image, c.box, gain);
+      if (p < CONFIRM_SCORE) continue;
+      const frame = await uprightFrame(this.models, image, c.box, 0);
+      if (frame && frame.inconsistency <= CONFIRM_INCONSISTENCY) out.push({ ...c, confirmedBy: p, frame });
+    }
+    return out;
   }
 
   /**
@@ -570,6 +706,64 @@ interface Candidate {
   angle: Rotation;
   scale: number;
   tiled: boolean;
+  /** Set when a ±45° pass found it (`tiltedPasses`): that pass's turn, degrees clockwise. */
+  tilt?: number;
+}
+
+/** The in-between turns of `tiltedPasses`, degrees clockwise (sharp's convention). */
+const TILTS = [-45, 45] as const;
+
+/** Size of the frame of a w×h photo turned `tilt` degrees: its bounding box. */
+function tiltedSize(w: number, h: number, tilt: number): [number, number] {
+  const c = Math.abs(Math.cos((tilt * Math.PI) / 180));
+  const s = Math.abs(Math.sin((tilt * Math.PI) / 180));
+  return [w * c + h * s, w * s + h * c];
+}
+
+/**
+ * Level `scale` of the photo turned `tilt` degrees clockwise: `src` (the photo or its down-scaled copy from the
+ * SourceCache) brought to the scale and turned by sharp, and the map from the level's pixels back to the photo's
+ * (about the two centres: sharp turns about the centre and grows the canvas to the bounding box).
+ */
+async function tiltedLevel(
+  photo: RgbImage,
+  src: RgbImage,
+  scale: number,
+  tilt: number,
+): Promise<{ level: RgbImage; toPhoto: (u: number, v: number) => [number, number] }> {
+  const sw = Math.max(1, Math.round(photo.width * scale));
+  const sh = Math.max(1, Math.round(photo.height * scale));
+  const raw = (img: RgbImage) =>
+    sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength), {
+      raw: { width: img.width, height: img.height, channels: 3 },
+    });
+  // Two sharp calls, not one: within one pipeline sharp orders rotate and resize itself.
+  const scaled =
+    src.width === sw && src.height === sh
+      ? src
+      : await raw(src)
+          .resize(sw, sh, { kernel: 'linear', fit: 'fill' })
+          .raw()
+          .toBuffer({ resolveWithObject: true })
+          .then(({ data, info }) => ({ width: info.width, height: info.height, data: new Uint8Array(data) }));
+  const { data, info } = await raw(scaled)
+    .rotate(tilt, { background: { r: 0, g: 0, b: 0 } })
+    .removeAlpha()
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  const level = { width: info.width, height: info.height, data: new Uint8Array(data) };
+  const c = Math.cos((tilt * Math.PI) / 180);
+  const s = Math.sin((tilt * Math.PI) / 180);
+  const fx = photo.width / scaled.width;
+  const fy = photo.height / scaled.height;
+  return {
+    level,
+    toPhoto: (u, v) => {
+      const dx = u - level.width / 2;
+      const dy = v - level.height / 2;
+      return [(scaled.width / 2 + c * dx + s * dy) * fx, (scaled.height / 2 - s * dx + c * dy) * fy];
+    },
+  };
 }
 
 /**

@@ -24,9 +24,13 @@ const ssdOnly = new FaceDetector(models, { confirm: false });
 // The control for the third vote: a face flag that always says "face".
 const blindFlag = { scoreAt: async () => 1, close: async () => {} } as unknown as FaceMesh;
 const twoVotes = new FaceDetector(models, { confirm: blaze, mesh: blindFlag });
+const noProposals = new FaceDetector(models, { confirm: blaze, mesh: false });
+const noTilted = new FaceDetector(models, { confirm: blaze, tilted: false });
 afterAll(async () => {
   await fused.close();
   await twoVotes.close();
+  await noProposals.close();
+  await noTilted.close();
   await models.close();
 });
 // The bench's canvas: the scenes below are the ones measured there.
@@ -101,23 +105,25 @@ describe('faces the SSD does not see, proposed by BlazeFace', () => {
     }
   }, 60_000);
 
-  it('finds the tilted face under a bar over the eyes that the SSD scores 0.00, and only with proposals', async () => {
-    const [scene] = await generateScenes({ buckets: ['occlude-eyes'], samples: [4], canvas, models });
-    const truth = scene!.faces[0]!;
-    const on = await fused.detect(scene!.image, { mode: 'default' });
-    const off = await ssdOnly.detect(scene!.image, { mode: 'default' });
-    const covers = (fs: typeof on) => fs.filter((f) => matchFaces([f.box], [truth]).hits === 1);
-    expect(covers(off)).toEqual([]);
-    const [found] = covers(on);
-    expect(found).toBeDefined();
-    expect(found!.score).toBe(0);
-    expect(found!.source.confirmedBy!.faceMesh).toBeGreaterThanOrEqual(0.9);
+  it('finds a face cut by the border that the SSD scores 0.00, and only with proposals', async () => {
+    const scenes = await generateScenes({ buckets: ['border'], samples: [4], canvas, models });
+    const scene = scenes.find((s) => s.name === 'border/sample4-face3')!;
+    const on = await fused.detect(scene.image, { mode: 'default' });
+    const off = await noProposals.detect(scene.image, { mode: 'default' });
+    expect(
+      matchFaces(
+        off.map((f) => f.box),
+        scene.faces,
+      ).hits,
+    ).toBe(0);
     expect(
       matchFaces(
         on.map((f) => f.box),
-        scene!.faces,
-      ).extra,
-    ).toEqual([]);
+        scene.faces,
+      ),
+    ).toMatchObject({ hits: 1, extra: [] });
+    expect(on[0]!.score).toBe(0);
+    expect(on[0]!.source.confirmedBy!.faceMesh).toBeGreaterThanOrEqual(0.9);
   }, 180_000);
 
   it('hands and clothing BlazeFace proposes on sample1 are rejected by the face flag, not by the other votes', async () => {
@@ -129,4 +135,24 @@ describe('faces the SSD does not see, proposed by BlazeFace', () => {
     const two = await twoVotes.detect(scene!.image, { mode: 'default' });
     expect(matchFaces(boxes(two), scene!.faces).extra.length).toBeGreaterThan(0);
   }, 180_000);
+});
+
+describe('the ±45° passes', () => {
+  it('find the face looking down in a photo turned 30° that every other pass misses', async () => {
+    const [scene] = await generateScenes({ buckets: ['rot+30'], samples: [2], canvas, models });
+    const truth = scene!.faces[1]!;
+    const covers = <T extends { box: Box }>(fs: T[]) =>
+      fs.filter((f) => matchFaces([f.box], [truth]).hits === 1);
+    expect(covers(await noTilted.detect(scene!.image, { mode: 'default' }))).toEqual([]);
+    const on = await fused.detect(scene!.image, { mode: 'default' });
+    expect(
+      matchFaces(
+        on.map((f) => f.box),
+        scene!.faces,
+      ),
+    ).toMatchObject({ hits: 3, extra: [] });
+    const [found] = covers(on);
+    expect(found!.source.tilt).toBe(-45);
+    expect(found!.score).toBeGreaterThanOrEqual(0.7);
+  }, 240_000);
 });
