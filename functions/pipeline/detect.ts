@@ -423,7 +423,8 @@ export class FaceDetector {
       const scales = pyramid(fw, fh, plan.minFaceTilted, plan.inputFace);
       for (const scale of scales) {
         const { level, toPhoto } = await tiltedLevel(image, await sources.at(scale), scale, tilt);
-        for (const tile of tiles(level.width, level.height)) {
+        const grid = tiles(level.width, level.height);
+        for (const tile of grid) {
           const input = renderTile(level, level, 0, 1, tile.x, tile.y, gain);
           if (isFlat(input)) continue;
           const found = await this.tileFaces(input, tile, level.width, level.height, 1, scale !== scales[0], {
@@ -449,7 +450,7 @@ export class FaceDetector {
               image.width,
               image.height,
             );
-            if (box) out.push({ box, score, angle: 0, scale, tiled: true, tilt });
+            if (box) out.push({ box, score, angle: 0, scale, tiled: grid.length > 1, tilt });
           }
         }
       }
