@@ -480,11 +480,9 @@ export class FaceDetector {
         out.push(c);
         continue;
       }
-      if (!this.confirmer || !plan.confirmWeak) continue;
-      const p = await this.confirmer.scoreAt(image, c.box, gain);
-      if (p < CONFIRM_SCORE) continue;
-      const frame = await uprightFrame(this.models, image, c.box, 0);
-      if (frame && frame.inconsistency <= CONFIRM_INCONSISTENCY) out.push({ ...c, confirmedBy: p, frame });
+      if (!plan.confirmWeak) continue;
+      const confirmed = await this.confirmWeak(c, image, gain);
+      if (confirmed) out.push(confirmed);
     }
     return out;
   }
@@ -509,12 +507,23 @@ export class FaceDetector {
     for (const c of merged) {
       if (c.score >= threshold) continue;
       if (out.some((k) => overlapsFace(c.box, k.box))) continue;
-      const p = await this.confirmer.scoreAt(image, c.box, gain);
-      if (p < CONFIRM_SCORE) continue;
-      const frame = await uprightFrame(this.models, image, c.box, c.angle);
-      if (frame && frame.inconsistency <= CONFIRM_INCONSISTENCY) out.push({ ...c, confirmedBy: p, frame });
+      const confirmed = await this.confirmWeak(c, image, gain);
+      if (confirmed) out.push(confirmed);
     }
     return out;
+  }
+
+  /**
+   * The two votes on a weak candidate (an SSD find under its bar, upright or ±45°): BlazeFace at the box
+   * (≥ CONFIRM_SCORE) and the landmark net's consistency in the face's upright frame (≤ CONFIRM_INCONSISTENCY).
+   * The candidate with what confirmed it, or null (always null without a confirmer).
+   */
+  private async confirmWeak(c: Candidate, image: RgbImage, gain: number): Promise<Proposed | null> {
+    if (!this.confirmer) return null;
+    const p = await this.confirmer.scoreAt(image, c.box, gain);
+    if (p < CONFIRM_SCORE) return null;
+    const frame = await uprightFrame(this.models, image, c.box, c.angle);
+    return frame && frame.inconsistency <= CONFIRM_INCONSISTENCY ? { ...c, confirmedBy: p, frame } : null;
   }
 
   /**
