@@ -95,7 +95,9 @@ export function defineOp<A>(def: OpDef<A>): (inputs: Tensor[], attrs: A) => Tens
     for (const t of inputs)
       if (t.graph !== g) throw new ShapeError(`${def.name}: inputs from different graphs`);
     const outputs = def.forward(g, inputs, attrs);
-    g.tape.push({ op: def, inputs, outputs, attrs });
+    const entry: TapeEntry = { op: def, inputs, outputs, attrs };
+    g.tape.push(entry);
+    for (const o of outputs) g.producers.set(o.name, entry);
     return outputs;
   };
 }
@@ -106,6 +108,8 @@ export class Graph {
   readonly inputs: Tensor[] = [];
   readonly outputs: Tensor[] = [];
   readonly tape: TapeEntry[] = [];
+  /** The tape entry that made each taped tensor (lets an op look at how its input was built). */
+  readonly producers = new Map<string, TapeEntry>();
   /** Every tensor by name (node outputs, inputs, constants): what cost.ts reads the shapes from. */
   readonly tensors = new Map<string, Tensor>();
   private counter = 0;

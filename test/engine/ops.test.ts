@@ -139,6 +139,14 @@ const cases: Case[] = [
   ],
   ['concat', (_g, [a, b]) => E.concat([a!, b!, a!], 1), [{ shape: [2, 3] }, { shape: [2, 4] }]],
   ['slice steps', (_g, [x]) => E.slice(x!, [1, 0], [7, 5], [1, 2], [2, 3]), [{ shape: [2, 8, 6] }]],
+  [
+    'slice of a concat, inside one part and across two',
+    (_g, [a, b]) => {
+      const c = E.concat([a!, b!], 1);
+      return E.concat([E.slice(c, [4], [6], [1]), E.slice(c, [1], [3], [1]), E.slice(c, [2], [5], [1])], 1);
+    },
+    [{ shape: [2, 3] }, { shape: [2, 4] }],
+  ],
   ['slice negative step', (_g, [x]) => E.slice(x!, [-1], [-100], [1], [-2]), [{ shape: [3, 7] }]],
   [
     'slice ::16 subsample',
@@ -201,5 +209,24 @@ describe('the checker catches a wrong VJP', () => {
       [{ shape: [1, 2, 5, 5] }],
     );
     expect(r.maxRelErr).toBeGreaterThan(0.05);
+  });
+});
+
+describe('slicing a concat', () => {
+  it('a slice inside one part depends on that part alone, so the backward never reaches the others', async () => {
+    const g = new E.Graph('t');
+    const a = g.input('a', [2, 3]);
+    const b = g.input('b', [2, 4]);
+    const c = E.concat([a, b], 1);
+    expect(E.slice(c, [0], [3], [1])).toBe(a); // the whole part is the part itself
+    const y = E.slice(c, [4], [6], [1]); // b[:, 1:3]
+    // Before the rule, y "depended" on a through the concat and grad(·, [a]) returned a zero-filled
+    // gradient built by differentiating through the concat.
+    expect(() => E.grad(E.reduceSum(E.mul(y, y)), [a])).toThrow(/does not depend/);
+    g.output(y, 'y');
+    const s = await E.Session.create(E.toBytes(g));
+    const bv = Float32Array.from({ length: 8 }, (_, i) => i);
+    const out = await s.run({ a: new Float32Array(6), b: bv });
+    expect([...out.y!.data]).toEqual([1, 2, 5, 6]);
   });
 });

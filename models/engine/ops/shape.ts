@@ -4,6 +4,7 @@
  */
 import {
   type Graph,
+  type OpDef,
   type Shape,
   ShapeError,
   type Tensor,
@@ -87,7 +88,7 @@ export function transpose(x: Tensor, perm: number[]): Tensor {
 }
 
 // ---------------------------------------------------------------- Concat
-const concatOp = defineOp<{ axis: number }>({
+const concatDef: OpDef<{ axis: number }> = {
   name: 'Concat',
   forward(g, xs, { axis }) {
     const shape = [...xs[0]!.shape];
@@ -102,7 +103,8 @@ const concatOp = defineOp<{ axis: number }>({
       return needs[i] ? slice(gy!, [start], [off], [axis]) : null;
     });
   },
-});
+};
+const concatOp = defineOp(concatDef);
 
 export function concat(xs: Tensor[], axis: number): Tensor {
   if (xs.length === 1) return xs[0]!;
@@ -199,7 +201,32 @@ export function slice(
   const st = steps ?? ax.map(() => 1);
   if (starts.length !== ax.length || ends.length !== ax.length || st.length !== ax.length)
     throw new ShapeError(`slice: starts/ends/axes/steps lengths differ for ${x}`);
+  if (ax.length === 1 && st[0] === 1) {
+    const part = partOfConcat(x, ax[0]!, starts[0]!, ends[0]!);
+    if (part) return part;
+  }
   return sliceOp([x], { starts, ends, axes: ax, steps: st })[0]!;
+}
+
+/**
+ * A slice that lies inside one input of a concat along the same axis is taken from that input: the same
+ * values, but the tape then knows the slice depends on that input alone. Without this, grad() treats
+ * every slice of a concat as depending on all its parts: FALCO's step slices each W+ row out of
+ * concat(real rows, trainable rows, real rows), and the backward differentiated the styles of all 18
+ * rows (full-resolution products, and the activations kept alive for them) only to drop 13 of them.
+ */
+function partOfConcat(x: Tensor, axis: number, start: number, end: number): Tensor | undefined {
+  const made = x.graph.producers.get(x.name);
+  if (made?.op !== concatDef || (made.attrs as { axis: number }).axis !== axis) return undefined;
+  const { first, count } = sliceRange(x.shape[axis]!, start, end, 1);
+  let off = 0;
+  for (const p of made.inputs) {
+    const len = p.shape[axis]!;
+    if (first >= off && first + count <= off + len)
+      return first === off && count === len ? p : slice(p, [first - off], [first - off + count], [axis]);
+    off += len;
+  }
+  return undefined;
 }
 
 // ---------------------------------------------------------------- Pad (constant)
