@@ -46,11 +46,19 @@ describe('StyleGAN2 (genforce) parity', () => {
     expect(gr.metrics['cosine']).toBeGreaterThan(0.99999);
   });
 
+  // The 1024-px gradient is ill-conditioned at the ulp level, so its bar is measured per machine (the
+  // case's ulp_probes, see models/parity/kinds/stylegan2.ts): on AVX2 the golden sits at 1.02e-3 relative
+  // L2, above the fixed 1e-3, while 1-ulp nudges of wp move our own gradient by up to 7.2e-4. Shown to
+  // fail with a 1 % error in the leaky-ReLU VJP's negative slope (relL2 5.4e-3 against a 2.2e-3 bar); a
+  // 0.3 % error passes here and is caught by r64 above (1.1e-3 against 1e-3).
   it.runIf(process.env['FALCO_SLOW'] === '1')(
     'r1024: image_sub16, image_stats and grad_wp match',
     async () => {
       const checks = await handler(byName('stylegan2_r1024'), ctx);
       for (const c of checks) expect(c.pass, `${c.name} ${JSON.stringify(c.metrics)}`).toBe(true);
+      const gr = checks.find((c) => c.name === 'grad_wp')!;
+      expect(gr.metrics['ulpNoiseFloor']).toBeGreaterThan(0);
+      expect(gr.metrics['cosine']).toBeGreaterThan(0.99999);
     },
   );
 });

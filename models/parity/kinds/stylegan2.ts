@@ -3,11 +3,19 @@
  * d(Σ image·R)/d wp with R = the case's probe pattern (shape of the image). Expectations:
  * `image` (full), `image_subN` (image[:, :, ::N, ::N]), `image_stats` ([mean, std, min, max]) and
  * `grad_wp`.
+ *
+ * A case may set `"ulp_probes": n` for a gradient that is ill-conditioned at the float32 ulp level (the
+ * 1024-px generator: leaky-ReLU masks of near-zero pre-activations flip under any rounding difference, so
+ * two correct float32 implementations disagree by more than the 1e-3 network bar). Its `grad_wp` bar is
+ * then measured, not assumed: G is run again at n copies of wp nudged by ±1 ulp per element, the largest
+ * relative L2 change of our own gradient is the noise floor, and relL2 to the golden must stay within
+ * 3× of it (the factor the fixtures README uses for the chaotic step cases), never below 1e-3. The cosine
+ * bar stays 0.9999. Measured on an AVX2 machine: floor 2.5e-4–7.2e-4 over three nudges, golden 1.02e-3.
  */
 import { join } from 'node:path';
 import * as E from '../../engine/index.js';
 import { FixtureFormatError } from '../../checkpoint/errors.js';
-import { checkGradient, checkOutput } from '../../fixtures/metrics.js';
+import { TOLERANCES, checkGradient, checkOutput, relL2 } from '../../fixtures/metrics.js';
 import { loadSpec } from '../../fixtures/spec.js';
 import {
   buildSynthesis,
@@ -76,6 +84,35 @@ export function imageStats(img: Float32Array): Float64Array {
   return Float64Array.of(mean, Math.sqrt(ss / (img.length - 1)), min, max);
 }
 
+/** wp with every element moved one ulp up or down (a fixed pseudo-random sign per element and seed). */
+function nudged(wp: Float32Array, seed: number): Float32Array {
+  const out = wp.slice();
+  const bits = new Uint32Array(out.buffer);
+  for (let i = 0; i < bits.length; i++) {
+    if (out[i] === 0) continue;
+    bits[i] = bits[i]! + (((Math.imul(i, 2654435761) + seed * 97) >>> 7) % 2 ? 1 : -1);
+  }
+  return out;
+}
+
+/** See the file comment: the largest relative L2 change of our gradient under `ulp_probes` 1-ulp nudges. */
+async function ulpNoiseFloor(
+  c: ParityCase,
+  weights: StyleGAN2Weights,
+  wp: Float32Array,
+  probe: Float32Array,
+  grad: Float32Array,
+): Promise<number | undefined> {
+  const n = c['ulp_probes'];
+  if (n === undefined) return undefined;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1)
+    throw new FixtureFormatError(`case ${c.name}: "ulp_probes" must be an integer ≥ 1`);
+  let floor = 0;
+  for (let seed = 1; seed <= n; seed++)
+    floor = Math.max(floor, relL2((await runGenerator(weights, nudged(wp, seed), probe)).gradWp!, grad));
+  return floor;
+}
+
 const stylegan2Handler: ParityHandler = async (c: ParityCase, ctx: ParityContext): Promise<ParityCheck[]> => {
   const res = c['resolution'];
   if (typeof res !== 'number') throw new FixtureFormatError(`case ${c.name}: "resolution" must be a number`);
@@ -98,8 +135,14 @@ const stylegan2Handler: ParityHandler = async (c: ParityCase, ctx: ParityContext
   for (const k of Object.keys(expect)) {
     if (k === 'image') checks.push(named(k, checkOutput(out.image, load(k, imgShape))));
     else if (k === 'image_stats') checks.push(named(k, checkOutput(imageStats(out.image), load(k, [4]))));
-    else if (k === 'grad_wp') checks.push(named(k, checkGradient(out.gradWp!, load(k, wpShape))));
-    else {
+    else if (k === 'grad_wp') {
+      const floor = await ulpNoiseFloor(c, weights, wp, probe!, out.gradWp!);
+      const bars = floor === undefined ? {} : { maxRelL2: Math.max(TOLERANCES.gradRelL2, 3 * floor) };
+      const r = checkGradient(out.gradWp!, load(k, wpShape), bars);
+      checks.push(
+        named(k, floor === undefined ? r : { ...r, metrics: { ...r.metrics, ulpNoiseFloor: floor } }),
+      );
+    } else {
       const n = Number(k.slice('image_sub'.length));
       if (!(n >= 1)) throw new FixtureFormatError(`case ${c.name}: bad subsampling factor in "${k}"`);
       const ro = Math.ceil(res / n);
