@@ -1,9 +1,10 @@
 /**
  * `npm run models -- <command>`:
  *   demo  [--out DIR] [--pool N]                 pattern-weight demo bundle (seconds, deterministic)
- *   build --falco DIR [--out DIR] [--pool N] [--trainable A:B] [--step-batch LIST]
- *                                                production bundle from the four official checkpoints (pool 10000)
- *   publish (--falco DIR [--pool N] | --bundle DIR) --to s3://bucket/prefix
+ *   build --falco DIR [--out DIR] [--pool N] [--trainable A:B|all] [--step-batch LIST]
+ *                                                production bundle from the four official checkpoints (pool 10000,
+ *                                                trainable W+ rows FALCO's [3, 8) unless --trainable says otherwise)
+ *   publish (--falco DIR [--pool N] [--trainable A:B|all] | --bundle DIR) --to s3://bucket/prefix
  *                                                build (or take) a bundle, verify it (hashes, a pool, every model
  *                                                loads), upload it (parallel, streamed; manifest last)
  *   pool  --n N [--bundle DIR] [--seed S] [--psi P]   (re)sample the fake pool of a bundle
@@ -16,6 +17,7 @@ import { buildFromCheckpoints } from './build.js';
 import { DEFAULT_BUNDLES_DIR, DEFAULT_DEMO_BUNDLE, DEMO_POOL_SIZE, buildDemoBundle } from './demo.js';
 import { readManifest, type BundleManifest } from './manifest.js';
 import { buildPool } from './pool.js';
+import { FALCO_DEFAULTS } from '../falco/contract.js';
 import { DEFAULT_CONCURRENCY, parseBundleUri, uploadBundle, verifyBundle } from './transfer.js';
 
 const int = (name: string) => (v: string) => {
@@ -70,9 +72,16 @@ interface BuildOptions {
   out: string;
   name: string;
   pool: number;
-  trainable?: [number, number];
+  trainable: [number, number] | 'all';
   stepBatch?: number[];
 }
+
+/**
+ * Production bundles train FALCO's W+ rows [3, 8) unless told otherwise: the step's backward is then pruned
+ * to them (full-size step 3.4-3.8 s and 3.1 GiB peak RSS against 4.3 s and 4.2 GiB with every row; README,
+ * Performance). `--trainable all` keeps every row trainable for callers who pick other `layers`.
+ */
+const FALCO_TRAINABLE: [number, number] = [...FALCO_DEFAULTS.layers];
 
 async function buildWithPool(o: BuildOptions): Promise<BundleManifest> {
   let m = await buildFromCheckpoints({
@@ -80,7 +89,7 @@ async function buildWithPool(o: BuildOptions): Promise<BundleManifest> {
     outDir: o.out,
     name: o.name,
     log,
-    ...(o.trainable ? { trainable: o.trainable } : {}),
+    ...(o.trainable !== 'all' ? { trainable: o.trainable } : {}),
     ...(o.stepBatch ? { stepBatches: o.stepBatch } : {}),
   });
   if (o.pool > 0) {
@@ -111,11 +120,12 @@ program
     console.log(`built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   });
 
-/** `a:b` → [a, b) with integers 0 ≤ a < b (the manifest check bounds b by the generator's W+ rows). */
-function rowRange(v: string): [number, number] {
+/** `a:b` → [a, b) with integers 0 ≤ a < b (the manifest check bounds b by the generator's W+ rows); `all`. */
+function rowRange(v: string): [number, number] | 'all' {
+  if (v === 'all') return 'all';
   const m = /^(\d+):(\d+)$/.exec(v);
   if (!m || Number(m[1]) >= Number(m[2]))
-    throw new InvalidArgumentError(`--trainable expects a:b with integers 0 ≤ a < b, got "${v}"`);
+    throw new InvalidArgumentError(`--trainable expects a:b with integers 0 ≤ a < b, or all, got "${v}"`);
   return [Number(m[1]), Number(m[2])];
 }
 
@@ -144,9 +154,10 @@ program
     FALCO_POOL_SIZE,
   )
   .option(
-    '--trainable <a:b>',
-    'W+ rows [a, b) the `layers` option may train; the step backward is pruned to them (FALCO: 3:8). Default: all',
+    '--trainable <a:b|all>',
+    'W+ rows [a, b) the `layers` option may train; the step backward is pruned to them. all: every row',
     rowRange,
+    FALCO_TRAINABLE,
   )
   .option(
     '--step-batch <list>',
@@ -171,6 +182,12 @@ program
   .option('--out <dir>', 'where --falco builds the bundle', join(DEFAULT_BUNDLES_DIR, 'falco'))
   .option('--name <name>', 'bundle name', 'falco')
   .option('--pool <n>', 'fake pool size for --falco', int('--pool'), FALCO_POOL_SIZE)
+  .option(
+    '--trainable <a:b|all>',
+    'W+ rows --falco makes trainable (as for build)',
+    rowRange,
+    FALCO_TRAINABLE,
+  )
   .option('--concurrency <n>', 'objects uploaded at once', int('--concurrency'), DEFAULT_CONCURRENCY)
   .action(
     async (o: {
@@ -180,13 +197,21 @@ program
       out: string;
       name: string;
       pool: number;
+      trainable: [number, number] | 'all';
       concurrency: number;
     }) => {
       if (!!o.falco === !!o.bundle)
         throw new InvalidArgumentError('give exactly one of --falco <checkpoints> or --bundle <dir>');
       parseBundleUri(o.to);
       const dir = o.bundle ?? o.out;
-      if (o.falco) await buildWithPool({ falco: o.falco, out: o.out, name: o.name, pool: o.pool });
+      if (o.falco)
+        await buildWithPool({
+          falco: o.falco,
+          out: o.out,
+          name: o.name,
+          pool: o.pool,
+          trainable: o.trainable,
+        });
       log(`verifying ${dir}: hashes, fake pool, every model loads`);
       const m = await verifyBundle(dir, { loadModels: true });
       console.log(summary(dir, m));
