@@ -8,6 +8,7 @@
  */
 import * as E from '../../models/engine/index.js';
 import { pattern } from '../../models/fixtures/pattern.js';
+import { cpuTicks, stealPct } from './report.js';
 
 const [file, n, threads, arena] = process.argv.slice(2);
 const t0 = performance.now();
@@ -36,10 +37,12 @@ const stepMs: number[] = [];
 const cpuMs: number[] = [];
 const sysMs: number[] = [];
 const faults: number[] = [];
+const steal: number[] = [];
 for (let k = 1; k <= Number(n) + 1; k++) {
   const [bc1, bc2] = E.adamBiasCorrections(k);
   const a = performance.now();
   const r0 = process.resourceUsage();
+  const t0 = cpuTicks();
   const o = await s.run({
     t,
     real,
@@ -57,6 +60,7 @@ for (let k = 1; k <= Number(n) + 1; k++) {
   });
   const r1 = process.resourceUsage();
   const wall = performance.now() - a;
+  const st = stealPct(t0, cpuTicks());
   const user = (r1.userCPUTime - r0.userCPUTime) / 1000;
   const sys = (r1.systemCPUTime - r0.systemCPUTime) / 1000;
   // The first run allocates onnxruntime's buffers: report steady-state steps only.
@@ -65,12 +69,13 @@ for (let k = 1; k <= Number(n) + 1; k++) {
     cpuMs.push(user + sys);
     sysMs.push(sys);
     faults.push(r1.minorPageFault - r0.minorPageFault);
+    if (st !== undefined) steal.push(st);
   }
   t = o.t_next!.data;
   m = o.m_next!.data;
   v = o.v_next!.data;
   process.stderr.write(
-    `B=${B} step ${k}: ${wall.toFixed(0)} ms wall, ${(user + sys).toFixed(0)} ms cpu (${sys.toFixed(0)} sys, ${r1.minorPageFault - r0.minorPageFault} faults), loss ${o.loss!.data[0]!.toFixed(3)}\n`,
+    `B=${B} step ${k}: ${wall.toFixed(0)} ms wall, ${(user + sys).toFixed(0)} ms cpu (${sys.toFixed(0)} sys, ${r1.minorPageFault - r0.minorPageFault} faults${st === undefined ? '' : `, steal ${st} %`}), loss ${o.loss!.data[0]!.toFixed(3)}\n`,
   );
 }
 console.log(
@@ -81,6 +86,7 @@ console.log(
     cpuMs,
     sysMs,
     faults,
+    steal,
     maxRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
     provider: s.provider,
   }),

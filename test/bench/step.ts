@@ -54,6 +54,8 @@ interface RunResult {
   cpuMs: number[];
   sysMs: number[];
   faults: number[];
+  /** Machine-wide steal time during each step, % (empty off Linux). */
+  steal: number[];
   maxRssMb: number;
   provider: string;
 }
@@ -131,7 +133,11 @@ async function one(
     const wall = median(r.stepMs);
     const cpu = median(r.cpuMs);
     const m = { ...meta, provider: r.provider, steps: r.stepMs.length };
-    report('step', `${name}_b${B}_step_median`, wall, 'ms', { ...m, all_ms: r.stepMs.map(Math.round) });
+    report('step', `${name}_b${B}_step_median`, wall, 'ms', {
+      ...m,
+      all_ms: r.stepMs.map(Math.round),
+      ...(r.steal.length ? { steal_pct: r.steal } : {}),
+    });
     report('step', `${name}_b${B}_step_cpu_median`, cpu, 'ms', {
       ...m,
       sys_ms: Math.round(median(r.sysMs)),
