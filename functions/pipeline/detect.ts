@@ -743,20 +743,9 @@ async function tiltedLevel(
 ): Promise<{ level: RgbImage; toPhoto: (u: number, v: number) => [number, number] }> {
   const sw = Math.max(1, Math.round(photo.width * scale));
   const sh = Math.max(1, Math.round(photo.height * scale));
-  const raw = (img: RgbImage) =>
-    sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength), {
-      raw: { width: img.width, height: img.height, channels: 3 },
-    });
   // Two sharp calls, not one: within one pipeline sharp orders rotate and resize itself.
-  const scaled =
-    src.width === sw && src.height === sh
-      ? src
-      : await raw(src)
-          .resize(sw, sh, { kernel: 'linear', fit: 'fill' })
-          .raw()
-          .toBuffer({ resolveWithObject: true })
-          .then(({ data, info }) => ({ width: info.width, height: info.height, data: new Uint8Array(data) }));
-  const { data, info } = await raw(scaled)
+  const scaled = src.width === sw && src.height === sh ? src : await resizeRgb(src, sw, sh);
+  const { data, info } = await sharpOf(scaled)
     .rotate(tilt, { background: { r: 0, g: 0, b: 0 } })
     .removeAlpha()
     .raw()
@@ -992,21 +981,32 @@ class SourceCache {
     if (scale >= 0.75) return Promise.resolve(this.image);
     let p = this.cache.get(scale);
     if (!p) {
-      const { width, height, data } = this.image;
-      p = sharp(Buffer.from(data.buffer, data.byteOffset, data.byteLength), {
-        raw: { width, height, channels: 3 },
-      })
-        .resize(Math.max(1, Math.round(width * scale)), Math.max(1, Math.round(height * scale)), {
-          kernel: 'linear',
-          fit: 'fill',
-        })
-        .raw()
-        .toBuffer({ resolveWithObject: true })
-        .then(({ data: d, info }) => ({ width: info.width, height: info.height, data: new Uint8Array(d) }));
+      const { width, height } = this.image;
+      p = resizeRgb(
+        this.image,
+        Math.max(1, Math.round(width * scale)),
+        Math.max(1, Math.round(height * scale)),
+      );
       this.cache.set(scale, p);
     }
     return p;
   }
+}
+
+/** A sharp pipeline over an RGB image's pixels (no copy). */
+function sharpOf(img: RgbImage): ReturnType<typeof sharp> {
+  return sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.byteLength), {
+    raw: { width: img.width, height: img.height, channels: 3 },
+  });
+}
+
+/** `img` resized to w×h by sharp (linear: area-averaging when it shrinks; see SourceCache). */
+async function resizeRgb(img: RgbImage, w: number, h: number): Promise<RgbImage> {
+  const { data, info } = await sharpOf(img)
+    .resize(w, h, { kernel: 'linear', fit: 'fill' })
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  return { width: info.width, height: info.height, data: new Uint8Array(data) };
 }
 
 /**
