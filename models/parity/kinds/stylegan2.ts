@@ -30,13 +30,12 @@ export interface GeneratorRun {
   gradWp?: Float32Array;
 }
 
-/** Build G (and optionally the probe gradient) into a fresh graph, run it once on CPU. */
-export async function runGenerator(
+/** G (and optionally the probe gradient) built into a fresh graph and opened on CPU, to run at any wp. */
+export async function openGenerator(
   weights: StyleGAN2Weights,
-  wp: Float32Array,
   probe?: Float32Array,
   opts: { threads?: number } = {},
-): Promise<GeneratorRun> {
+): Promise<{ run: (wp: Float32Array) => Promise<GeneratorRun>; release: () => Promise<void> }> {
   const a = weights.arch;
   const g = new E.Graph(`stylegan2_${a.resolution}`);
   const x = g.input('wp', [1, a.numWLayers, a.wDim]);
@@ -50,11 +49,27 @@ export async function runGenerator(
     provider: 'cpu',
     ...(opts.threads ? { threads: opts.threads } : {}),
   });
+  return {
+    run: async (wp) => {
+      const out = await s.run({ wp });
+      return { image: out['image']!.data, ...(probe ? { gradWp: out['grad_wp']!.data } : {}) };
+    },
+    release: () => s.release(),
+  };
+}
+
+/** Build G (and optionally the probe gradient) into a fresh graph, run it once on CPU. */
+export async function runGenerator(
+  weights: StyleGAN2Weights,
+  wp: Float32Array,
+  probe?: Float32Array,
+  opts: { threads?: number } = {},
+): Promise<GeneratorRun> {
+  const gen = await openGenerator(weights, probe, opts);
   try {
-    const out = await s.run({ wp });
-    return { image: out['image']!.data, ...(probe ? { gradWp: out['grad_wp']!.data } : {}) };
+    return await gen.run(wp);
   } finally {
-    await s.release();
+    await gen.release();
   }
 }
 
@@ -98,9 +113,8 @@ function nudged(wp: Float32Array, seed: number): Float32Array {
 /** See the file comment: the largest relative L2 change of our gradient under `ulp_probes` 1-ulp nudges. */
 async function ulpNoiseFloor(
   c: ParityCase,
-  weights: StyleGAN2Weights,
+  run: (wp: Float32Array) => Promise<GeneratorRun>,
   wp: Float32Array,
-  probe: Float32Array,
   grad: Float32Array,
 ): Promise<number | undefined> {
   const n = c['ulp_probes'];
@@ -109,7 +123,7 @@ async function ulpNoiseFloor(
     throw new FixtureFormatError(`case ${c.name}: "ulp_probes" must be an integer ≥ 1`);
   let floor = 0;
   for (let seed = 1; seed <= n; seed++)
-    floor = Math.max(floor, relL2((await runGenerator(weights, nudged(wp, seed), probe)).gradWp!, grad));
+    floor = Math.max(floor, relL2((await run(nudged(wp, seed))).gradWp!, grad));
   return floor;
 }
 
@@ -125,31 +139,36 @@ const stylegan2Handler: ParityHandler = async (c: ParityCase, ctx: ParityContext
   const probe = expect['grad_wp'] !== undefined ? patternAt(c, 'probe', imgShape, 'the image is') : undefined;
 
   const t0 = performance.now();
-  const out = await runGenerator(weights, wp, probe);
-  ctx.log(
-    `${c.name}: G${res} forward${probe ? '+backward' : ''} built and run in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
-  );
+  const gen = await openGenerator(weights, probe);
+  try {
+    const out = await gen.run(wp);
+    ctx.log(
+      `${c.name}: G${res} forward${probe ? '+backward' : ''} built and run in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    );
 
-  const load = (k: string, shape: number[]) => golden(c, ctx.dir, expect[k]!, shape);
-  const checks: ParityCheck[] = [];
-  for (const k of Object.keys(expect)) {
-    if (k === 'image') checks.push(named(k, checkOutput(out.image, load(k, imgShape))));
-    else if (k === 'image_stats') checks.push(named(k, checkOutput(imageStats(out.image), load(k, [4]))));
-    else if (k === 'grad_wp') {
-      const floor = await ulpNoiseFloor(c, weights, wp, probe!, out.gradWp!);
-      const bars = floor === undefined ? {} : { maxRelL2: Math.max(TOLERANCES.gradRelL2, 3 * floor) };
-      const r = checkGradient(out.gradWp!, load(k, wpShape), bars);
-      checks.push(
-        named(k, floor === undefined ? r : { ...r, metrics: { ...r.metrics, ulpNoiseFloor: floor } }),
-      );
-    } else {
-      const n = Number(k.slice('image_sub'.length));
-      if (!(n >= 1)) throw new FixtureFormatError(`case ${c.name}: bad subsampling factor in "${k}"`);
-      const ro = Math.ceil(res / n);
-      checks.push(named(k, checkOutput(subsample(out.image, 3, res, n), load(k, [1, 3, ro, ro]))));
+    const load = (k: string, shape: number[]) => golden(c, ctx.dir, expect[k]!, shape);
+    const checks: ParityCheck[] = [];
+    for (const k of Object.keys(expect)) {
+      if (k === 'image') checks.push(named(k, checkOutput(out.image, load(k, imgShape))));
+      else if (k === 'image_stats') checks.push(named(k, checkOutput(imageStats(out.image), load(k, [4]))));
+      else if (k === 'grad_wp') {
+        const floor = await ulpNoiseFloor(c, gen.run, wp, out.gradWp!);
+        const bars = floor === undefined ? {} : { maxRelL2: Math.max(TOLERANCES.gradRelL2, 3 * floor) };
+        const r = checkGradient(out.gradWp!, load(k, wpShape), bars);
+        checks.push(
+          named(k, floor === undefined ? r : { ...r, metrics: { ...r.metrics, ulpNoiseFloor: floor } }),
+        );
+      } else {
+        const n = Number(k.slice('image_sub'.length));
+        if (!(n >= 1)) throw new FixtureFormatError(`case ${c.name}: bad subsampling factor in "${k}"`);
+        const ro = Math.ceil(res / n);
+        checks.push(named(k, checkOutput(subsample(out.image, 3, res, n), load(k, [1, 3, ro, ro]))));
+      }
     }
+    return checks;
+  } finally {
+    await gen.release();
   }
-  return checks;
 };
 
 export default stylegan2Handler;
